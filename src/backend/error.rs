@@ -1,0 +1,99 @@
+//! Errors a backend call can end in. Each knows its HTTP status and a message that is
+//! safe to show the client (it names the backend URL, never a secret).
+
+use axum::http::StatusCode;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// 502: nothing answered at the endpoint.
+    #[error("backend at {endpoint} is unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    /// 504: the backend went silent for longer than `backend.timeout`.
+    #[error("backend at {endpoint} timed out")]
+    Timeout { endpoint: String },
+    /// The backend's own HTTP error; its status is passed on.
+    #[error("{message}")]
+    Status { status: u16, message: String },
+    /// 502: the backend answered something we cannot read.
+    #[error("backend sent an invalid response: {0}")]
+    Protocol(String),
+    /// 502: the stream stopped before the backend said it was finished.
+    #[error("backend stream ended before the response was complete")]
+    Truncated,
+    /// 500: the backend section of the config cannot be used.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl BackendError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            BackendError::Unreachable { .. } | BackendError::Protocol(_) | BackendError::Truncated => {
+                StatusCode::BAD_GATEWAY
+            }
+            BackendError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            BackendError::Status { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            BackendError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Classifies a transport error from reqwest.
+    pub fn from_reqwest(endpoint: &str, error: &reqwest::Error) -> BackendError {
+        if error.is_timeout() {
+            return BackendError::Timeout {
+                endpoint: endpoint.to_owned(),
+            };
+        }
+        if error.is_decode() || error.is_body() && !error.is_connect() && !is_io(error) {
+            return BackendError::Protocol(root_cause(error));
+        }
+        BackendError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            reason: root_cause(error),
+        }
+    }
+
+    /// Reads a non-2xx answer: OpenAI's `{"error":{"message"}}`, Ollama's `{"error":"..."}`,
+    /// a flat `{"message"}`, or plain text from a proxy in front.
+    pub fn from_status(status: u16, body: &[u8]) -> BackendError {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                let error = v.get("error").unwrap_or(&v);
+                error
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .or_else(|| error.as_str())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body).trim().to_owned();
+                if text.is_empty() {
+                    format!("backend answered HTTP {status}")
+                } else {
+                    text
+                }
+            });
+        BackendError::Status { status, message }
+    }
+}
+
+fn is_io(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The innermost cause reads best ("Connection refused (os error 111)").
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = error;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}

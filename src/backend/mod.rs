@@ -1,0 +1,156 @@
+//! The backend boundary: one neutral request and one neutral chunk stream, whatever
+//! serves the model. `openai` translates to and from OpenAI's API; `ollama` passes a
+//! real Ollama through. Dispatch is an enum so a new backend is a compile error at
+//! every place that must handle it.
+
+pub mod error;
+pub mod ollama;
+pub mod openai;
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::Value;
+
+pub use error::BackendError;
+
+use crate::config::{BackendConfig, BackendKind};
+use crate::ollama::types::{ChatRequest, GenerateRequest, ToolCall};
+
+/// What a backend streams back. Every item is either a piece of the answer or its end.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, BackendError>> + Send>>;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunk {
+    pub delta: Delta,
+    /// Set on the last chunk only.
+    pub done: Option<Completion>,
+    /// Pass-through: the upstream NDJSON object, forwarded to the client as it is.
+    pub raw: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delta {
+    pub content: String,
+    pub thinking: String,
+    /// Complete calls only: arguments are a JSON object, never a fragment.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.content.is_empty() && self.thinking.is_empty() && self.tool_calls.is_empty()
+    }
+}
+
+/// How an answer ended, with what the backend reported about it. `None` means the
+/// backend did not say, and the frontend falls back to what it measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// Ollama vocabulary: `stop` or `length`.
+    pub done_reason: String,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub prompt_eval_ns: Option<u64>,
+    pub eval_ns: Option<u64>,
+    pub total_ns: Option<u64>,
+    pub load_ns: Option<u64>,
+}
+
+/// A chat or generate call, after model mapping.
+#[derive(Debug, Clone)]
+pub struct Call<R> {
+    /// The name the client used; echoed in every response.
+    pub client_model: String,
+    /// The name the backend knows the model by.
+    pub backend_model: String,
+    pub stream: bool,
+    pub request: R,
+    /// The client's JSON body, for pass-through (unknown keys survive).
+    pub body: Bytes,
+}
+
+pub type ChatCall = Call<ChatRequest>;
+pub type GenerateCall = Call<GenerateRequest>;
+
+/// A model the backend offers, with whatever Ollama-style metadata it reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendModel {
+    pub name: String,
+    /// The backend's own `/api/tags` entry (Ollama backends), reused for aliases.
+    pub entry: Option<Value>,
+    pub context_length: Option<u64>,
+}
+
+#[expect(
+    async_fn_in_trait,
+    reason = "used only through AnyBackend, whose concrete futures are Send"
+)]
+pub trait Backend {
+    const KIND: BackendKind;
+    async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError>;
+    async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError>;
+    async fn models(&self) -> Result<Vec<BackendModel>, BackendError>;
+}
+
+pub enum AnyBackend {
+    OpenAi(openai::OpenAiBackend),
+    Ollama(ollama::OllamaBackend),
+}
+
+impl AnyBackend {
+    pub fn new(config: &BackendConfig) -> Result<AnyBackend, BackendError> {
+        let http = http_client(config)?;
+        Ok(match config.kind {
+            BackendKind::Openai => AnyBackend::OpenAi(openai::OpenAiBackend::new(config, http)),
+            BackendKind::Ollama => AnyBackend::Ollama(ollama::OllamaBackend::new(config, http)),
+        })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            AnyBackend::OpenAi(_) => openai::OpenAiBackend::KIND,
+            AnyBackend::Ollama(_) => ollama::OllamaBackend::KIND,
+        }
+    }
+
+    pub async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.chat(call).await,
+            AnyBackend::Ollama(b) => b.chat(call).await,
+        }
+    }
+
+    pub async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.generate(call).await,
+            AnyBackend::Ollama(b) => b.generate(call).await,
+        }
+    }
+
+    pub async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.models().await,
+            AnyBackend::Ollama(b) => b.models().await,
+        }
+    }
+}
+
+/// One pooled client per backend. `TCP_NODELAY` keeps Nagle's algorithm from holding
+/// small stream chunks back; the read timeout bounds silence, not whole streams.
+fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &config.api_key {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| BackendError::Config("backend.api_key contains characters not allowed in a header".into()))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(config.timeout)
+        .read_timeout(config.timeout)
+        .default_headers(headers)
+        .build()
+        .map_err(|e| BackendError::Config(format!("cannot build the HTTP client: {e}")))
+}

@@ -1,0 +1,140 @@
+//! HTTP side of the Ollama pass-through.
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use reqwest::{Method, Url};
+use serde_json::Value;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::io::StreamReader;
+
+use super::translate::{answer_line_to_chunk, rename_model};
+use crate::backend::{Backend, BackendError, BackendModel, Call, ChunkStream};
+use crate::config::{BackendConfig, BackendKind};
+
+/// Ollama's Go client refuses lines over 8 MB; we accept a little more.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+pub struct OllamaBackend {
+    http: reqwest::Client,
+    base: Url,
+    label: String,
+}
+
+impl OllamaBackend {
+    pub fn new(config: &BackendConfig, http: reqwest::Client) -> OllamaBackend {
+        let mut base = config.endpoint.clone();
+        let path = base.path().trim_end_matches('/').to_owned();
+        base.set_path(&format!("{path}/"));
+        OllamaBackend {
+            http,
+            base,
+            label: config.endpoint.to_string(),
+        }
+    }
+
+    /// Sends a request to `path` on the backend and returns its response as it is,
+    /// for routes we pass through without reading (show, embed, ps, pull, ...).
+    pub async fn forward(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, BackendError> {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| BackendError::Config(format!("cannot build backend URL for {path}: {e}")))?;
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))
+    }
+
+    async fn answer<R>(&self, path: &str, call: &Call<R>) -> Result<ChunkStream, BackendError> {
+        let body = rename_model(&call.body, &call.backend_model)?;
+        let response = self.forward(Method::POST, path, Some(body)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(BackendError::from_status(status.as_u16(), &body));
+        }
+        let label = self.label.clone();
+        let reader = StreamReader::new(response.bytes_stream().map_err(std::io::Error::other));
+        let lines = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+        let (client_model, backend_model) = (call.client_model.clone(), call.backend_model.clone());
+        let mut finished = false;
+        let chunks = lines
+            .filter(|line| std::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
+            .map(move |line| match line {
+                Ok(line) => answer_line_to_chunk(line.as_bytes(), &client_model, &backend_model),
+                Err(LinesCodecError::Io(e)) => Err(io_error(&label, e)),
+                Err(LinesCodecError::MaxLineLengthExceeded) => Err(BackendError::Protocol(format!(
+                    "a line longer than {MAX_LINE_BYTES} bytes"
+                ))),
+            })
+            // An Ollama answer ends with `done: true`; anything else was cut off.
+            .chain(stream::once(async { Err(BackendError::Truncated) }))
+            .take_while(move |item| {
+                let keep = !finished;
+                finished = finished || matches!(item, Ok(chunk) if chunk.done.is_some()) || item.is_err();
+                std::future::ready(keep)
+            });
+        Ok(chunks.boxed())
+    }
+}
+
+fn io_error(label: &str, error: std::io::Error) -> BackendError {
+    match error.get_ref().and_then(|e| e.downcast_ref::<reqwest::Error>()) {
+        Some(e) => BackendError::from_reqwest(label, e),
+        None => BackendError::Unreachable {
+            endpoint: label.to_owned(),
+            reason: error.to_string(),
+        },
+    }
+}
+
+impl Backend for OllamaBackend {
+    const KIND: BackendKind = BackendKind::Ollama;
+
+    async fn chat(&self, call: &crate::backend::ChatCall) -> Result<ChunkStream, BackendError> {
+        self.answer("api/chat", call).await
+    }
+
+    async fn generate(&self, call: &crate::backend::GenerateCall) -> Result<ChunkStream, BackendError> {
+        self.answer("api/generate", call).await
+    }
+
+    async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
+        let response = self.forward(Method::GET, "api/tags", None).await?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        if !status.is_success() {
+            return Err(BackendError::from_status(status.as_u16(), &body));
+        }
+        let list: Value = serde_json::from_slice(&body)
+            .map_err(|e| BackendError::Protocol(format!("unreadable /api/tags from {}: {e}", self.label)))?;
+        Ok(list["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.get("model").or_else(|| entry.get("name"))?.as_str()?.to_owned();
+                let context_length = entry["details"]["context_length"].as_u64();
+                Some(BackendModel {
+                    name,
+                    entry: Some(entry.clone()),
+                    context_length,
+                })
+            })
+            .collect())
+    }
+}

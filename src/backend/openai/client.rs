@@ -1,0 +1,175 @@
+//! HTTP side of the OpenAI backend: sends translated requests, decodes SSE with
+//! `eventsource-stream`, and feeds each event to the pure translator.
+
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{StreamExt, stream};
+use reqwest::Url;
+use serde_json::{Map, Value};
+
+use super::translate::{self, Route, Translator};
+use super::types::ModelList;
+use crate::backend::{Backend, BackendError, BackendModel, ChatCall, ChunkStream, GenerateCall};
+use crate::config::{BackendConfig, BackendKind};
+
+pub struct OpenAiBackend {
+    http: reqwest::Client,
+    /// Endpoint with a trailing slash and without a trailing `v1/`, so both
+    /// `http://host:8080` and `https://openrouter.ai/api/v1` work.
+    base: Url,
+    label: String,
+}
+
+impl OpenAiBackend {
+    pub fn new(config: &BackendConfig, http: reqwest::Client) -> OpenAiBackend {
+        let mut base = config.endpoint.clone();
+        let path = base.path().trim_end_matches('/').trim_end_matches("/v1").to_owned();
+        base.set_path(&format!("{path}/"));
+        OpenAiBackend {
+            http,
+            base,
+            label: config.endpoint.to_string(),
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, BackendError> {
+        self.base
+            .join(path)
+            .map_err(|e| BackendError::Config(format!("cannot build backend URL for {path}: {e}")))
+    }
+
+    async fn send(
+        &self,
+        route: Route,
+        body: Map<String, Value>,
+        stream: bool,
+        hide_thinking: bool,
+    ) -> Result<ChunkStream, BackendError> {
+        let response = self
+            .http
+            .post(self.url(route.path())?)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(BackendError::from_status(status.as_u16(), &body));
+        }
+        let translator = Translator::new(hide_thinking);
+        if !stream {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+            let chunks = translator.on_body(&body)?;
+            return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
+        }
+        let label = self.label.clone();
+        let events = response.bytes_stream().eventsource();
+        Ok(sse_to_chunks(events, translator, label))
+    }
+}
+
+/// Drives the translator over the SSE events; at the end of the upstream stream it
+/// emits the buffered tool calls and the final chunk (or the truncation error).
+fn sse_to_chunks<S>(events: S, translator: Translator, label: String) -> ChunkStream
+where
+    S: futures::Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>> + Send + 'static,
+{
+    struct State<S> {
+        events: std::pin::Pin<Box<S>>,
+        translator: Translator,
+        pending: std::collections::VecDeque<crate::backend::Chunk>,
+        ended: bool,
+    }
+    let state = State {
+        events: Box::pin(events),
+        translator,
+        pending: Default::default(),
+        ended: false,
+    };
+    stream::unfold(state, move |mut state| {
+        let label = label.clone();
+        async move {
+            loop {
+                if let Some(chunk) = state.pending.pop_front() {
+                    return Some((Ok(chunk), state));
+                }
+                if state.ended {
+                    return None;
+                }
+                let item = match state.events.next().await {
+                    None => match state.translator.finish() {
+                        Ok(chunks) => {
+                            state.ended = true;
+                            state.pending.extend(chunks);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Some(Err(EventStreamError::Transport(e))) => Err(BackendError::from_reqwest(&label, &e)),
+                    Some(Err(e)) => Err(BackendError::Protocol(e.to_string())),
+                    Some(Ok(event)) if event.event == "error" => Err(BackendError::Status {
+                        status: 502,
+                        message: event.data,
+                    }),
+                    Some(Ok(event)) => match state.translator.on_event(&event.data) {
+                        Ok(Some(chunk)) => Ok(chunk),
+                        Ok(None) => continue,
+                        Err(e) => Err(e),
+                    },
+                };
+                if item.is_err() {
+                    state.ended = true;
+                }
+                return Some((item, state));
+            }
+        }
+    })
+    .boxed()
+}
+
+impl Backend for OpenAiBackend {
+    const KIND: BackendKind = BackendKind::Openai;
+
+    async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError> {
+        let body = translate::ollama_chat_to_openai(&call.request, &call.backend_model, call.stream);
+        let hide = translate::thinking_disabled(call.request.think.as_ref());
+        self.send(Route::Chat, body, call.stream, hide).await
+    }
+
+    async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError> {
+        let (route, body) = translate::ollama_generate_to_openai(&call.request, &call.backend_model, call.stream);
+        let hide = translate::thinking_disabled(call.request.think.as_ref());
+        self.send(route, body, call.stream, hide).await
+    }
+
+    async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
+        let response = self
+            .http
+            .get(self.url("v1/models")?)
+            .send()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        if !status.is_success() {
+            return Err(BackendError::from_status(status.as_u16(), &body));
+        }
+        let list: ModelList = serde_json::from_slice(&body)
+            .map_err(|e| BackendError::Protocol(format!("unreadable model list from {}: {e}", self.label)))?;
+        Ok(list
+            .data
+            .into_iter()
+            .map(|m| BackendModel {
+                context_length: m.meta.as_ref().and_then(|meta| meta.n_ctx.or(meta.n_ctx_train)),
+                name: m.id,
+                entry: None,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,519 @@
+//! Pure translation between Ollama requests/answers and OpenAI's chat/completions API.
+//! No I/O here: requests in, JSON out; SSE event data in, neutral chunks out.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::types::{Completion as OpenAiCompletion, MessageFields, Timings, Usage};
+use crate::backend::{BackendError, Chunk, Completion, Delta};
+use crate::ollama::types::{ChatRequest, GenerateRequest, Message, ToolCall, ToolCallFunction};
+
+/// Ollama `options` that OpenAI-compatible servers understand under the same name
+/// (llama.cpp accepts the non-OpenAI samplers too).
+const SAME_NAME_OPTIONS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "typical_p",
+    "seed",
+    "stop",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+];
+
+/// Which upstream route a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Chat,
+    Completions,
+}
+
+impl Route {
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Chat => "v1/chat/completions",
+            Route::Completions => "v1/completions",
+        }
+    }
+}
+
+/// `/api/chat` → `/v1/chat/completions` body.
+pub fn ollama_chat_to_openai(req: &ChatRequest, backend_model: &str, stream: bool) -> Map<String, Value> {
+    let messages = req.messages.as_deref().unwrap_or_default();
+    let mut body = Map::new();
+    body.insert("model".into(), backend_model.into());
+    body.insert("messages".into(), Value::Array(messages_to_openai(messages)));
+    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
+        body.insert("tools".into(), Value::Array(tools.iter().map(tool_to_openai).collect()));
+    }
+    apply_common(
+        &mut body,
+        stream,
+        req.options.as_ref(),
+        req.format.as_ref(),
+        req.think.as_ref(),
+    );
+    body
+}
+
+/// `/api/generate` → the upstream route and its body. `raw` and `suffix` prompts go
+/// to `/v1/completions` verbatim; the rest become a chat with an optional system turn.
+pub fn ollama_generate_to_openai(
+    req: &GenerateRequest,
+    backend_model: &str,
+    stream: bool,
+) -> (Route, Map<String, Value>) {
+    let prompt = req.prompt.clone().unwrap_or_default();
+    let mut body = Map::new();
+    body.insert("model".into(), backend_model.into());
+    let route = if req.raw == Some(true) || req.suffix.is_some() {
+        body.insert("prompt".into(), prompt.into());
+        if let Some(suffix) = &req.suffix {
+            body.insert("suffix".into(), suffix.clone().into());
+        }
+        Route::Completions
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = req.system.as_ref().filter(|s| !s.is_empty()) {
+            messages.push(Message {
+                role: "system".into(),
+                content: system.clone(),
+                ..Default::default()
+            });
+        }
+        messages.push(Message {
+            role: "user".into(),
+            content: prompt,
+            images: req.images.clone(),
+            ..Default::default()
+        });
+        body.insert("messages".into(), Value::Array(messages_to_openai(&messages)));
+        Route::Chat
+    };
+    apply_common(
+        &mut body,
+        stream,
+        req.options.as_ref(),
+        req.format.as_ref(),
+        req.think.as_ref(),
+    );
+    (route, body)
+}
+
+/// Whether the client asked not to see thinking (`think: false`).
+pub fn thinking_disabled(think: Option<&Value>) -> bool {
+    matches!(think, Some(Value::Bool(false)))
+}
+
+fn apply_common(
+    body: &mut Map<String, Value>,
+    stream: bool,
+    options: Option<&Map<String, Value>>,
+    format: Option<&Value>,
+    think: Option<&Value>,
+) {
+    body.insert("stream".into(), stream.into());
+    if stream {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(options) = options {
+        for key in SAME_NAME_OPTIONS {
+            if let Some(v) = options.get(*key).filter(|v| !v.is_null()) {
+                body.insert((*key).into(), v.clone());
+            }
+        }
+        // Ollama's -1 (unlimited) and -2 (fill context) have no OpenAI spelling: omit.
+        if let Some(n) = options.get("num_predict").and_then(Value::as_f64).filter(|n| *n > 0.0) {
+            body.insert("max_tokens".into(), json!(n as u64));
+        }
+    }
+    match format {
+        Some(Value::String(s)) if s == "json" => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(schema @ Value::Object(_)) => {
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
+            );
+        }
+        _ => {}
+    }
+    let enable_thinking = match think {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(level)) => Some(!matches!(level.as_str(), "" | "none" | "false")),
+        _ => None,
+    };
+    if let Some(enable) = enable_thinking {
+        body.insert("chat_template_kwargs".into(), json!({"enable_thinking": enable}));
+    }
+}
+
+/// Ollama history → OpenAI messages. Tool calls get ids, and tool results are linked
+/// to the call they answer by `tool_call_id`, else `tool_name`, else order (Home
+/// Assistant sends neither).
+fn messages_to_openai(messages: &[Message]) -> Vec<Value> {
+    let mut open_calls: Vec<(String, String)> = Vec::new(); // (id, name) not yet answered
+    let mut out = Vec::with_capacity(messages.len());
+    for (turn, message) in messages.iter().enumerate() {
+        let mut m = Map::new();
+        m.insert("role".into(), message.role.clone().into());
+        m.insert("content".into(), content_to_openai(message));
+        if let Some(calls) = message.tool_calls.as_ref().filter(|c| !c.is_empty()) {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, call)| {
+                    let id = call.id.clone().unwrap_or_else(|| format!("call_{turn}_{i}"));
+                    open_calls.push((id.clone(), call.function.name.clone()));
+                    json!({
+                        "id": id,
+                        "type": "function",
+                        "function": {"name": call.function.name, "arguments": arguments_to_string(&call.function.arguments)},
+                    })
+                })
+                .collect();
+            m.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if message.role == "tool" {
+            let by_id = message
+                .tool_call_id
+                .as_ref()
+                .and_then(|id| open_calls.iter().position(|(open, _)| open == id));
+            let by_name = || {
+                message
+                    .tool_name
+                    .as_ref()
+                    .and_then(|name| open_calls.iter().position(|(_, open)| open == name))
+            };
+            let position = by_id.or_else(by_name).or((!open_calls.is_empty()).then_some(0));
+            if let Some(position) = position {
+                let (id, _) = open_calls.remove(position);
+                m.insert("tool_call_id".into(), id.into());
+            } else if let Some(id) = &message.tool_call_id {
+                m.insert("tool_call_id".into(), id.clone().into());
+            }
+            if let Some(name) = &message.tool_name {
+                m.insert("name".into(), name.clone().into());
+            }
+        }
+        out.push(Value::Object(m));
+    }
+    out
+}
+
+fn content_to_openai(message: &Message) -> Value {
+    let images = message.images.as_deref().unwrap_or_default();
+    if images.is_empty() {
+        return message.content.clone().into();
+    }
+    let mut parts = vec![json!({"type": "text", "text": message.content})];
+    for image in images {
+        let url = if image.starts_with("data:") {
+            image.clone()
+        } else {
+            format!("data:{};base64,{image}", image_media_type(image))
+        };
+        parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+    }
+    Value::Array(parts)
+}
+
+/// Ollama images are bare base64; the media type is sniffed from the encoded magic bytes.
+fn image_media_type(base64: &str) -> &'static str {
+    match base64.as_bytes() {
+        [b'i', b'V', b'B', b'O', b'R', ..] => "image/png",
+        [b'/', b'9', b'j', b'/', ..] => "image/jpeg",
+        [b'R', b'0', b'l', b'G', b'O', b'D', ..] => "image/gif",
+        [b'U', b'k', b'l', b'G', b'R', ..] => "image/webp",
+        _ => "image/png",
+    }
+}
+
+fn arguments_to_string(arguments: &Value) -> String {
+    match arguments {
+        Value::String(s) => s.clone(),
+        Value::Null => "{}".into(),
+        other => other.to_string(),
+    }
+}
+
+fn tool_to_openai(tool: &Value) -> Value {
+    let mut tool = tool.clone();
+    if let Some(function) = tool.get_mut("function").and_then(Value::as_object_mut) {
+        if !function.get("parameters").is_some_and(Value::is_object) {
+            function.insert("parameters".into(), json!({"type": "object", "properties": {}}));
+        }
+    }
+    if let Some(obj) = tool.as_object_mut() {
+        obj.entry("type").or_insert_with(|| "function".into());
+    }
+    tool
+}
+
+/// A tool call being assembled from streamed fragments.
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Turns one upstream answer (a stream of SSE data, or one whole body) into neutral
+/// chunks: text and thinking as they come, complete tool calls and the end last.
+#[derive(Debug, Default)]
+pub struct Translator {
+    hide_thinking: bool,
+    calls: BTreeMap<u32, PartialCall>,
+    last_call: Option<u32>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    timings: Option<Timings>,
+    saw_done: bool,
+}
+
+impl Translator {
+    pub fn new(hide_thinking: bool) -> Translator {
+        Translator {
+            hide_thinking,
+            ..Default::default()
+        }
+    }
+
+    /// One SSE event's data. Returns the chunk to send on, if the event carried any text.
+    pub fn on_event(&mut self, data: &str) -> Result<Option<Chunk>, BackendError> {
+        let data = data.trim();
+        if data.starts_with("[DONE]") {
+            self.saw_done = true;
+            return Ok(None);
+        }
+        let parsed: OpenAiCompletion = serde_json::from_str(data)
+            .map_err(|e| BackendError::Protocol(format!("unreadable stream event ({e}): {}", preview(data))))?;
+        self.on_completion(parsed)
+    }
+
+    /// A whole non-streamed body: everything it holds, then the end.
+    pub fn on_body(mut self, body: &[u8]) -> Result<Vec<Chunk>, BackendError> {
+        let parsed: OpenAiCompletion = serde_json::from_slice(body).map_err(|e| {
+            BackendError::Protocol(format!(
+                "unreadable response ({e}): {}",
+                preview(&String::from_utf8_lossy(body))
+            ))
+        })?;
+        let mut chunks: Vec<Chunk> = self.on_completion(parsed)?.into_iter().collect();
+        chunks.extend(self.finish()?);
+        Ok(chunks)
+    }
+
+    fn on_completion(&mut self, parsed: OpenAiCompletion) -> Result<Option<Chunk>, BackendError> {
+        if let Some(error) = parsed.error.filter(|e| !e.is_null()) {
+            return Err(upstream_error(&error));
+        }
+        if parsed.usage.is_some() {
+            self.usage = parsed.usage;
+        }
+        if parsed.timings.is_some() {
+            self.timings = parsed.timings;
+        }
+        let mut delta = Delta::default();
+        for choice in parsed.choices.unwrap_or_default() {
+            if choice.index.unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(text) = choice.text {
+                delta.content.push_str(&text);
+            }
+            if let Some(fields) = choice.delta.or(choice.message) {
+                self.take_fields(fields, &mut delta);
+            }
+            if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
+                self.finish_reason = Some(reason);
+            }
+        }
+        Ok((!delta.is_empty()).then(|| Chunk {
+            delta,
+            ..Default::default()
+        }))
+    }
+
+    fn take_fields(&mut self, fields: MessageFields, delta: &mut Delta) {
+        if let Some(text) = fields.content {
+            delta.content.push_str(&text);
+        }
+        if let Some(text) = fields.refusal {
+            delta.content.push_str(&text);
+        }
+        let thinking = fields.reasoning_content.or(fields.reasoning).unwrap_or_default();
+        if !self.hide_thinking {
+            delta.thinking.push_str(&thinking);
+        }
+        for fragment in fields.tool_calls.unwrap_or_default() {
+            let index = fragment.index.or(self.last_call).unwrap_or(0);
+            self.last_call = Some(index);
+            let call = self.calls.entry(index).or_default();
+            if let Some(id) = fragment.id.filter(|id| !id.is_empty()) {
+                if call.id.is_empty() {
+                    call.id = id;
+                }
+            }
+            if let Some(function) = fragment.function {
+                if let Some(name) = function.name.filter(|n| !n.is_empty()) {
+                    // llama.cpp re-sends the full name when its parser revises it.
+                    if call.name.is_empty() || name.starts_with(&call.name) {
+                        call.name = name;
+                    } else {
+                        call.name.push_str(&name);
+                    }
+                }
+                match function.arguments {
+                    Some(Value::String(piece)) => call.arguments.push_str(&piece),
+                    Some(Value::Null) | None => {}
+                    Some(whole) => call.arguments.push_str(&whole.to_string()),
+                }
+            }
+        }
+    }
+
+    /// The upstream stream has ended: complete tool calls (one chunk), then the end.
+    /// A stream that stops without a finish reason or `[DONE]` was cut off.
+    pub fn finish(&mut self) -> Result<Vec<Chunk>, BackendError> {
+        if self.finish_reason.is_none() && !self.saw_done {
+            return Err(BackendError::Truncated);
+        }
+        let mut chunks = Vec::new();
+        let calls = std::mem::take(&mut self.calls);
+        if !calls.is_empty() {
+            let tool_calls = calls
+                .into_values()
+                .enumerate()
+                .map(|(i, call)| complete_call(i, call))
+                .collect::<Result<Vec<_>, _>>()?;
+            chunks.push(Chunk {
+                delta: Delta {
+                    tool_calls,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        }
+        chunks.push(Chunk {
+            done: Some(self.completion()),
+            ..Default::default()
+        });
+        Ok(chunks)
+    }
+
+    fn completion(&self) -> Completion {
+        let timings = self.timings.unwrap_or_default();
+        let usage = self.usage.unwrap_or_default();
+        let ms_to_ns = |ms: f64| (ms * 1e6).round() as u64;
+        Completion {
+            done_reason: match self.finish_reason.as_deref() {
+                Some("length") => "length".into(),
+                _ => "stop".into(),
+            },
+            prompt_tokens: usage
+                .prompt_tokens
+                .or_else(|| timings.prompt_n.map(|n| (n + timings.cache_n.unwrap_or(0.0)) as u64)),
+            completion_tokens: usage.completion_tokens.or(timings.predicted_n.map(|n| n as u64)),
+            prompt_eval_ns: timings.prompt_ms.map(ms_to_ns),
+            eval_ns: timings.predicted_ms.map(ms_to_ns),
+            total_ns: None,
+            load_ns: None,
+        }
+    }
+}
+
+fn complete_call(index: usize, call: PartialCall) -> Result<ToolCall, BackendError> {
+    let text = call.arguments.trim();
+    let arguments: Value = if text.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_str(text).map_err(|e| {
+            BackendError::Protocol(format!(
+                "tool call '{}' has arguments that are not valid JSON ({e}): {}",
+                call.name,
+                preview(text)
+            ))
+        })?
+    };
+    if !arguments.is_object() {
+        return Err(BackendError::Protocol(format!(
+            "tool call '{}' has arguments that are not a JSON object: {}",
+            call.name,
+            preview(text)
+        )));
+    }
+    Ok(ToolCall {
+        id: Some(tool_call_id(&call.id)),
+        function: ToolCallFunction {
+            index: Some(index as u32),
+            name: call.name,
+            arguments,
+        },
+    })
+}
+
+/// Ollama's ids look like `call_` + 8 lowercase alphanumerics. Derived from the
+/// backend's id when it has one, so the same answer always gets the same id.
+fn tool_call_id(backend_id: &str) -> String {
+    if backend_id.starts_with("call_") {
+        return backend_id.to_owned();
+    }
+    let tail: String = backend_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .take(8)
+        .collect();
+    if tail.len() == 8 {
+        format!("call_{tail}")
+    } else {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let random: String = (0..8)
+            .map(|_| {
+                let n = rng.random_range(0..36u8);
+                char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+            })
+            .collect();
+        format!("call_{random}")
+    }
+}
+
+/// An error object inside the stream (`{"error":{"message","code"}}` or a string).
+fn upstream_error(error: &Value) -> BackendError {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| error.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string());
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok());
+    BackendError::Status {
+        status: status.filter(|s| (400..600).contains(s)).unwrap_or(502),
+        message,
+    }
+}
+
+fn preview(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests;

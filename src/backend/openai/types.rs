@@ -1,0 +1,115 @@
+//! OpenAI chat/completions wire types, read loosely: every field may be missing or
+//! null, unknown fields are ignored (llama.cpp adds `timings`, OpenRouter `provider`).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A streamed chunk (`chat.completion.chunk`, `text_completion`) or a whole
+/// non-streamed completion: the same reader serves both.
+#[derive(Debug, Default, Deserialize)]
+pub struct Completion {
+    #[serde(default)]
+    pub choices: Option<Vec<Choice>>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub timings: Option<Timings>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Choice {
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// Streamed chat.
+    #[serde(default)]
+    pub delta: Option<MessageFields>,
+    /// Non-streamed chat.
+    #[serde(default)]
+    pub message: Option<MessageFields>,
+    /// `/v1/completions`, streamed or not.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MessageFields {
+    #[serde(default)]
+    pub content: Option<String>,
+    /// llama.cpp, DeepSeek, older vLLM.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    /// OpenRouter, newer vLLM, Ollama's `/v1`.
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    #[serde(default)]
+    pub refusal: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallFragment>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallFragment {
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionFragment {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A piece of a JSON text when streamed; some servers send the whole object.
+    #[serde(default)]
+    pub arguments: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+}
+
+/// llama.cpp's per-request timings (milliseconds, token counts).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Timings {
+    #[serde(default)]
+    pub cache_n: Option<f64>,
+    #[serde(default)]
+    pub prompt_n: Option<f64>,
+    #[serde(default)]
+    pub prompt_ms: Option<f64>,
+    #[serde(default)]
+    pub predicted_n: Option<f64>,
+    #[serde(default)]
+    pub predicted_ms: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ModelList {
+    #[serde(default)]
+    pub data: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ModelEntry {
+    pub id: String,
+    #[serde(default)]
+    pub meta: Option<ModelMeta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ModelMeta {
+    #[serde(default)]
+    pub n_ctx: Option<u64>,
+    #[serde(default)]
+    pub n_ctx_train: Option<u64>,
+}

@@ -1,0 +1,289 @@
+//! Loads `config.json` (plus `OLLABRIDGE__SECTION__KEY` environment overrides) into a
+//! validated [`Config`]. Everything that can be wrong with a config is found here, at
+//! start-up, and reported with the file, the key and the problem.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+/// A problem with the configuration; start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config {file}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub backend: BackendConfig,
+    pub database: DatabaseConfig,
+    pub models: ModelsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub enable_cors: bool,
+    pub log_messages: bool,
+    pub log_raw_requests: bool,
+    pub log_raw_responses: bool,
+    /// What `/api/version` reports; clients such as Copilot gate features on it.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Any OpenAI-compatible server: llama.cpp `llama-server`, vLLM, LM Studio, OpenRouter.
+    Openai,
+    /// A real Ollama, passed through.
+    Ollama,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Openai => "openai",
+            BackendKind::Ollama => "ollama",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub endpoint: Url,
+    /// Longest silence tolerated from the backend (connect, or between two reads).
+    pub timeout: Duration,
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub path: PathBuf,
+    /// Prompts and responses longer than this are cut before they are stored.
+    pub max_body_bytes: usize,
+    /// Log records waiting for the writer; beyond this they are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ModelsConfig {
+    pub default: Option<String>,
+    /// Client-facing name → backend model name, in file order.
+    pub mappings: Vec<(String, String)>,
+}
+
+/// A secret that never shows up in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    backend: RawBackend,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    models: RawModels,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    host: String,
+    port: i64,
+    enable_cors: bool,
+    log_messages: bool,
+    log_raw_requests: bool,
+    log_raw_responses: bool,
+    version: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            host: "0.0.0.0".into(),
+            port: 11434,
+            enable_cors: false,
+            log_messages: false,
+            log_raw_requests: false,
+            log_raw_responses: false,
+            version: "0.12.0".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    #[serde(rename = "type")]
+    kind: BackendKind,
+    endpoint: String,
+    #[serde(default = "default_timeout")]
+    timeout: f64,
+    #[serde(default)]
+    api_key: Option<String>,
+}
+
+fn default_timeout() -> f64 {
+    300.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    path: PathBuf,
+    max_body_bytes: usize,
+    queue_capacity: usize,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase {
+            path: "./ollabridge.db".into(),
+            max_body_bytes: 1 << 20,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawModels {
+    default: Option<String>,
+    /// serde_json's `preserve_order` map keeps the file's order for `/api/tags`.
+    mappings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let fail = |problem: String| ConfigError {
+            file: file.clone(),
+            problem,
+        };
+        if !path.exists() {
+            return Err(fail("file not found".into()));
+        }
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Json))
+            .add_source(
+                config::Environment::with_prefix("OLLABRIDGE")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| fail(e.to_string()))?;
+        raw.validate().map_err(fail)
+    }
+
+    /// Parses a config from JSON text (no environment overrides); used by tests and tools.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let fail = |problem: String| ConfigError {
+            file: "<inline>".into(),
+            problem,
+        };
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        raw.validate().map_err(fail)
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, String> {
+        let port = u16::try_from(self.server.port)
+            .map_err(|_| format!("server.port: {} is out of range 0-65535", self.server.port))?;
+        if !is_dotted_version(&self.server.version) {
+            return Err(format!(
+                "server.version: '{}' must be dotted integers like 0.12.0 (clients parse it)",
+                self.server.version
+            ));
+        }
+        let endpoint = Url::parse(&self.backend.endpoint)
+            .map_err(|e| format!("backend.endpoint: '{}' is not a URL ({e})", self.backend.endpoint))?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
+            return Err(format!(
+                "backend.endpoint: '{}' must be an http:// or https:// URL with a host",
+                self.backend.endpoint
+            ));
+        }
+        if !(self.backend.timeout.is_finite() && self.backend.timeout > 0.0) {
+            return Err(format!(
+                "backend.timeout: {} must be a positive number of seconds",
+                self.backend.timeout
+            ));
+        }
+        if self.database.queue_capacity == 0 {
+            return Err("database.queue_capacity: must be at least 1".into());
+        }
+        let mut mappings = Vec::new();
+        for (name, target) in self.models.mappings {
+            let target = match target {
+                serde_json::Value::String(s) if !s.is_empty() => s,
+                other => {
+                    return Err(format!(
+                        "models.mappings.{name}: expected the backend model name as a non-empty string, got {other}"
+                    ));
+                }
+            };
+            mappings.push((name, target));
+        }
+        Ok(Config {
+            server: ServerConfig {
+                host: self.server.host,
+                port,
+                enable_cors: self.server.enable_cors,
+                log_messages: self.server.log_messages,
+                log_raw_requests: self.server.log_raw_requests,
+                log_raw_responses: self.server.log_raw_responses,
+                version: self.server.version,
+            },
+            backend: BackendConfig {
+                kind: self.backend.kind,
+                endpoint,
+                timeout: Duration::from_secs_f64(self.backend.timeout),
+                api_key: self.backend.api_key.filter(|k| !k.is_empty()).map(Secret),
+            },
+            database: DatabaseConfig {
+                path: self.database.path,
+                max_body_bytes: self.database.max_body_bytes,
+                queue_capacity: self.database.queue_capacity,
+            },
+            models: ModelsConfig {
+                default: self.models.default.filter(|d| !d.is_empty()),
+                mappings,
+            },
+        })
+    }
+}
+
+fn is_dotted_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests;

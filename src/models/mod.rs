@@ -1,0 +1,149 @@
+//! The model map: which backend model serves the name a client asks for. Names match
+//! case-insensitively, with or without `:latest`; the client always sees its own name.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::backend::{AnyBackend, BackendError, BackendModel};
+use crate::config::ModelsConfig;
+
+/// How long the backend's own model list is trusted before it is asked again.
+const OFFERED_TTL: Duration = Duration::from_secs(10);
+
+/// The outcome of resolving a client's model name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub client: String,
+    pub backend: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ResolveError {
+    /// 400: no `model` and no `models.default`.
+    #[error("model is required")]
+    Missing,
+    /// 404: neither mapped nor offered by the backend.
+    #[error("model '{0}' not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+pub struct Models {
+    default: Option<String>,
+    mappings: Vec<(String, String)>,
+    offered: Mutex<Option<(Instant, Arc<Vec<BackendModel>>)>>,
+}
+
+/// The form names are compared in: lower case, no `:latest`.
+pub fn normalize(name: &str) -> String {
+    let lower = name.trim().to_lowercase();
+    match lower.strip_suffix(":latest") {
+        Some(base) => base.to_owned(),
+        None => lower,
+    }
+}
+
+/// The form names are listed in: with an explicit tag, as Ollama lists them (Home
+/// Assistant compares the configured name to the listed one verbatim).
+pub fn listed_name(name: &str) -> String {
+    if name.contains(':') {
+        name.to_owned()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+impl Models {
+    pub fn new(config: &ModelsConfig) -> Models {
+        Models {
+            default: config.default.clone(),
+            mappings: config.mappings.clone(),
+            offered: Mutex::new(None),
+        }
+    }
+
+    pub fn mappings(&self) -> &[(String, String)] {
+        &self.mappings
+    }
+
+    /// The backend name for a mapped client name.
+    pub fn mapped(&self, name: &str) -> Option<&str> {
+        let key = normalize(name);
+        self.mappings
+            .iter()
+            .find(|(client, _)| normalize(client) == key)
+            .map(|(_, backend)| backend.as_str())
+    }
+
+    pub async fn resolve(&self, requested: Option<&str>, backend: &AnyBackend) -> Result<Resolved, ResolveError> {
+        let client = requested
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .or(self.default.as_deref())
+            .ok_or(ResolveError::Missing)?
+            .to_owned();
+        if let Some(target) = self.mapped(&client) {
+            return Ok(Resolved {
+                backend: target.to_owned(),
+                client,
+            });
+        }
+        let key = normalize(&client);
+        for refresh in [false, true] {
+            let offered = self.offered(backend, refresh).await?;
+            if let Some(m) = offered.iter().find(|m| normalize(&m.name) == key) {
+                return Ok(Resolved {
+                    backend: m.name.clone(),
+                    client,
+                });
+            }
+        }
+        Err(ResolveError::NotFound(client))
+    }
+
+    /// What the backend itself offers, cached for a few seconds.
+    pub async fn offered(&self, backend: &AnyBackend, refresh: bool) -> Result<Arc<Vec<BackendModel>>, BackendError> {
+        let mut cached = self.offered.lock().await;
+        if let Some((at, list)) = cached.as_ref() {
+            if !refresh && at.elapsed() < OFFERED_TTL {
+                return Ok(list.clone());
+            }
+        }
+        let list = Arc::new(backend.models().await?);
+        *cached = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models() -> Models {
+        Models::new(&ModelsConfig {
+            default: Some("llama2".into()),
+            mappings: vec![
+                ("Llama2".into(), "llama-2-7b-chat".into()),
+                ("qwen:7b".into(), "qwen-7b".into()),
+            ],
+        })
+    }
+
+    #[test]
+    fn names_match_without_case_or_latest() {
+        let m = models();
+        assert_eq!(m.mapped("llama2"), Some("llama-2-7b-chat"));
+        assert_eq!(m.mapped("LLAMA2:latest"), Some("llama-2-7b-chat"));
+        assert_eq!(m.mapped("qwen:7B"), Some("qwen-7b"));
+        assert_eq!(m.mapped("qwen"), None);
+    }
+
+    #[test]
+    fn listed_names_carry_a_tag() {
+        assert_eq!(listed_name("llama2"), "llama2:latest");
+        assert_eq!(listed_name("qwen:7b"), "qwen:7b");
+    }
+}

@@ -1,0 +1,73 @@
+//! Errors as Ollama writes them: `{"error": "..."}` with a fitting status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::backend::BackendError;
+use crate::models::ResolveError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404, e.g. `model 'x' not found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 501: the route exists in Ollama but this backend cannot serve it.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The backend's failure, with its status (502/504 or the backend's own).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Backend(e) => e.status_code(),
+        }
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> ApiError {
+        match e {
+            ResolveError::Missing => ApiError::BadRequest(e.to_string()),
+            ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ResolveError::Backend(b) => ApiError::Backend(b),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status_code(),
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// Parses a JSON body; errors name the path of the offending field.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("missing request body".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("invalid value for '{path}': {inner}"))
+        }
+    })
+}

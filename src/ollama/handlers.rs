@@ -1,0 +1,166 @@
+//! Routes and the chat/generate handlers. Handlers stay thin: parse, resolve the
+//! model, call the backend, hand the stream to `respond`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::Value;
+
+use super::error::{ApiError, parse_body};
+use super::models_routes;
+use super::recorder::Recorder;
+use super::respond::{Answer, Shape};
+use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
+use crate::AppState;
+use crate::backend::Call;
+
+/// Images make bodies big; Ollama itself accepts far more than axum's 2 MB default.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/", get(root_handler))
+        .route("/health", get(health_handler))
+        .route("/api/version", get(models_routes::version_handler))
+        .route("/api/tags", get(models_routes::tags_handler))
+        .route(
+            "/api/show",
+            post(models_routes::show_handler).get(models_routes::show_query_handler),
+        )
+        .route("/api/ps", get(models_routes::ps_handler))
+        .route("/api/chat", post(chat_handler))
+        .route("/api/generate", post(generate_handler))
+        .route("/api/{*rest}", any(models_routes::other_api_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state.clone());
+    if state.config.server.enable_cors {
+        router = router.layer(tower_http::cors::CorsLayer::permissive());
+    }
+    router
+}
+
+async fn root_handler() -> &'static str {
+    "Ollama is running"
+}
+
+async fn health_handler() -> axum::Json<Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+fn recorder(state: &AppState, endpoint: &str) -> Recorder {
+    Recorder::new(state.logger.clone(), endpoint, "POST", state.backend.kind().as_str())
+}
+
+async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let mut recorder = recorder(&state, "/api/chat");
+    if state.config.server.log_raw_requests {
+        tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/chat");
+    }
+    let request: ChatRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e),
+    };
+    let stream = request.stream.unwrap_or(true);
+    let prompt = request.messages.as_ref().and_then(|m| serde_json::to_string(m).ok());
+    recorder.request(request.model.as_deref(), prompt, stream);
+    let Some(messages) = &request.messages else {
+        return reject(recorder, ApiError::BadRequest("messages is required".into()));
+    };
+    let resolved = match state.models.resolve(request.model.as_deref(), &state.backend).await {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e.into()),
+    };
+    recorder.backend_model(&resolved.backend);
+    if messages.is_empty() {
+        return load_answer(recorder, Shape::Chat, &resolved.client, request.keep_alive.as_ref());
+    }
+    if state.config.server.log_messages {
+        tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
+    }
+    let call = Call {
+        client_model: resolved.client.clone(),
+        backend_model: resolved.backend,
+        stream,
+        request,
+        body,
+    };
+    let chunks = match state.backend.chat(&call).await {
+        Ok(c) => c,
+        Err(e) => return reject(recorder, e.into()),
+    };
+    let answer = Answer {
+        shape: Shape::Chat,
+        model: call.client_model,
+        stream,
+        log_lines: state.config.server.log_raw_responses,
+    };
+    answer.respond(chunks, recorder).await
+}
+
+async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let mut recorder = recorder(&state, "/api/generate");
+    if state.config.server.log_raw_requests {
+        tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/generate");
+    }
+    let request: GenerateRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e),
+    };
+    let stream = request.stream.unwrap_or(true);
+    recorder.request(request.model.as_deref(), request.prompt.clone(), stream);
+    let resolved = match state.models.resolve(request.model.as_deref(), &state.backend).await {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e.into()),
+    };
+    recorder.backend_model(&resolved.backend);
+    if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
+        return load_answer(recorder, Shape::Generate, &resolved.client, request.keep_alive.as_ref());
+    }
+    if state.config.server.log_messages {
+        tracing::info!(model = %resolved.client, prompt = ?request.prompt, system = ?request.system, "generate request");
+    }
+    let call = Call {
+        client_model: resolved.client.clone(),
+        backend_model: resolved.backend,
+        stream,
+        request,
+        body,
+    };
+    let chunks = match state.backend.generate(&call).await {
+        Ok(c) => c,
+        Err(e) => return reject(recorder, e.into()),
+    };
+    let answer = Answer {
+        shape: Shape::Generate,
+        model: call.client_model,
+        stream,
+        log_lines: state.config.server.log_raw_responses,
+    };
+    answer.respond(chunks, recorder).await
+}
+
+fn reject(recorder: Recorder, error: ApiError) -> Response {
+    recorder.fail(error.status_code().as_u16(), &error.to_string());
+    error.into_response()
+}
+
+/// An empty chat or prompt is Ollama's "load the model" request (with `keep_alive: 0`,
+/// "unload"). The backend keeps its models loaded, so this only answers like Ollama.
+fn load_answer(recorder: Recorder, shape: Shape, model: &str, keep_alive: Option<&Value>) -> Response {
+    let unload = keep_alive
+        .is_some_and(|k| k.as_f64() == Some(0.0) || k.as_str().is_some_and(|s| s.trim() == "0" || s.trim() == "0s"));
+    let reason = if unload { "unload" } else { "load" };
+    let mut body = serde_json::json!({ "model": model, "created_at": now_rfc3339() });
+    match shape {
+        Shape::Chat => body["message"] = serde_json::json!({ "role": "assistant", "content": "" }),
+        Shape::Generate => body["response"] = "".into(),
+    }
+    body["done"] = true.into();
+    body["done_reason"] = reason.into();
+    recorder.finish();
+    axum::Json(body).into_response()
+}

@@ -1,0 +1,11 @@
+//! The Ollama-shaped frontend: routes, handlers, wire types, NDJSON encoding, and the
+//! recorder that turns each exchange into one log row.
+
+pub mod error;
+mod handlers;
+mod models_routes;
+mod recorder;
+mod respond;
+pub mod types;
+
+pub use handlers::router;

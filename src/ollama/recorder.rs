@@ -1,0 +1,165 @@
+//! Watches one exchange and hands exactly one record to the logger when it ends:
+//! finished, failed, or dropped because the client went away. It also owns the
+//! request's clock, so the final chunk's durations come from one place.
+
+use std::time::Instant;
+
+use crate::backend::{BackendError, Chunk, Completion};
+use crate::ollama::types::{FinalMetrics, ToolCall};
+use crate::store::{LogRecord, Logger, timestamp_now};
+
+pub struct Recorder {
+    logger: Logger,
+    started: Instant,
+    record: LogRecord,
+    content: String,
+    thinking: String,
+    tool_calls: Vec<ToolCall>,
+    first_output: Option<Instant>,
+    output_chunks: u64,
+    done: Option<Completion>,
+    sent: bool,
+}
+
+impl Recorder {
+    pub fn new(logger: Logger, endpoint: &str, method: &str, backend_type: &str) -> Recorder {
+        Recorder {
+            logger,
+            started: Instant::now(),
+            record: LogRecord {
+                timestamp: timestamp_now(),
+                endpoint: endpoint.to_owned(),
+                method: method.to_owned(),
+                backend_type: backend_type.to_owned(),
+                status_code: 200,
+                ..Default::default()
+            },
+            content: String::new(),
+            thinking: String::new(),
+            tool_calls: Vec::new(),
+            first_output: None,
+            output_chunks: 0,
+            done: None,
+            sent: false,
+        }
+    }
+
+    pub fn request(&mut self, model: Option<&str>, prompt: Option<String>, stream: bool) {
+        self.record.model = model.map(str::to_owned);
+        self.record.prompt = prompt;
+        self.record.stream = stream;
+    }
+
+    pub fn backend_model(&mut self, name: &str) {
+        self.record.backend_model = Some(name.to_owned());
+    }
+
+    pub fn observe(&mut self, chunk: &Chunk) {
+        let delta = &chunk.delta;
+        if !delta.is_empty() {
+            self.first_output.get_or_insert_with(Instant::now);
+            self.output_chunks += 1;
+        }
+        self.content.push_str(&delta.content);
+        self.thinking.push_str(&delta.thinking);
+        self.tool_calls.extend(delta.tool_calls.iter().cloned());
+        if let Some(done) = &chunk.done {
+            self.done = Some(done.clone());
+        }
+    }
+
+    /// The final chunk's fields: the backend's numbers where it reported them,
+    /// otherwise what we measured (time to first output, output chunks).
+    pub fn final_metrics(&self) -> FinalMetrics {
+        let done = self.done.clone().unwrap_or_default();
+        let now = Instant::now();
+        let first = self.first_output.unwrap_or(now);
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        FinalMetrics {
+            done_reason: if done.done_reason.is_empty() {
+                "stop".into()
+            } else {
+                done.done_reason
+            },
+            total_duration: done.total_ns.unwrap_or_else(|| ns(now - self.started)),
+            load_duration: done.load_ns.unwrap_or(0),
+            prompt_eval_count: done.prompt_tokens.unwrap_or(0),
+            prompt_eval_duration: done.prompt_eval_ns.unwrap_or_else(|| ns(first - self.started)),
+            eval_count: done.completion_tokens.unwrap_or(self.output_chunks),
+            eval_duration: done.eval_ns.unwrap_or_else(|| ns(now - first)),
+        }
+    }
+
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+
+    pub fn thinking(&self) -> &str {
+        &self.thinking
+    }
+
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.tool_calls
+    }
+
+    /// Ends a request that failed (before or during the answer).
+    pub fn fail(mut self, status: u16, error: &str) {
+        self.record.status_code = status;
+        self.record.error = Some(error.to_owned());
+        self.send();
+    }
+
+    /// Ends a stream that broke after the client got its 200.
+    pub fn fail_stream(mut self, error: &BackendError) {
+        self.record.error = Some(error.to_string());
+        self.send();
+    }
+
+    pub fn finish(mut self) {
+        self.send();
+    }
+
+    fn send(&mut self) {
+        if self.sent {
+            return;
+        }
+        self.sent = true;
+        let metrics = self.final_metrics();
+        let r = &mut self.record;
+        r.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if r.error.is_none() || !self.content.is_empty() {
+            r.response = Some(std::mem::take(&mut self.content));
+        }
+        if !self.thinking.is_empty() {
+            r.thinking = Some(std::mem::take(&mut self.thinking));
+        }
+        if !self.tool_calls.is_empty() {
+            r.tool_calls = serde_json::to_string(&self.tool_calls).ok();
+        }
+        if let Some(done) = &self.done {
+            r.done_reason = Some(metrics.done_reason.clone());
+            r.prompt_tokens = done.prompt_tokens;
+            r.completion_tokens = done.completion_tokens.or(Some(metrics.eval_count));
+        }
+        tracing::info!(
+            endpoint = %r.endpoint,
+            model = r.model.as_deref().unwrap_or(""),
+            status = r.status_code,
+            latency_ms = r.latency_ms,
+            error = r.error.as_deref().unwrap_or(""),
+            "request"
+        );
+        self.logger.log(std::mem::take(r));
+    }
+}
+
+impl Drop for Recorder {
+    /// Dropped before it was finished: the client went away mid-request.
+    fn drop(&mut self) {
+        if !self.sent {
+            self.record.status_code = 499;
+            self.record.error = Some("client disconnected before the response was complete".into());
+            self.send();
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The single SQLite writer: WAL, `synchronous=NORMAL`, one transaction per batch.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{LogRecord, Logger};
+
+/// How long the writer gathers records before committing them together.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot migrate database {path}: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Opens (creating if needed) and migrates the database.
+pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
+    let shown = path.display().to_string();
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate { path: shown, source })?;
+    Ok(pool)
+}
+
+/// The writer task; `close` waits for every queued record to be stored.
+pub struct Writer {
+    handle: JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn spawn(pool: SqlitePool, capacity: usize, max_body_bytes: usize) -> (Logger, Writer) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let logger = Logger {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            max_body_bytes,
+        };
+        let handle = tokio::spawn(write_loop(pool, rx));
+        (logger, Writer { handle })
+    }
+
+    /// Waits until all senders are gone and the queue is stored.
+    pub async fn close(self) {
+        if let Err(e) = self.handle.await {
+            tracing::error!(error = %e, "log writer task failed");
+        }
+    }
+}
+
+async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<LogRecord>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(record)) => batch.push(record),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if let Err(e) = insert_batch(&pool, &batch).await {
+            tracing::error!(error = %e, rows = batch.len(), "cannot write request log rows");
+        }
+        batch.clear();
+    }
+    pool.close().await;
+}
+
+async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for r in batch {
+        sqlx::query(
+            "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
+             tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
+             completion_tokens, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.timestamp)
+        .bind(&r.endpoint)
+        .bind(&r.method)
+        .bind(&r.model)
+        .bind(&r.backend_model)
+        .bind(&r.prompt)
+        .bind(&r.response)
+        .bind(&r.thinking)
+        .bind(&r.tool_calls)
+        .bind(i64::from(r.status_code))
+        .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
+        .bind(r.stream)
+        .bind(&r.backend_type)
+        .bind(&r.done_reason)
+        .bind(r.prompt_tokens.and_then(|n| i64::try_from(n).ok()))
+        .bind(r.completion_tokens.and_then(|n| i64::try_from(n).ok()))
+        .bind(&r.error)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
