@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod config;
+mod json;
 pub mod models;
 pub mod ollama;
 pub mod store;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::json::JsonError;
+
 /// A problem with the configuration; start-up stops with this message.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid config {file}: {problem}")]
@@ -37,8 +39,7 @@ pub struct ServerConfig {
     pub version: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     /// Any OpenAI-compatible server: llama.cpp `llama-server`, vLLM, LM Studio, OpenRouter.
     Openai,
@@ -137,8 +138,9 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBackend {
+    /// Read as text so an unknown value gets our message, listing the accepted ones.
     #[serde(rename = "type")]
-    kind: BackendKind,
+    kind: String,
     endpoint: String,
     #[serde(default = "default_timeout")]
     timeout: f64,
@@ -184,16 +186,15 @@ impl Config {
             file: file.clone(),
             problem,
         };
-        if !path.exists() {
-            return Err(fail("file not found".into()));
-        }
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => fail("file not found".into()),
+            _ => fail(format!("cannot read it: {e}")),
+        })?;
+        // Env values stay strings here; the deserializer converts them where a field
+        // wants a number, so an API key like 0123 keeps its leading zero.
         let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Json))
-            .add_source(
-                config::Environment::with_prefix("OLLABRIDGE")
-                    .separator("__")
-                    .try_parsing(true),
-            )
+            .add_source(config::File::from_str(&text, config::FileFormat::Json))
+            .add_source(config::Environment::with_prefix("OLLABRIDGE").separator("__"))
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| fail(e.to_string()))?;
@@ -206,7 +207,16 @@ impl Config {
             file: "<inline>".into(),
             problem,
         };
-        let raw: RawConfig = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let raw: RawConfig = crate::json::from_slice_with_path(text.as_bytes()).map_err(|e| {
+            fail(match e {
+                JsonError::Syntax(message) => format!("invalid JSON: {message}"),
+                JsonError::Data {
+                    path: Some(path),
+                    message,
+                } => format!("{path}: {message}"),
+                JsonError::Data { path: None, message } => message,
+            })
+        })?;
         raw.validate().map_err(fail)
     }
 }
@@ -221,6 +231,15 @@ impl RawConfig {
                 self.server.version
             ));
         }
+        let kind = match self.backend.kind.as_str() {
+            "openai" => BackendKind::Openai,
+            "ollama" => BackendKind::Ollama,
+            other => {
+                return Err(format!(
+                    "backend.type: '{other}' is not a backend type (use openai or ollama)"
+                ));
+            }
+        };
         let endpoint = Url::parse(&self.backend.endpoint)
             .map_err(|e| format!("backend.endpoint: '{}' is not a URL ({e})", self.backend.endpoint))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
@@ -229,12 +248,15 @@ impl RawConfig {
                 self.backend.endpoint
             ));
         }
-        if !(self.backend.timeout.is_finite() && self.backend.timeout > 0.0) {
-            return Err(format!(
-                "backend.timeout: {} must be a positive number of seconds",
-                self.backend.timeout
-            ));
-        }
+        let timeout = Some(self.backend.timeout)
+            .filter(|t| *t > 0.0)
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
+            .ok_or_else(|| {
+                format!(
+                    "backend.timeout: {} must be a positive number of seconds",
+                    self.backend.timeout
+                )
+            })?;
         if self.database.queue_capacity == 0 {
             return Err("database.queue_capacity: must be at least 1".into());
         }
@@ -261,9 +283,9 @@ impl RawConfig {
                 version: self.server.version,
             },
             backend: BackendConfig {
-                kind: self.backend.kind,
+                kind,
                 endpoint,
-                timeout: Duration::from_secs_f64(self.backend.timeout),
+                timeout,
                 api_key: self.backend.api_key.filter(|k| !k.is_empty()).map(Secret),
             },
             database: DatabaseConfig {

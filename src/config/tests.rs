@@ -1,1 +1,714 @@
+//! Unit tests of config loading: values, defaults, and the exact messages a user sees
+//! when a config is wrong.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// `Config::load` reads `OLLABRIDGE__*` variables, which are process-global: every test
+/// that loads a file holds this lock, and the one test that sets variables holds it too.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+fn env_lock() -> MutexGuard<'static, ()> {
+    ENV_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const BACKEND: &str = r#""backend": {"type": "openai", "endpoint": "http://localhost:8080"}"#;
+
+/// A config with a valid backend plus `extra` top-level entries.
+fn with_backend(extra: &str) -> String {
+    if extra.is_empty() {
+        format!("{{{BACKEND}}}")
+    } else {
+        format!("{{{BACKEND}, {extra}}}")
+    }
+}
+
+/// A config whose backend section has `extra` entries.
+fn backend_with(extra: &str) -> String {
+    format!(r#"{{"backend": {{"type": "openai", "endpoint": "http://localhost:8080", {extra}}}}}"#)
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn inline_error(text: &str) -> String {
+    match Config::from_json(text) {
+        Ok(config) => panic!("accepted {text}: {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A config file in its own temporary directory.
+struct TempConfig {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn temp_config(text: &str) -> TempConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, text).unwrap();
+    TempConfig { _dir: dir, path }
+}
+
+/// Loads `text` from a file; returns the file's path and the error.
+fn load_error(text: &str) -> (String, String) {
+    let file = temp_config(text);
+    let _env = env_lock();
+    match Config::load(&file.path) {
+        Ok(config) => panic!("accepted {text}: {config:?}"),
+        Err(e) => (file.path.display().to_string(), e.to_string()),
+    }
+}
+
+fn load_ok(text: &str) -> Config {
+    let file = temp_config(text);
+    let _env = env_lock();
+    Config::load(&file.path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Everything a config holds, as one comparable value.
+fn summary(config: &Config) -> Value {
+    json!({
+        "server": {
+            "host": config.server.host,
+            "port": config.server.port,
+            "enable_cors": config.server.enable_cors,
+            "log_messages": config.server.log_messages,
+            "log_raw_requests": config.server.log_raw_requests,
+            "log_raw_responses": config.server.log_raw_responses,
+            "version": config.server.version,
+        },
+        "backend": {
+            "type": config.backend.kind.as_str(),
+            "endpoint": config.backend.endpoint.as_str(),
+            "timeout_ms": config.backend.timeout.as_millis() as u64,
+            "api_key": config.backend.api_key.as_ref().map(|k| k.expose().to_owned()),
+        },
+        "database": {
+            "path": config.database.path.to_str(),
+            "max_body_bytes": config.database.max_body_bytes,
+            "queue_capacity": config.database.queue_capacity,
+        },
+        "models": {
+            "default": config.models.default,
+            "mappings": config.models.mappings.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn defaults_with(endpoint: &str) -> Value {
+    json!({
+        "server": {
+            "host": "0.0.0.0",
+            "port": 11434,
+            "enable_cors": false,
+            "log_messages": false,
+            "log_raw_requests": false,
+            "log_raw_responses": false,
+            "version": "0.12.0",
+        },
+        "backend": {"type": "openai", "endpoint": endpoint, "timeout_ms": 300_000, "api_key": null},
+        "database": {"path": "./ollabridge.db", "max_body_bytes": 1_048_576, "queue_capacity": 4096},
+        "models": {"default": null, "mappings": []},
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn example_config_has_the_documented_values() {
+    let path = repo_file("config.example.json");
+    let expected = json!({
+        "server": {
+            "host": "0.0.0.0",
+            "port": 11434,
+            "enable_cors": false,
+            "log_messages": false,
+            "log_raw_requests": false,
+            "log_raw_responses": false,
+            "version": "0.12.0",
+        },
+        "backend": {"type": "openai", "endpoint": "http://localhost:8080/", "timeout_ms": 300_000, "api_key": null},
+        "database": {"path": "./ollabridge.db", "max_body_bytes": 1_048_576, "queue_capacity": 4096},
+        "models": {
+            "default": "tiny-chat",
+            "mappings": [["tiny-chat", "tiny-chat.gguf"], ["llama2", "llama-2-7b-chat"]],
+        },
+    });
+    let inline = Config::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(summary(&inline), expected);
+    let loaded = {
+        let _env = env_lock();
+        Config::load(&path).unwrap()
+    };
+    assert_eq!(summary(&loaded), expected);
+    assert_eq!(loaded.backend.kind, BackendKind::Openai);
+    assert_eq!(loaded.backend.timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn defaults() {
+    let text = std::fs::read_to_string(repo_file("fixtures/config/minimal.json")).unwrap();
+    let config = Config::from_json(&text).unwrap();
+    assert_eq!(summary(&config), defaults_with("http://localhost:8080/"));
+    assert_eq!(config.server.host, "0.0.0.0");
+    assert_eq!(config.server.port, 11434);
+    assert_eq!(config.server.version, "0.12.0");
+    assert_eq!(config.backend.timeout, Duration::from_secs(300));
+    assert_eq!(config.database.path, PathBuf::from("./ollabridge.db"));
+    assert!(config.backend.api_key.is_none());
+    // The same through a file.
+    let loaded = {
+        let _env = env_lock();
+        Config::load(&repo_file("fixtures/config/minimal.json")).unwrap()
+    };
+    assert_eq!(summary(&loaded), defaults_with("http://localhost:8080/"));
+    // Empty sections are all defaults too.
+    let empty_sections = with_backend(r#""server": {}, "database": {}, "models": {}"#);
+    assert_eq!(
+        summary(&Config::from_json(&empty_sections).unwrap()),
+        defaults_with("http://localhost:8080/")
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let path = repo_file("fixtures/config/full.json");
+    let expected = json!({
+        "server": {
+            "host": "127.0.0.1",
+            "port": 11500,
+            "enable_cors": true,
+            "log_messages": true,
+            "log_raw_requests": true,
+            "log_raw_responses": true,
+            "version": "0.13.4",
+        },
+        "backend": {
+            "type": "ollama",
+            "endpoint": "https://gpu-box.example:11434/base",
+            "timeout_ms": 2500,
+            "api_key": "sk-test-SECRET-123",
+        },
+        "database": {"path": "/var/lib/ollabridge/log.db", "max_body_bytes": 65536, "queue_capacity": 16},
+        "models": {
+            "default": "llama3.1:8b",
+            // File order, names kept exactly (dots, colons, capitals).
+            "mappings": [
+                ["llama3.1:8b", "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"],
+                ["Big-Model", "big"],
+                ["zeta", "z"],
+                ["alpha", "a"],
+            ],
+        },
+    });
+    let inline = Config::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(summary(&inline), expected);
+    assert_eq!(inline.backend.kind, BackendKind::Ollama);
+    let loaded = {
+        let _env = env_lock();
+        Config::load(&path).unwrap()
+    };
+    assert_eq!(summary(&loaded), expected);
+}
+
+#[test]
+fn empty_api_key_and_empty_default_model_are_unset() {
+    let text = r#"{"backend": {"type": "openai", "endpoint": "http://h:1", "api_key": ""}, "models": {"default": ""}}"#;
+    let config = Config::from_json(text).unwrap();
+    assert!(config.backend.api_key.is_none());
+    assert_eq!(config.models.default, None);
+    let config = Config::from_json(&backend_with(r#""api_key": null"#)).unwrap();
+    assert!(config.backend.api_key.is_none());
+}
+
+#[test]
+fn accepted_values_at_the_edges() {
+    for port in [0u16, 1, 65535] {
+        let config = Config::from_json(&with_backend(&format!(r#""server": {{"port": {port}}}"#))).unwrap();
+        assert_eq!(config.server.port, port);
+    }
+    for version in ["0", "1.2", "0.12.0", "10.200.3000.4"] {
+        let config = Config::from_json(&with_backend(&format!(r#""server": {{"version": "{version}"}}"#))).unwrap();
+        assert_eq!(config.server.version, version);
+    }
+    for (timeout, millis) in [("0.5", 500), ("1", 1000), ("86400", 86_400_000)] {
+        let config = Config::from_json(&backend_with(&format!(r#""timeout": {timeout}"#))).unwrap();
+        assert_eq!(config.backend.timeout.as_millis(), millis, "{timeout}");
+    }
+    for (endpoint, parsed) in [
+        ("https://openrouter.ai/api", "https://openrouter.ai/api"),
+        ("http://[::1]:8080", "http://[::1]:8080/"),
+        ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1/"),
+        ("HTTP://Example.COM", "http://example.com/"),
+    ] {
+        let text = format!(r#"{{"backend": {{"type": "ollama", "endpoint": "{endpoint}"}}}}"#);
+        assert_eq!(Config::from_json(&text).unwrap().backend.endpoint.as_str(), parsed);
+    }
+    let config = Config::from_json(&with_backend(
+        r#""database": {"queue_capacity": 1, "max_body_bytes": 0}"#,
+    ))
+    .unwrap();
+    assert_eq!(config.database.queue_capacity, 1);
+    assert_eq!(config.database.max_body_bytes, 0);
+}
+
+#[test]
+fn api_key_is_masked_in_debug_output() {
+    let text = backend_with(r#""api_key": "sk-very-secret-key-42""#);
+    let config = Config::from_json(&text).unwrap();
+    assert_eq!(
+        config.backend.api_key.as_ref().map(Secret::expose),
+        Some("sk-very-secret-key-42")
+    );
+    for debug in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{:?}", config.backend),
+        format!("{:?}", config.backend.api_key),
+    ] {
+        assert!(!debug.contains("sk-very-secret-key-42"), "{debug}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("***"), "{debug}");
+    }
+    assert_eq!(format!("{:?}", config.backend.api_key), r#"Some("***")"#);
+    // Loaded from a file, the same.
+    let loaded = load_ok(&text);
+    assert!(!format!("{loaded:?}").contains("sk-very-secret-key-42"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors, inline (`Config::from_json`)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn inline_errors_name_the_key_and_the_problem() {
+    let cases: Vec<(String, &str)> = vec![
+        // Syntax: line and column.
+        (
+            format!("{{{BACKEND},}}"),
+            "invalid config <inline>: invalid JSON: trailing comma at line 1 column 69",
+        ),
+        (
+            "{\n  \"backend\": {\"type\": \"openai\",\n \"endpoint\": \"http://x\" \n \"x\": 1}}".into(),
+            "invalid config <inline>: invalid JSON: expected `,` or `}` at line 4 column 2",
+        ),
+        (
+            String::new(),
+            "invalid config <inline>: invalid JSON: EOF while parsing a value at line 1 column 0",
+        ),
+        // Structure.
+        (
+            "{}".into(),
+            "invalid config <inline>: missing field `backend` at line 1 column 2",
+        ),
+        (
+            r#"{"backend": {"endpoint": "http://localhost:8080"}}"#.into(),
+            "invalid config <inline>: backend: missing field `type` at line 1 column 49",
+        ),
+        (
+            with_backend(r#""serverx": {}"#),
+            "invalid config <inline>: serverx: unknown field `serverx`, expected one of `server`, `backend`, `database`, \
+             `models` at line 1 column 78",
+        ),
+        (
+            with_backend(r#""server": {"prot": 1}"#),
+            "invalid config <inline>: server.prot: unknown field `prot`, expected one of `host`, `port`, `enable_cors`, \
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version` at line 1 column 86",
+        ),
+        (
+            backend_with(r#""apikey": "x""#),
+            "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
+             `api_key` at line 1 column 76",
+        ),
+        (
+            with_backend(r#""database": {"file": "x.db"}"#),
+            "invalid config <inline>: database.file: unknown field `file`, expected one of `path`, `max_body_bytes`, \
+             `queue_capacity` at line 1 column 88",
+        ),
+        (
+            with_backend(r#""models": {"map": {}}"#),
+            "invalid config <inline>: models.map: unknown field `map`, expected `default` or `mappings` at line 1 column 85",
+        ),
+        // Values.
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "not a url"}}"#.into(),
+            "invalid config <inline>: backend.endpoint: 'not a url' is not a URL (relative URL without a base)",
+        ),
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "localhost:8080"}}"#.into(),
+            "invalid config <inline>: backend.endpoint: 'localhost:8080' must be an http:// or https:// URL with \
+             a host",
+        ),
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "ftp://host/x"}}"#.into(),
+            "invalid config <inline>: backend.endpoint: 'ftp://host/x' must be an http:// or https:// URL with a \
+             host",
+        ),
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "unix:/run/llama.sock"}}"#.into(),
+            "invalid config <inline>: backend.endpoint: 'unix:/run/llama.sock' must be an http:// or https:// \
+             URL with a host",
+        ),
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "http://"}}"#.into(),
+            "invalid config <inline>: backend.endpoint: 'http://' is not a URL (empty host)",
+        ),
+        (
+            with_backend(r#""server": {"port": 70000}"#),
+            "invalid config <inline>: server.port: 70000 is out of range 0-65535",
+        ),
+        (
+            with_backend(r#""server": {"port": -1}"#),
+            "invalid config <inline>: server.port: -1 is out of range 0-65535",
+        ),
+        (
+            with_backend(r#""server": {"version": "1.2.x"}"#),
+            "invalid config <inline>: server.version: '1.2.x' must be dotted integers like 0.12.0 (clients parse \
+             it)",
+        ),
+        (
+            with_backend(r#""server": {"version": ""}"#),
+            "invalid config <inline>: server.version: '' must be dotted integers like 0.12.0 (clients parse it)",
+        ),
+        (
+            with_backend(r#""server": {"version": "1..2"}"#),
+            "invalid config <inline>: server.version: '1..2' must be dotted integers like 0.12.0 (clients parse \
+             it)",
+        ),
+        (
+            with_backend(r#""server": {"version": "v0.12.0"}"#),
+            "invalid config <inline>: server.version: 'v0.12.0' must be dotted integers like 0.12.0 (clients \
+             parse it)",
+        ),
+        (
+            backend_with(r#""timeout": 0"#),
+            "invalid config <inline>: backend.timeout: 0 must be a positive number of seconds",
+        ),
+        (
+            backend_with(r#""timeout": -5"#),
+            "invalid config <inline>: backend.timeout: -5 must be a positive number of seconds",
+        ),
+        (
+            with_backend(r#""database": {"queue_capacity": 0}"#),
+            "invalid config <inline>: database.queue_capacity: must be at least 1",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"x": 1}}"#),
+            "invalid config <inline>: models.mappings.x: expected the backend model name as a non-empty string, \
+             got 1",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"ok": "fine", "x": ""}}"#),
+            "invalid config <inline>: models.mappings.x: expected the backend model name as a non-empty string, \
+             got \"\"",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"llama3.1:8b": {"name": "y"}}}"#),
+            "invalid config <inline>: models.mappings.llama3.1:8b: expected the backend model name as a \
+             non-empty string, got {\"name\":\"y\"}",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"x": null}}"#),
+            "invalid config <inline>: models.mappings.x: expected the backend model name as a non-empty string, \
+             got null",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(inline_error(&text), expected, "for {text}");
+    }
+}
+
+#[test]
+fn inline_unknown_backend_type() {
+    let message = inline_error(r#"{"backend": {"type": "foo", "endpoint": "http://localhost:8080"}}"#);
+    assert_eq!(
+        message,
+        "invalid config <inline>: backend.type: 'foo' is not a backend type (use openai or ollama)"
+    );
+}
+
+#[test]
+
+fn inline_type_errors_name_the_key() {
+    let cases = [
+        (
+            r#"{"backend": {"type": "foo", "endpoint": "http://localhost:8080"}}"#.to_string(),
+            "backend.type",
+        ),
+        (with_backend(r#""server": {"port": "abc"}"#), "server.port"),
+        (
+            with_backend(r#""server": {"enable_cors": "yes"}"#),
+            "server.enable_cors",
+        ),
+        (backend_with(r#""timeout": "5s""#), "backend.timeout"),
+        (
+            with_backend(r#""database": {"max_body_bytes": -1}"#),
+            "database.max_body_bytes",
+        ),
+        (with_backend(r#""models": {"mappings": ["a"]}"#), "models.mappings"),
+    ];
+    for (text, key) in cases {
+        let message = inline_error(&text);
+        assert!(message.contains(key), "{key} not named in: {message}");
+    }
+}
+
+#[test]
+
+fn huge_timeout_is_an_error_not_a_panic() {
+    let result = std::panic::catch_unwind(|| Config::from_json(&backend_with(r#""timeout": 1e20"#)).map(|_| ()));
+    let message = match result {
+        Ok(Ok(())) => panic!("accepted a timeout of 1e20 s"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => panic!("Config::from_json panicked on timeout 1e20"),
+    };
+    assert!(
+        message.starts_with("invalid config <inline>: backend.timeout: "),
+        "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors, from a file (`Config::load`)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn load_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope").join("config.json");
+    let _env = env_lock();
+    let message = Config::load(&path).unwrap_err().to_string();
+    assert_eq!(message, format!("invalid config {}: file not found", path.display()));
+}
+
+#[test]
+fn load_validation_errors_name_the_file_and_the_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "not a url"}}"#.into(),
+            "backend.endpoint: 'not a url' is not a URL (relative URL without a base)",
+        ),
+        (
+            r#"{"backend": {"type": "openai", "endpoint": "ftp://host/x"}}"#.into(),
+            "backend.endpoint: 'ftp://host/x' must be an http:// or https:// URL with a host",
+        ),
+        (
+            with_backend(r#""server": {"port": 70000}"#),
+            "server.port: 70000 is out of range 0-65535",
+        ),
+        (
+            with_backend(r#""server": {"port": -1}"#),
+            "server.port: -1 is out of range 0-65535",
+        ),
+        (
+            with_backend(r#""server": {"version": "1.2.x"}"#),
+            "server.version: '1.2.x' must be dotted integers like 0.12.0 (clients parse it)",
+        ),
+        (
+            backend_with(r#""timeout": 0"#),
+            "backend.timeout: 0 must be a positive number of seconds",
+        ),
+        (
+            with_backend(r#""database": {"queue_capacity": 0}"#),
+            "database.queue_capacity: must be at least 1",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"x": 1}}"#),
+            "models.mappings.x: expected the backend model name as a non-empty string, got 1",
+        ),
+        // Structure: the config crate names the section or the whole key.
+        ("{}".into(), "missing configuration field \"backend\""),
+        (
+            r#"{"backend": {"endpoint": "http://localhost:8080"}}"#.into(),
+            "missing configuration field \"backend.type\"",
+        ),
+        (
+            with_backend(r#""serverx": {}"#),
+            "unknown field `serverx`, expected one of `server`, `backend`, `database`, `models`",
+        ),
+        (
+            with_backend(r#""server": {"prot": 1}"#),
+            "unknown field `prot`, expected one of `host`, `port`, `enable_cors`, `log_messages`, \
+             `log_raw_requests`, `log_raw_responses`, `version` for key `server`",
+        ),
+        (
+            backend_with(r#""apikey": "x""#),
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key` for key `backend`",
+        ),
+    ];
+    for (text, problem) in cases {
+        let (file, message) = load_error(&text);
+        assert_eq!(message, format!("invalid config {file}: {problem}"), "for {text}");
+    }
+}
+
+#[test]
+fn load_syntax_and_type_errors() {
+    // The first part is what matters and is pinned; the config crate then repeats the
+    // file as a path relative to the working directory (reported as a poor message).
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{{{BACKEND},}}"), "trailing comma at line 1 column 69"),
+        (
+            "{\n  \"backend\": {\"type\": \"openai\",\n \"endpoint\": \"http://x\" \n \"x\": 1}}".into(),
+            "expected `,` or `}` at line 4 column 2",
+        ),
+        (String::new(), "EOF while parsing a value at line 1 column 0"),
+        (
+            with_backend(r#""server": {"port": "abc"}"#),
+            "invalid type: string \"abc\", expected an integer for key `server.port`",
+        ),
+        (
+            backend_with(r#""timeout": "x""#),
+            "invalid type: string \"x\", expected a floating point for key `backend.timeout`",
+        ),
+    ];
+    for (text, problem) in cases {
+        let (file, message) = load_error(&text);
+        let expected = format!("invalid config {file}: {problem}");
+        assert!(
+            message.starts_with(&expected),
+            "for {text}:\n{message}\ndoes not start with\n{expected}"
+        );
+    }
+    // An unknown backend type names the key, the value and the accepted values.
+    let (file, message) = load_error(r#"{"backend": {"type": "foo", "endpoint": "http://localhost:8080"}}"#);
+    assert_eq!(
+        message,
+        format!("invalid config {file}: backend.type: 'foo' is not a backend type (use openai or ollama)")
+    );
+}
+
+#[test]
+
+fn load_errors_name_the_file_once() {
+    let (file, message) = load_error(&format!("{{{BACKEND},}}"));
+    assert_eq!(
+        message,
+        format!("invalid config {file}: trailing comma at line 1 column 69")
+    );
+}
+
+#[test]
+
+fn load_unknown_backend_type_lists_the_accepted_values() {
+    let (_, message) = load_error(r#"{"backend": {"type": "foo", "endpoint": "http://localhost:8080"}}"#);
+    assert!(!message.contains("BackendKind"), "{message}");
+    assert!(message.contains("openai") && message.contains("ollama"), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Environment overrides (the only test that sets variables)
+// ---------------------------------------------------------------------------------------
+
+/// Removes the variables it names when dropped, even if the test fails.
+struct EnvVars(Vec<&'static str>);
+
+impl EnvVars {
+    fn set(&mut self, key: &'static str, value: &str) {
+        // SAFETY: every test that reads these variables (Config::load) holds ENV_LOCK.
+        unsafe { std::env::set_var(key, value) };
+        if !self.0.contains(&key) {
+            self.0.push(key);
+        }
+    }
+
+    fn remove(&mut self, key: &'static str) {
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(key) };
+    }
+}
+
+impl Drop for EnvVars {
+    fn drop(&mut self) {
+        for key in &self.0 {
+            // SAFETY: as in `set`.
+            unsafe { std::env::remove_var(key) };
+        }
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let _env = env_lock();
+    let mut vars = EnvVars(Vec::new());
+    let file = temp_config(&with_backend(r#""server": {"port": 11434, "host": "127.0.0.1"}"#));
+    let text = std::fs::read_to_string(&file.path).unwrap();
+
+    vars.set("OLLABRIDGE__SERVER__PORT", "11500");
+    // Single-underscore variables (main's OLLABRIDGE_CONFIG and OLLABRIDGE_LOG) are no overrides.
+    vars.set("OLLABRIDGE_LOG", "debug");
+    vars.set("OLLABRIDGE_CONFIG", "/elsewhere/config.json");
+    let config = Config::load(&file.path).unwrap();
+    assert_eq!(config.server.port, 11500);
+    assert_eq!(config.server.host, "127.0.0.1");
+    // from_json ignores the environment.
+    assert_eq!(Config::from_json(&text).unwrap().server.port, 11434);
+
+    // Keys of every type, and sections the file does not have.
+    vars.set("OLLABRIDGE__SERVER__ENABLE_CORS", "true");
+    vars.set("OLLABRIDGE__BACKEND__TYPE", "ollama");
+    vars.set("OLLABRIDGE__BACKEND__ENDPOINT", "http://other-host:11434");
+    vars.set("OLLABRIDGE__BACKEND__TIMEOUT", "12.5");
+    vars.set("OLLABRIDGE__BACKEND__API_KEY", "sk-env-key");
+    vars.set("OLLABRIDGE__DATABASE__PATH", "/data/log.db");
+    vars.set("OLLABRIDGE__MODELS__DEFAULT", "tiny");
+    let config = Config::load(&file.path).unwrap();
+    assert_eq!(config.server.port, 11500);
+    assert!(config.server.enable_cors);
+    assert_eq!(config.backend.kind, BackendKind::Ollama);
+    assert_eq!(config.backend.endpoint.as_str(), "http://other-host:11434/");
+    assert_eq!(config.backend.timeout.as_millis(), 12_500);
+    assert_eq!(config.backend.api_key.as_ref().map(Secret::expose), Some("sk-env-key"));
+    assert_eq!(config.database.path, PathBuf::from("/data/log.db"));
+    assert_eq!(config.models.default.as_deref(), Some("tiny"));
+
+    // An overridden value is validated like one from the file.
+    vars.set("OLLABRIDGE__SERVER__PORT", "99999");
+    let message = Config::load(&file.path).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "invalid config {}: server.port: 99999 is out of range 0-65535",
+            file.path.display()
+        )
+    );
+    vars.set("OLLABRIDGE__SERVER__PORT", "11500");
+
+    // An unknown key in the environment is named.
+    vars.set("OLLABRIDGE__SERVER__NOPE", "1");
+    let message = Config::load(&file.path).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "invalid config {}: unknown field `nope`, expected one of `host`, `port`, `enable_cors`, \
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version` for key `server`",
+            file.path.display()
+        )
+    );
+    vars.remove("OLLABRIDGE__SERVER__NOPE");
+    assert_eq!(Config::load(&file.path).unwrap().server.port, 11500);
+
+    drop(vars);
+    assert_eq!(Config::load(&file.path).unwrap().server.port, 11434);
+}
+
+#[test]
+fn environment_strings_are_kept_verbatim() {
+    let _env = env_lock();
+    let mut vars = EnvVars(Vec::new());
+    let file = temp_config(&with_backend(""));
+    vars.set("OLLABRIDGE__BACKEND__API_KEY", "0123456789");
+    vars.set("OLLABRIDGE__SERVER__VERSION", "1.10");
+    let config = Config::load(&file.path).unwrap();
+    assert_eq!(config.backend.api_key.as_ref().map(Secret::expose), Some("0123456789"));
+    assert_eq!(config.server.version, "1.10");
+}

@@ -92,29 +92,39 @@ impl Models {
             });
         }
         let key = normalize(&client);
-        for refresh in [false, true] {
-            let offered = self.offered(backend, refresh).await?;
-            if let Some(m) = offered.iter().find(|m| normalize(&m.name) == key) {
-                return Ok(Resolved {
-                    backend: m.name.clone(),
-                    client,
-                });
-            }
+        let find = |list: &[BackendModel]| list.iter().find(|m| normalize(&m.name) == key).map(|m| m.name.clone());
+        let (offered, fresh) = self.offered_with_age(backend, false).await?;
+        let mut found = find(&offered);
+        // A model loaded since the list was cached should not be refused.
+        if found.is_none() && !fresh {
+            found = find(&self.offered_with_age(backend, true).await?.0);
         }
-        Err(ResolveError::NotFound(client))
+        match found {
+            Some(name) => Ok(Resolved { backend: name, client }),
+            None => Err(ResolveError::NotFound(client)),
+        }
     }
 
     /// What the backend itself offers, cached for a few seconds.
     pub async fn offered(&self, backend: &AnyBackend, refresh: bool) -> Result<Arc<Vec<BackendModel>>, BackendError> {
+        Ok(self.offered_with_age(backend, refresh).await?.0)
+    }
+
+    /// The list, and whether it was fetched just now (less than a second ago).
+    async fn offered_with_age(
+        &self,
+        backend: &AnyBackend,
+        refresh: bool,
+    ) -> Result<(Arc<Vec<BackendModel>>, bool), BackendError> {
         let mut cached = self.offered.lock().await;
         if let Some((at, list)) = cached.as_ref() {
             if !refresh && at.elapsed() < OFFERED_TTL {
-                return Ok(list.clone());
+                return Ok((list.clone(), at.elapsed() < Duration::from_secs(1)));
             }
         }
         let list = Arc::new(backend.models().await?);
         *cached = Some((Instant::now(), list.clone()));
-        Ok(list)
+        Ok((list, true))
     }
 }
 

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::backend::BackendError;
+use crate::json::JsonError;
 use crate::models::ResolveError;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +61,14 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("missing request body".into()));
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
-        } else {
-            ApiError::BadRequest(format!("invalid value for '{path}': {inner}"))
-        }
+    crate::json::from_slice_with_path(body).map_err(|e| {
+        ApiError::BadRequest(match e {
+            JsonError::Syntax(message) => format!("invalid JSON body: {message}"),
+            JsonError::Data {
+                path: Some(path),
+                message,
+            } => format!("invalid value for '{path}': {message}"),
+            JsonError::Data { path: None, message } => format!("invalid request body: {message}"),
+        })
     })
 }

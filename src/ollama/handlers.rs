@@ -74,7 +74,7 @@ async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
         Ok(r) => r,
         Err(e) => return reject(recorder, e.into()),
     };
-    recorder.backend_model(&resolved.backend);
+    recorder.resolved(&resolved);
     if messages.is_empty() {
         return load_answer(recorder, Shape::Chat, &resolved.client, request.keep_alive.as_ref());
     }
@@ -116,7 +116,7 @@ async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
         Ok(r) => r,
         Err(e) => return reject(recorder, e.into()),
     };
-    recorder.backend_model(&resolved.backend);
+    recorder.resolved(&resolved);
     if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
         return load_answer(recorder, Shape::Generate, &resolved.client, request.keep_alive.as_ref());
     }

@@ -54,6 +54,13 @@ impl Recorder {
         self.record.backend_model = Some(name.to_owned());
     }
 
+    /// After model mapping: the row names the model actually used (the default one
+    /// when the client sent none) and the backend's name for it.
+    pub fn resolved(&mut self, resolved: &crate::models::Resolved) {
+        self.record.model = Some(resolved.client.clone());
+        self.backend_model(&resolved.backend);
+    }
+
     pub fn observe(&mut self, chunk: &Chunk) {
         let delta = &chunk.delta;
         if !delta.is_empty() {

@@ -304,6 +304,8 @@ impl Translator {
                 preview(&String::from_utf8_lossy(body))
             ))
         })?;
+        // A whole body cannot have been cut off, whatever its finish_reason says.
+        self.saw_done = true;
         let mut chunks: Vec<Chunk> = self.on_completion(parsed)?.into_iter().collect();
         chunks.extend(self.finish()?);
         Ok(chunks)
@@ -352,7 +354,16 @@ impl Translator {
             delta.thinking.push_str(&thinking);
         }
         for fragment in fields.tool_calls.unwrap_or_default() {
-            let index = fragment.index.or(self.last_call).unwrap_or(0);
+            let index = match fragment.index {
+                Some(index) => index,
+                // No index (Gemini's endpoint): a new id starts a new call.
+                None => match (self.last_call, fragment.id.as_deref().filter(|id| !id.is_empty())) {
+                    (Some(last), Some(id)) if self.calls.get(&last).is_some_and(|c| !c.id.is_empty() && c.id != id) => {
+                        last + 1
+                    }
+                    (last, _) => last.unwrap_or(0),
+                },
+            };
             self.last_call = Some(index);
             let call = self.calls.entry(index).or_default();
             if let Some(id) = fragment.id.filter(|id| !id.is_empty()) {
@@ -387,11 +398,22 @@ impl Translator {
         let mut chunks = Vec::new();
         let calls = std::mem::take(&mut self.calls);
         if !calls.is_empty() {
-            let tool_calls = calls
+            let mut tool_calls = calls
                 .into_values()
                 .enumerate()
                 .map(|(i, call)| complete_call(i, call))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<ToolCall>, _>>()?;
+            // Ids must tell calls apart, whatever the backend sent.
+            let mut seen = std::collections::HashSet::new();
+            for (i, call) in tool_calls.iter_mut().enumerate() {
+                if let Some(id) = &call.id {
+                    if !seen.insert(id.clone()) {
+                        let unique = hashed_call_id(&format!("{id}#{i}"));
+                        seen.insert(unique.clone());
+                        call.id = Some(unique);
+                    }
+                }
+            }
             chunks.push(Chunk {
                 delta: Delta {
                     tool_calls,
@@ -458,31 +480,34 @@ fn complete_call(index: usize, call: PartialCall) -> Result<ToolCall, BackendErr
     })
 }
 
-/// Ollama's ids look like `call_` + 8 lowercase alphanumerics. Derived from the
-/// backend's id when it has one, so the same answer always gets the same id.
+/// Ollama's ids look like `call_` + 8 lowercase alphanumerics. Derived from a hash of
+/// the backend's whole id when it has one (vLLM's ids share a long prefix), so the same
+/// answer always gets the same id; random otherwise. OpenAI-style `call_` ids pass as-is.
 fn tool_call_id(backend_id: &str) -> String {
     if backend_id.starts_with("call_") {
-        return backend_id.to_owned();
-    }
-    let tail: String = backend_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .take(8)
-        .collect();
-    if tail.len() == 8 {
-        format!("call_{tail}")
+        backend_id.to_owned()
+    } else if backend_id.is_empty() {
+        id_from_bytes(rand::random())
     } else {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        let random: String = (0..8)
-            .map(|_| {
-                let n = rng.random_range(0..36u8);
-                char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
-            })
-            .collect();
-        format!("call_{random}")
+        hashed_call_id(backend_id)
     }
+}
+
+fn hashed_call_id(seed: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    id_from_bytes(bytes)
+}
+
+fn id_from_bytes(bytes: [u8; 8]) -> String {
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let tail: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    format!("call_{tail}")
 }
 
 /// An error object inside the stream (`{"error":{"message","code"}}` or a string).

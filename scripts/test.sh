@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one command that runs every test (CI runs exactly this):
+#   scripts/test.sh
+# It builds or reuses the llama-server bench and the scripted tiny models, then runs
+# formatting and lint checks and the whole cargo test suite (unit, mock-backend,
+# real-llama-server end to end, official Python client).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+OLLABRIDGE_LLAMA_SERVER="$(scripts/build-llama-server.sh)"
+OLLABRIDGE_TINY_MODELS="$(scripts/tiny-models.sh "$ROOT/target/tiny-models")"
+export OLLABRIDGE_LLAMA_SERVER OLLABRIDGE_TINY_MODELS
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

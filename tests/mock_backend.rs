@@ -1,0 +1,1694 @@
+//! Fast in-process integration tests: ollabridge in front of a scripted mock
+//! OpenAI-compatible backend, for the failure and edge cases a real llama-server
+//! cannot be made to produce on demand.
+//!
+//! Each test starts its own mock (an axum server on 127.0.0.1:0 whose answer is a
+//! closure of the upstream request) and its own bridge, talks to the bridge over HTTP,
+//! then checks three things exactly: what the client got, what the mock was sent, and
+//! the one SQLite log row the exchange left.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use common::{Bridge, ndjson, post};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------
+// The mock backend
+// ---------------------------------------------------------------------------------
+
+/// One step of a scripted response body.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Bytes sent as one HTTP chunk (hyper hands each chunk to the reader separately,
+    /// so a split here is a split the bridge's SSE parser really sees).
+    Data(Bytes),
+    /// A pause before the next piece.
+    Wait(Duration),
+    /// Never send anything again, but keep the connection open.
+    Hang,
+}
+
+/// What the mock answers to one `/v1/chat/completions` or `/v1/completions` request.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// 200 `text/event-stream` made of these pieces.
+    Stream(Vec<Piece>),
+    /// A JSON body with this status.
+    Json(u16, Value),
+    /// A `text/plain` body with this status.
+    Text(u16, &'static str),
+    /// Waits this long before sending any header, then answers.
+    After(Duration, Box<Reply>),
+}
+
+/// A request the mock received: its path and its JSON body.
+#[derive(Debug, Clone)]
+struct Upstream {
+    path: String,
+    body: Value,
+}
+
+type Script = dyn Fn(&Upstream) -> Reply + Send + Sync;
+
+struct Shared {
+    script: Box<Script>,
+    /// Completion requests (chat and text), not counting model lists.
+    hits: AtomicUsize,
+    model_lists: AtomicUsize,
+    requests: Mutex<Vec<Upstream>>,
+    /// Response bodies dropped before their last piece (the bridge hung up).
+    bodies_dropped: AtomicUsize,
+    /// Handlers dropped while still waiting to answer (the bridge hung up earlier).
+    handlers_dropped: AtomicUsize,
+}
+
+struct Mock {
+    url: String,
+    shared: Arc<Shared>,
+}
+
+/// The models the mock's `/v1/models` offers, llama-server style.
+fn models_list() -> Value {
+    json!({
+        "object": "list",
+        "data": [
+            {"id": "backend-model", "object": "model", "owned_by": "llamacpp",
+                "meta": {"n_ctx": 4096, "n_ctx_train": 32768}},
+            {"id": "Other-Model", "object": "model", "owned_by": "llamacpp"},
+        ],
+    })
+}
+
+impl Mock {
+    /// Starts a mock whose completion routes answer with `script(request)`.
+    async fn start(script: impl Fn(&Upstream) -> Reply + Send + Sync + 'static) -> Mock {
+        let shared = Arc::new(Shared {
+            script: Box::new(script),
+            hits: AtomicUsize::new(0),
+            model_lists: AtomicUsize::new(0),
+            requests: Mutex::new(Vec::new()),
+            bodies_dropped: AtomicUsize::new(0),
+            handlers_dropped: AtomicUsize::new(0),
+        });
+        let app = Router::new().fallback(mock_handler).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let url = format!("http://{}", listener.local_addr().expect("mock addr"));
+        // Small SSE pieces must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("mock server") });
+        Mock { url, shared }
+    }
+
+    /// A mock that streams the same pieces for every request.
+    async fn streaming(pieces: Vec<Piece>) -> Mock {
+        Mock::start(move |_| Reply::Stream(pieces.clone())).await
+    }
+
+    fn hits(&self) -> usize {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<Upstream> {
+        self.shared.requests.lock().expect("requests").clone()
+    }
+
+    /// The one completion request the mock got.
+    fn only_request(&self) -> Upstream {
+        let requests = self.requests();
+        assert_eq!(
+            requests.len(),
+            1,
+            "expected exactly one upstream request: {requests:#?}"
+        );
+        requests.into_iter().next().expect("one request")
+    }
+
+    /// Waits up to `limit` for `counter` to reach 1 or more; returns whether it did.
+    async fn saw(&self, counter: fn(&Shared) -> &AtomicUsize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if counter(&self.shared).load(Ordering::SeqCst) > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+}
+
+/// Counts a handler (or body) dropped before it finished; disarmed when it finishes.
+struct DropWatch {
+    shared: Arc<Shared>,
+    counter: fn(&Shared) -> &AtomicUsize,
+    armed: bool,
+}
+
+impl DropWatch {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if self.armed {
+            (self.counter)(&self.shared).fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn mock_handler(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+    if uri.path() == "/v1/models" {
+        shared.model_lists.fetch_add(1, Ordering::SeqCst);
+        return axum::Json(models_list()).into_response();
+    }
+    let request = Upstream {
+        path: uri.path().to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    shared.requests.lock().expect("requests").push(request.clone());
+    let mut reply = (shared.script)(&request);
+    let mut watch = DropWatch {
+        shared: shared.clone(),
+        counter: |s| &s.handlers_dropped,
+        armed: true,
+    };
+    while let Reply::After(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    watch.disarm();
+    match reply {
+        Reply::Json(status, body) => (status_code(status), axum::Json(body)).into_response(),
+        Reply::Text(status, text) => (status_code(status), text).into_response(),
+        Reply::Stream(pieces) => {
+            let watch = DropWatch {
+                shared,
+                counter: |s| &s.bodies_dropped,
+                armed: true,
+            };
+            let body = futures::stream::unfold((pieces.into_iter(), watch), |(mut pieces, mut watch)| async move {
+                loop {
+                    match pieces.next() {
+                        Some(Piece::Data(bytes)) => return Some((Ok::<_, Infallible>(bytes), (pieces, watch))),
+                        Some(Piece::Wait(delay)) => tokio::time::sleep(delay).await,
+                        Some(Piece::Hang) => std::future::pending::<()>().await,
+                        None => {
+                            watch.disarm();
+                            return None;
+                        }
+                    }
+                }
+            });
+            ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(body)).into_response()
+        }
+        Reply::After(..) => unreachable!("unwrapped above"),
+    }
+}
+
+fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).expect("valid status")
+}
+
+// ---------------------------------------------------------------------------------
+// Building upstream answers
+// ---------------------------------------------------------------------------------
+
+/// A `chat.completion.chunk` with this delta, llama-server style.
+fn delta(delta: Value) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "backend-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": null}],
+    })
+}
+
+/// The role-only first chunk every llama-server stream starts with.
+fn role() -> Value {
+    delta(json!({"role": "assistant", "content": null}))
+}
+
+fn text(content: &str) -> Value {
+    delta(json!({"content": content}))
+}
+
+fn finish(reason: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "backend-model",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
+    })
+}
+
+/// llama-server's last chunk: no choices, `usage` and `timings` (ms).
+fn usage(prompt: u64, completion: u64) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "backend-model",
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "timings": {"prompt_n": prompt, "prompt_ms": 1.5, "predicted_n": completion, "predicted_ms": 3.25},
+    })
+}
+
+/// One streamed tool-call fragment.
+fn call_fragment(fragment: Value) -> Value {
+    delta(json!({"tool_calls": [fragment]}))
+}
+
+/// SSE text: one `data:` event per value, LF line endings.
+fn sse(events: &[Value]) -> String {
+    events.iter().map(|e| format!("data: {e}\n\n")).collect()
+}
+
+const DONE: &str = "data: [DONE]\n\n";
+
+/// The whole text as one piece.
+fn whole(text: impl Into<String>) -> Vec<Piece> {
+    vec![Piece::Data(Bytes::from(text.into()))]
+}
+
+/// The text cut into pieces of `n` bytes, regardless of lines or characters.
+fn every(n: usize, text: impl AsRef<[u8]>) -> Vec<Piece> {
+    text.as_ref()
+        .chunks(n)
+        .map(|c| Piece::Data(Bytes::copy_from_slice(c)))
+        .collect()
+}
+
+/// A complete, well-formed streamed chat answer saying `parts`.
+fn said(parts: &[&str]) -> Vec<Piece> {
+    let mut events = vec![role()];
+    events.extend(parts.iter().map(|p| text(p)));
+    events.extend([finish("stop"), usage(10, parts.len() as u64)]);
+    whole(sse(&events) + DONE)
+}
+
+/// A non-streamed `chat.completion` body.
+fn completion(message: Value, finish_reason: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": "backend-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+        "timings": {"prompt_n": 12, "prompt_ms": 1.5, "predicted_n": 7, "predicted_ms": 3.25},
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Talking to the bridge and reading what it did
+// ---------------------------------------------------------------------------------
+
+/// The bridge in front of `mock`, with client name `alias` mapped to `backend-model`.
+async fn bridge(mock: &Mock) -> Bridge {
+    Bridge::openai(&mock.url, json!({"alias": "backend-model"})).await
+}
+
+async fn chat(bridge: &Bridge, body: Value) -> (u16, String, String) {
+    post(&format!("{}/api/chat", bridge.url), body).await
+}
+
+async fn generate(bridge: &Bridge, body: Value) -> (u16, String, String) {
+    post(&format!("{}/api/generate", bridge.url), body).await
+}
+
+async fn post_raw(url: &str, body: &'static str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+/// Response fields that depend on the clock, checked for shape then replaced, so
+/// whole objects can be compared exactly: `created_at` must be RFC 3339 in UTC with
+/// `Z`, and each of `measured` must be a non-negative integer (nanoseconds).
+fn settle(mut v: Value, measured: &[&str]) -> Value {
+    let obj = v.as_object_mut().unwrap_or_else(|| panic!("expected an object"));
+    if let Some(at) = obj.get_mut("created_at") {
+        let s = at.as_str().expect("created_at is a string");
+        assert!(
+            s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+            "created_at is not RFC 3339 UTC: {s:?}"
+        );
+        *at = "<time>".into();
+    }
+    for key in measured {
+        if let Some(d) = obj.get_mut(*key) {
+            assert!(d.is_u64(), "{key} must be an integer: {d}");
+            *d = "<measured>".into();
+        }
+    }
+    v
+}
+
+/// Only `total_duration` is measured when the backend sent `timings`.
+const TOTAL: &[&str] = &["total_duration"];
+/// Without `timings`, all three durations are measured by the bridge.
+const ALL_MEASURED: &[&str] = &["total_duration", "prompt_eval_duration", "eval_duration"];
+
+/// NDJSON body → settled objects.
+fn lines(body: &str, measured: &[&str]) -> Vec<Value> {
+    ndjson(body).into_iter().map(|v| settle(v, measured)).collect()
+}
+
+/// A streamed `/api/chat` content line for client model `alias`.
+fn say(content: &str) -> Value {
+    json!({"model": "alias", "created_at": "<time>",
+        "message": {"role": "assistant", "content": content}, "done": false})
+}
+
+fn think(thinking: &str) -> Value {
+    json!({"model": "alias", "created_at": "<time>",
+        "message": {"role": "assistant", "content": "", "thinking": thinking}, "done": false})
+}
+
+/// The final `/api/chat` line when the backend reported `usage(prompt, completion)`.
+fn done_line(prompt: u64, completion: u64) -> Value {
+    json!({
+        "model": "alias", "created_at": "<time>", "message": {"role": "assistant", "content": ""}, "done": true,
+        "done_reason": "stop", "total_duration": "<measured>", "load_duration": 0,
+        "prompt_eval_count": prompt, "prompt_eval_duration": 1_500_000,
+        "eval_count": completion, "eval_duration": 3_250_000,
+    })
+}
+
+/// The final line when the backend reported nothing: counts fall back to 0 and the
+/// number of output chunks, durations to the bridge's own clock.
+fn measured_done_line(output_chunks: u64) -> Value {
+    json!({
+        "model": "alias", "created_at": "<time>", "message": {"role": "assistant", "content": ""}, "done": true,
+        "done_reason": "stop", "total_duration": "<measured>", "load_duration": 0,
+        "prompt_eval_count": 0, "prompt_eval_duration": "<measured>",
+        "eval_count": output_chunks, "eval_duration": "<measured>",
+    })
+}
+
+/// The log row fields every test checks.
+const ROW_FIELDS: &[&str] = &[
+    "endpoint",
+    "method",
+    "backend_type",
+    "model",
+    "backend_model",
+    "stream",
+    "status_code",
+    "error",
+    "response",
+    "thinking",
+    "tool_calls",
+    "done_reason",
+    "prompt_tokens",
+    "completion_tokens",
+];
+
+/// A log row projected to `ROW_FIELDS`, after checking the clock fields' shape.
+fn project(row: &Value) -> Value {
+    let ts = row["timestamp"].as_str().expect("timestamp");
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.3f").is_ok(),
+        "timestamp {ts:?}"
+    );
+    assert!(row["latency_ms"].is_u64(), "latency_ms {}", row["latency_ms"]);
+    ROW_FIELDS.iter().map(|k| ((*k).to_owned(), row[*k].clone())).collect()
+}
+
+/// The exchange's single log row, projected.
+fn only_row(rows: &[Value]) -> Value {
+    assert_eq!(rows.len(), 1, "expected exactly one log row: {rows:#?}");
+    project(&rows[0])
+}
+
+/// The expected row: a successful streamed `/api/chat` for `alias`, with `changes` applied.
+fn row(changes: Value) -> Value {
+    let mut expected = json!({
+        "endpoint": "/api/chat", "method": "POST", "backend_type": "openai",
+        "model": "alias", "backend_model": "backend-model", "stream": 1, "status_code": 200,
+        "error": null, "response": "", "thinking": null, "tool_calls": null,
+        "done_reason": "stop", "prompt_tokens": null, "completion_tokens": null,
+    });
+    for (k, v) in changes.as_object().expect("changes object") {
+        assert!(ROW_FIELDS.contains(&k.as_str()), "unknown row field {k}");
+        expected[k] = v.clone();
+    }
+    expected
+}
+
+fn hi() -> Value {
+    json!([{"role": "user", "content": "Hi"}])
+}
+
+/// Checks an id has Ollama's shape: `call_` and 8 lowercase alphanumerics.
+fn assert_ollama_call_id(id: &str) {
+    let tail = id
+        .strip_prefix("call_")
+        .unwrap_or_else(|| panic!("id {id:?} lacks call_"));
+    assert!(
+        tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "id {id:?} is not call_ + 8 lowercase alphanumerics"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 1-2. Streaming text
+// ---------------------------------------------------------------------------------
+
+/// The everyday path: every Ollama client parses these lines, so each field, the
+/// content type and the integer metrics must be exactly Ollama's, and the upstream
+/// request must carry the mapped model, `max_tokens` and usage reporting.
+#[tokio::test]
+async fn streaming_chat_happy_path() {
+    let mock = Mock::streaming(said(&["Hello", " there"])).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, content_type, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": hi(),
+            "options": {"num_predict": 32, "temperature": 0.5, "num_ctx": 8192}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "application/x-ndjson");
+    assert_eq!(
+        lines(&body, TOTAL),
+        [say("Hello"), say(" there"), done_line(10, 2)],
+        "the role-only first delta, the finish chunk and the usage chunk make no lines of their own"
+    );
+
+    let upstream = mock.only_request();
+    assert_eq!(upstream.path, "/v1/chat/completions");
+    assert_eq!(
+        upstream.body,
+        json!({
+            "model": "backend-model", "messages": [{"role": "user", "content": "Hi"}],
+            "stream": true, "stream_options": {"include_usage": true},
+            "temperature": 0.5, "max_tokens": 32,
+        })
+    );
+    let rows = bridge.rows().await;
+    assert_eq!(
+        only_row(&rows),
+        row(json!({"response": "Hello there", "prompt_tokens": 10, "completion_tokens": 2}))
+    );
+    assert_eq!(rows[0]["prompt"], json!(r#"[{"role":"user","content":"Hi"}]"#));
+}
+
+/// Networks and proxies split SSE anywhere: inside a UTF-8 character, between CR and
+/// LF, inside the JSON. Keep-alive comments and CRLF are legal SSE. The text must
+/// come out byte-exact, and `usage` may ride on a content chunk.
+#[tokio::test]
+async fn sse_split_at_every_byte_with_comments_and_crlf() {
+    let mut with_usage = text("✓");
+    with_usage["usage"] = json!({"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8});
+    let events = [role(), text("hé"), text("llo "), with_usage, finish("stop")];
+    let mut stream = String::from(": keep-alive\r\n\r\n");
+    for event in &events {
+        stream += &format!("data: {event}\r\n\r\n: keep-alive\r\n\r\n");
+    }
+    stream += "data: [DONE]\r\n\r\n";
+    let mock = Mock::streaming(every(1, stream)).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 200);
+    let mut done = measured_done_line(3);
+    done["prompt_eval_count"] = 5.into();
+    assert_eq!(lines(&body, ALL_MEASURED), [say("hé"), say("llo "), say("✓"), done]);
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"response": "héllo ✓", "prompt_tokens": 5, "completion_tokens": 3}))
+    );
+}
+
+/// A real llama-server capture (thinking model), replayed one byte per HTTP chunk:
+/// thinking and content must reassemble exactly and the metrics come from its usage.
+#[tokio::test]
+async fn real_llama_server_capture_replayed_byte_by_byte() {
+    let capture = std::fs::read(common::repo_root().join("fixtures/llama-server/think.sse")).expect("fixture");
+    let mock = Mock::streaming(every(1, capture)).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 200);
+    let mut lines = lines(&body, TOTAL);
+    let last = lines.pop().expect("final line");
+    assert_eq!(
+        last,
+        json!({
+            "model": "alias", "created_at": "<time>", "message": {"role": "assistant", "content": ""}, "done": true,
+            "done_reason": "stop", "total_duration": "<measured>", "load_duration": 0,
+            "prompt_eval_count": 26, "prompt_eval_duration": 1_764_000, "eval_count": 21, "eval_duration": 2_545_000,
+        })
+    );
+    let joined = |key: &str| -> String {
+        lines
+            .iter()
+            .map(|l| l["message"][key].as_str().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(joined("thinking"), "The user greets me, so I greet back.\n");
+    assert_eq!(joined("content"), "Hello from the tiny thinking model.");
+    assert_eq!(lines.len(), 17, "one line per reasoning or content token");
+    assert!(lines.iter().all(|l| l["done"] == false));
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({
+            "response": "Hello from the tiny thinking model.", "thinking": "The user greets me, so I greet back.\n",
+            "prompt_tokens": 26, "completion_tokens": 21,
+        }))
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 3-4. Tool calls
+// ---------------------------------------------------------------------------------
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+}
+
+/// Ollama clients only understand whole tool calls with object arguments. Fragments
+/// (split again at every byte on the wire) must become one `done:false` line with
+/// Ollama-shaped ids, before the final line.
+#[tokio::test]
+async fn streamed_tool_call_fragments_become_one_call() {
+    let events = [
+        role(),
+        call_fragment(
+            json!({"index": 0, "id": "FAC2m7U5tf5QhKxqR3GJhBzQXlgdsfmY", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{"}}),
+        ),
+        call_fragment(json!({"index": 0, "function": {"arguments": "\""}})),
+        call_fragment(json!({"index": 0, "function": {"arguments": "city"}})),
+        call_fragment(json!({"index": 0, "function": {"arguments": "\": \""}})),
+        call_fragment(json!({"index": 0, "function": {"arguments": "Paris"}})),
+        call_fragment(json!({"index": 0, "function": {"arguments": "\"}"}})),
+        finish("tool_calls"),
+        usage(40, 16),
+    ];
+    let mock = Mock::streaming(every(1, sse(&events) + DONE)).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": hi(), "tools": weather_tool()}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let call =
+        json!({"id": "call_p9ahsocm", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}});
+    assert_ollama_call_id(call["id"].as_str().expect("id"));
+    let calls_line = json!({"model": "alias", "created_at": "<time>",
+        "message": {"role": "assistant", "content": "", "tool_calls": [call]}, "done": false});
+    assert_eq!(lines(&body, TOTAL), [calls_line, done_line(40, 16)]);
+    assert_eq!(mock.only_request().body["tools"], weather_tool());
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({
+            "tool_calls": json!([call]).to_string(), "prompt_tokens": 40, "completion_tokens": 16,
+        }))
+    );
+}
+
+/// Parallel calls arrive interleaved by `index`; each must come out whole, in index
+/// order, numbered 0 and 1, with distinct ids.
+#[tokio::test]
+async fn parallel_tool_calls_get_indexes_0_and_1() {
+    let events = [
+        role(),
+        call_fragment(json!({"index": 0, "id": "Ab1Cd2Ef3Gh4Ij5Kl6", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"ci"}})),
+        call_fragment(json!({"index": 1, "id": "Zy9Xw8Vu7Ts6Rq5", "type": "function",
+            "function": {"name": "get_time", "arguments": "{\"zo"}})),
+        call_fragment(json!({"index": 0, "function": {"arguments": "ty\": \"Paris\"}"}})),
+        call_fragment(json!({"index": 1, "function": {"arguments": "ne\": \"CET\"}"}})),
+        finish("tool_calls"),
+        usage(40, 30),
+    ];
+    let mock = Mock::streaming(every(5, sse(&events) + DONE)).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": hi(), "tools": weather_tool()}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let calls = json!([
+        {"id": "call_z5kk746n", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}},
+        {"id": "call_egs14y60", "function": {"index": 1, "name": "get_time", "arguments": {"zone": "CET"}}},
+    ]);
+    let calls_line = json!({"model": "alias", "created_at": "<time>",
+        "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": false});
+    assert_eq!(lines(&body, TOTAL), [calls_line, done_line(40, 30)]);
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"tool_calls": calls.to_string(), "prompt_tokens": 40, "completion_tokens": 30}))
+    );
+}
+
+/// vLLM names its calls `chatcmpl-tool-<uuid>`: ids that differ only after a shared
+/// prefix. Parallel calls must still get distinct ids, or the client's tool results
+/// cannot be told apart on the next turn.
+#[tokio::test]
+async fn parallel_tool_calls_with_vllm_ids_get_distinct_ids() {
+    let events = [
+        role(),
+        call_fragment(
+            json!({"index": 0, "id": "chatcmpl-tool-8c2c4b4a2f1e4a43b0b6b3a1d0c9e8f7", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}),
+        ),
+        call_fragment(
+            json!({"index": 1, "id": "chatcmpl-tool-1f0e9d8c7b6a45f4a3b2c1d0e9f8a7b6", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}),
+        ),
+        finish("tool_calls"),
+    ];
+    let mock = Mock::streaming(whole(sse(&events) + DONE)).await;
+    let bridge = bridge(&mock).await;
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": hi(), "tools": weather_tool()}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let lines = lines(&body, ALL_MEASURED);
+    let calls = lines[0]["message"]["tool_calls"]
+        .as_array()
+        .expect("tool calls")
+        .clone();
+    assert_eq!(calls.len(), 2);
+    let (a, b) = (
+        calls[0]["id"].as_str().expect("id"),
+        calls[1]["id"].as_str().expect("id"),
+    );
+    assert_ollama_call_id(a);
+    assert_ollama_call_id(b);
+    assert_ne!(a, b, "two calls in one answer share an id");
+}
+
+/// Google's OpenAI-compatible endpoint streams each parallel call as one complete
+/// fragment with its own id but without `index`. A new id is a new call: merging
+/// them would glue two argument objects into invalid JSON and lose both calls.
+#[tokio::test]
+async fn parallel_tool_calls_without_index_stay_separate() {
+    let events = [
+        role(),
+        call_fragment(json!({"id": "function-call-1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}})),
+        call_fragment(json!({"id": "function-call-2", "type": "function",
+            "function": {"name": "get_time", "arguments": "{\"zone\":\"CET\"}"}})),
+        finish("stop"),
+    ];
+    let mock = Mock::streaming(whole(sse(&events) + DONE)).await;
+    let bridge = bridge(&mock).await;
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": hi(), "tools": weather_tool()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lines = lines(&body, ALL_MEASURED);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let calls = lines[0]["message"]["tool_calls"]
+        .as_array()
+        .expect("tool calls")
+        .clone();
+    let functions: Vec<Value> = calls.iter().map(|c| c["function"].clone()).collect();
+    assert_eq!(
+        functions,
+        [
+            json!({"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}),
+            json!({"index": 1, "name": "get_time", "arguments": {"zone": "CET"}}),
+        ]
+    );
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    assert_eq!(lines[1]["done"], true);
+}
+
+/// A model can emit arguments that are not JSON. The bridge must not panic or send a
+/// broken call: streaming clients get an error line naming the tool after the text
+/// already sent; before any output, and for `stream: false`, an HTTP 502.
+#[tokio::test]
+async fn unparseable_tool_arguments_are_an_error_naming_the_tool() {
+    let bad_call = call_fragment(json!({"index": 0, "id": "FAC2m7U5tf5QhKxqR3GJ", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": Paris}"}}));
+    let with_text = sse(&[role(), text("Checking."), bad_call.clone(), finish("tool_calls")]) + DONE;
+    let tool_only = sse(&[role(), bad_call.clone(), finish("tool_calls")]) + DONE;
+    let mock = Mock::start(move |req| {
+        if req.body["stream"] == false {
+            let message = json!({"role": "assistant", "content": "", "tool_calls": [{"id": "FAC2m7U5tf5QhKxqR3GJ",
+                "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": Paris}"}}]});
+            Reply::Json(200, completion(message, "tool_calls"))
+        } else if req.body["messages"][0]["content"] == "text first" {
+            Reply::Stream(every(3, with_text.clone()))
+        } else {
+            Reply::Stream(whole(tool_only.clone()))
+        }
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let error = "backend sent an invalid response: tool call 'get_weather' has arguments that are not valid JSON \
+                 (expected value at line 1 column 10): {\"city\": Paris}";
+
+    let ask = |content: &str, stream: bool| {
+        json!({"model": "alias", "messages": [{"role": "user", "content": content}],
+            "tools": weather_tool(), "stream": stream})
+    };
+    let (status, content_type, body) = chat(&bridge, ask("text first", true)).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"));
+    assert_eq!(lines(&body, TOTAL), [say("Checking."), json!({"error": error})]);
+
+    let (status, _, body) = chat(&bridge, ask("tool only", true)).await;
+    assert_eq!(status, 502);
+    assert_eq!(parse(&body), json!({"error": error}));
+
+    let (status, _, body) = chat(&bridge, ask("not streamed", false)).await;
+    assert_eq!(status, 502);
+    assert_eq!(parse(&body), json!({"error": error}));
+
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let failed = |changes: Value| {
+        let mut r = row(json!({"error": error, "done_reason": null, "response": null}));
+        for (k, v) in changes.as_object().expect("object") {
+            r[k] = v.clone();
+        }
+        r
+    };
+    assert_eq!(
+        rows,
+        [
+            failed(json!({"response": "Checking."})),
+            failed(json!({"status_code": 502})),
+            failed(json!({"status_code": 502, "stream": 0})),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 5-10. Backend failures
+// ---------------------------------------------------------------------------------
+
+/// A stream cut off without finish_reason or `[DONE]` (backend crash, proxy timeout)
+/// must not look finished: the last line is an error, and the log keeps the partial
+/// text. Cut off before any output, it is an HTTP 502.
+#[tokio::test]
+async fn truncated_stream_ends_with_an_error_line() {
+    let mock = Mock::start(|req| {
+        if req.body["messages"][0]["content"] == "nothing" {
+            Reply::Stream(whole(sse(&[role()])))
+        } else {
+            Reply::Stream(whole(sse(&[role(), text("Once"), text(" upon")])))
+        }
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let truncated = "backend stream ended before the response was complete";
+
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 200);
+    let lines = lines(&body, ALL_MEASURED);
+    assert_eq!(lines, [say("Once"), say(" upon"), json!({"error": truncated})]);
+    assert!(lines.iter().all(|l| l.get("done") != Some(&json!(true))));
+
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": [{"role": "user", "content": "nothing"}]}),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(parse(&body), json!({"error": truncated}));
+
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    assert_eq!(
+        rows,
+        [
+            row(json!({"error": truncated, "response": "Once upon", "done_reason": null})),
+            row(json!({"error": truncated, "response": null, "done_reason": null, "status_code": 502})),
+        ]
+    );
+}
+
+/// llama-server reports failures inside a started stream as an `error` object; the
+/// client must get the backend's own message as the last line.
+#[tokio::test]
+async fn error_event_mid_stream_becomes_the_last_line() {
+    let stream = sse(&[role(), text("Once"), json!({"error": {"message": "boom", "code": 500}})]);
+    let mock = Mock::streaming(whole(stream)).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 200);
+    assert_eq!(lines(&body, ALL_MEASURED), [say("Once"), json!({"error": "boom"})]);
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"error": "boom", "response": "Once", "done_reason": null}))
+    );
+}
+
+/// A context overflow is the client's problem (400), not a broken stream: the status
+/// and llama-server's message must reach the client, whether the backend refuses
+/// with an HTTP 400 or with an error as the first event of a 200 stream.
+#[tokio::test]
+async fn backend_400_reaches_a_streaming_client_as_400() {
+    let message = "request (9000 tokens) exceeds the available context size";
+    let error = json!({"error": {"message": message, "type": "exceed_context_size_error", "code": 400}});
+    let in_stream = sse(std::slice::from_ref(&error));
+    let mock = Mock::start(move |req| {
+        if req.body["messages"][0]["content"] == "in stream" {
+            Reply::Stream(whole(in_stream.clone()))
+        } else {
+            Reply::Json(400, error.clone())
+        }
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+
+    for content in ["as status", "in stream"] {
+        let (status, content_type, body) = chat(
+            &bridge,
+            json!({"model": "alias", "messages": [{"role": "user", "content": content}]}),
+        )
+        .await;
+        assert_eq!(status, 400, "{content}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content}: {content_type}"
+        );
+        assert_eq!(parse(&body), json!({"error": message}), "{content}");
+    }
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let refused = row(json!({"status_code": 400, "error": message, "response": null, "done_reason": null}));
+    assert_eq!(rows, [refused.clone(), refused]);
+}
+
+/// A proxy in front of the backend answers in plain text; its status and words are
+/// all the client can be told.
+#[tokio::test]
+async fn backend_500_plain_text_is_passed_on() {
+    let mock = Mock::start(|_| Reply::Text(500, "upstream exploded\n")).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 500);
+    assert_eq!(parse(&body), json!({"error": "upstream exploded"}));
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"status_code": 500, "error": "upstream exploded", "response": null, "done_reason": null}))
+    );
+}
+
+/// Nothing listening: a 502 that says which backend URL is down (the first thing an
+/// operator needs), for mapped models without any backend contact beforehand.
+#[tokio::test]
+async fn unreachable_backend_is_502_naming_the_url() {
+    let port = common::free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut bridge = Bridge::openai(&endpoint, json!({"alias": "backend-model"})).await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 502);
+    let error = parse(&body)["error"].as_str().expect("error string").to_owned();
+    let prefix = format!("backend at {endpoint}/ is unreachable: ");
+    assert!(error.starts_with(&prefix), "{error:?}");
+    assert!(error.contains("Connection refused"), "{error:?}");
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"status_code": 502, "error": error, "response": null, "done_reason": null}))
+    );
+}
+
+fn with_timeout(mock: &Mock, seconds: f64) -> Value {
+    json!({
+        "backend": {"type": "openai", "endpoint": mock.url, "timeout": seconds},
+        "models": {"mappings": {"alias": "backend-model"}},
+    })
+}
+
+/// A backend that accepts the request and then says nothing must not hold the
+/// client forever: after `backend.timeout` of silence, a 504.
+#[tokio::test]
+async fn backend_silent_before_headers_is_504() {
+    let mock = Mock::start(|_| Reply::After(Duration::from_secs(2), Box::new(Reply::Stream(said(&["late"]))))).await;
+    let mut bridge = Bridge::start(with_timeout(&mock, 0.3)).await;
+    let started = Instant::now();
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 504);
+    let error = format!("backend at {}/ timed out", mock.url);
+    assert_eq!(parse(&body), json!({"error": error}));
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"status_code": 504, "error": error, "response": null, "done_reason": null}))
+    );
+}
+
+/// The timeout bounds silence, not whole answers: a slow but steady stream that lasts
+/// longer than the timeout completes, while a stall mid-stream ends with an error line.
+#[tokio::test]
+async fn timeout_bounds_silence_not_whole_streams() {
+    let mock = Mock::start(|req| {
+        let wait = |ms| Piece::Wait(Duration::from_millis(ms));
+        let chunk = |v: &Value| Piece::Data(Bytes::from(format!("data: {v}\n\n")));
+        if req.body["messages"][0]["content"] == "stall" {
+            Reply::Stream(vec![
+                chunk(&role()),
+                chunk(&text("Once")),
+                wait(2000),
+                chunk(&finish("stop")),
+            ])
+        } else {
+            let mut pieces = vec![chunk(&role())];
+            for word in ["a", "b", "c", "d", "e", "f"] {
+                pieces.extend([wait(100), chunk(&text(word))]);
+            }
+            pieces.extend([chunk(&finish("stop")), Piece::Data(Bytes::from(DONE))]);
+            Reply::Stream(pieces)
+        }
+    })
+    .await;
+    let mut bridge = Bridge::start(with_timeout(&mock, 0.3)).await;
+
+    let started = Instant::now();
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert!(
+        started.elapsed() > Duration::from_millis(550),
+        "the stream should have outlasted the timeout"
+    );
+    assert_eq!(status, 200);
+    let expected: Vec<Value> = ["a", "b", "c", "d", "e", "f"]
+        .map(say)
+        .into_iter()
+        .chain([measured_done_line(6)])
+        .collect();
+    assert_eq!(lines(&body, ALL_MEASURED), expected);
+
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": [{"role": "user", "content": "stall"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let error = format!("backend at {}/ timed out", mock.url);
+    assert_eq!(lines(&body, ALL_MEASURED), [say("Once"), json!({"error": error})]);
+
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    assert_eq!(
+        rows,
+        [
+            row(json!({"response": "abcdef", "completion_tokens": 6})),
+            row(json!({"error": error, "response": "Once", "done_reason": null})),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 11-12. Requests the bridge refuses or resolves
+// ---------------------------------------------------------------------------------
+
+/// Bad requests are the client's mistake: a 400 whose message names the field, one
+/// log row each, and no backend call.
+#[tokio::test]
+async fn malformed_requests_are_400_naming_the_field() {
+    let mock = Mock::streaming(said(&["unused"])).await;
+    let mut bridge = bridge(&mock).await;
+    let chat_url = format!("{}/api/chat", bridge.url);
+    let generate_url = format!("{}/api/generate", bridge.url);
+    let cases: [(&str, &'static str, &str); 7] = [
+        (&chat_url, "", "missing request body"),
+        (&chat_url, "  \n", "missing request body"),
+        (
+            &chat_url,
+            r#"{"model": "alias", "messages": "hi"}"#,
+            "invalid value for 'messages': invalid type: string \"hi\", expected a sequence at line 1 column 35",
+        ),
+        (&chat_url, r#"{"model": "alias"}"#, "messages is required"),
+        (
+            &chat_url,
+            r#"{"model": 5, "messages": []}"#,
+            "invalid value for 'model': invalid type: integer `5`, expected a string at line 1 column 11",
+        ),
+        (
+            &chat_url,
+            r#"{"model": "alias", "messages": [{"role": 7, "content": "hi"}]}"#,
+            "invalid value for 'messages[0].role': invalid type: integer `7`, expected a string at line 1 column 42",
+        ),
+        (
+            &generate_url,
+            r#"{"model": "alias", "prompt": ["hi"]}"#,
+            "invalid value for 'prompt': invalid type: sequence, expected a string at line 1 column 29",
+        ),
+    ];
+    for (url, body, error) in cases {
+        let (status, text) = post_raw(url, body).await;
+        assert_eq!((status, parse(&text)), (400, json!({"error": error})), "body {body:?}");
+    }
+    assert_eq!(mock.hits(), 0);
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let refused = |endpoint: &str, model: Value, stream: i64, error: &str| {
+        row(
+            json!({"endpoint": endpoint, "model": model, "backend_model": null, "stream": stream, "status_code": 400,
+            "error": error, "response": null, "done_reason": null}),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            refused("/api/chat", Value::Null, 0, cases[0].2),
+            refused("/api/chat", Value::Null, 0, cases[1].2),
+            refused("/api/chat", Value::Null, 0, cases[2].2),
+            refused("/api/chat", json!("alias"), 1, cases[3].2),
+            refused("/api/chat", Value::Null, 0, cases[4].2),
+            refused("/api/chat", Value::Null, 0, cases[5].2),
+            refused("/api/generate", Value::Null, 0, cases[6].2),
+        ]
+    );
+}
+
+/// A body that is not JSON at all has no field to name: the message must say the
+/// JSON is invalid, not point at a field called '?'.
+#[tokio::test]
+async fn malformed_json_is_reported_as_invalid_json() {
+    let mock = Mock::streaming(said(&["unused"])).await;
+    let mut bridge = bridge(&mock).await;
+    let url = format!("{}/api/chat", bridge.url);
+    for (body, error) in [
+        (
+            "{not json",
+            "invalid JSON body: key must be a string at line 1 column 2",
+        ),
+        (
+            r#"{"model": "alias","#,
+            "invalid JSON body: EOF while parsing a value at line 1 column 18",
+        ),
+        (
+            r#"{"model": "alias",}"#,
+            "invalid JSON body: trailing comma at line 1 column 19",
+        ),
+    ] {
+        let (status, text) = post_raw(&url, body).await;
+        assert_eq!((status, parse(&text)), (400, json!({"error": error})), "body {body:?}");
+    }
+    assert_eq!(mock.hits(), 0);
+    assert_eq!(bridge.rows().await.len(), 3);
+}
+
+/// Clients spell model names their own way (`Alias:latest`) and must see their own
+/// spelling back; names the backend offers work unmapped; a request without a model
+/// uses `models.default`; anything else is Ollama's 404.
+#[tokio::test]
+async fn model_names_resolve_like_ollama() {
+    let mock = Mock::streaming(said(&["ok"])).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": mock.url},
+        "models": {"default": "alias", "mappings": {"alias": "backend-model"}},
+    }))
+    .await;
+    let ok = |model: &str| {
+        let mut done = done_line(10, 1);
+        done["model"] = model.into();
+        let mut line = say("ok");
+        line["model"] = model.into();
+        vec![line, done]
+    };
+
+    let (status, _, body) = chat(&bridge, json!({"model": "x", "messages": hi()})).await;
+    assert_eq!((status, parse(&body)), (404, json!({"error": "model 'x' not found"})));
+    assert_eq!(mock.hits(), 0);
+    // An unknown name is looked for in the backend's list; a list fetched just now is
+    // not fetched again.
+    assert_eq!(mock.shared.model_lists.load(Ordering::SeqCst), 1);
+
+    for (asked, answered, upstream) in [
+        (Some("ALIAS:latest"), "ALIAS:latest", "backend-model"),
+        (Some("other-model:latest"), "other-model:latest", "Other-Model"),
+        (None, "alias", "backend-model"),
+    ] {
+        let mut request = json!({"messages": hi()});
+        if let Some(model) = asked {
+            request["model"] = model.into();
+        }
+        let (status, _, body) = chat(&bridge, request).await;
+        assert_eq!(status, 200, "{asked:?}");
+        assert_eq!(lines(&body, TOTAL), ok(answered), "{asked:?}");
+        assert_eq!(
+            mock.requests().last().expect("request").body["model"],
+            upstream,
+            "{asked:?}"
+        );
+    }
+
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let served = |model: Value, backend: &str| {
+        row(json!({"model": model, "backend_model": backend, "response": "ok",
+                "prompt_tokens": 10, "completion_tokens": 1}))
+    };
+    assert_eq!(
+        rows,
+        [
+            row(
+                json!({"model": "x", "backend_model": null, "status_code": 404, "error": "model 'x' not found",
+                "response": null, "done_reason": null})
+            ),
+            served(json!("ALIAS:latest"), "backend-model"),
+            served(json!("other-model:latest"), "Other-Model"),
+            // No name sent: the row names the default model that answered.
+            served(json!("alias"), "backend-model"),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 13. Non-streaming
+// ---------------------------------------------------------------------------------
+
+/// `stream: false` clients (Home Assistant, scripts) want one JSON object holding
+/// the whole answer: content, thinking, complete tool calls and metrics.
+#[tokio::test]
+async fn non_streaming_chat_is_one_object() {
+    let message = json!({"role": "assistant", "content": "Let me check.", "reasoning_content": "User wants weather.",
+        "tool_calls": [{"id": "FAC2m7U5tf5QhKxqR3GJ", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]});
+    let reply = completion(message, "tool_calls");
+    let mock = Mock::start(move |_| Reply::Json(200, reply.clone())).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, content_type, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": hi(), "tools": weather_tool(), "format": "json", "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let call =
+        json!({"id": "call_u741za57", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}});
+    assert_eq!(
+        settle(parse(&body), TOTAL),
+        json!({
+            "model": "alias", "created_at": "<time>",
+            "message": {"role": "assistant", "content": "Let me check.", "thinking": "User wants weather.",
+                "tool_calls": [call]},
+            "done": true, "done_reason": "stop", "total_duration": "<measured>", "load_duration": 0,
+            "prompt_eval_count": 12, "prompt_eval_duration": 1_500_000, "eval_count": 7, "eval_duration": 3_250_000,
+        })
+    );
+    // No `stream_options` (include_usage is for streams only); `format: "json"` mapped.
+    assert_eq!(
+        mock.only_request().body,
+        json!({"model": "backend-model", "messages": [{"role": "user", "content": "Hi"}], "tools": weather_tool(),
+            "stream": false, "response_format": {"type": "json_object"}})
+    );
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(
+            json!({"stream": 0, "response": "Let me check.", "thinking": "User wants weather.",
+            "tool_calls": json!([call]).to_string(), "prompt_tokens": 12, "completion_tokens": 7})
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 14. Client disconnects
+// ---------------------------------------------------------------------------------
+
+/// A client that hangs up mid-answer must free the backend at once (llama-server
+/// keeps generating otherwise) and be logged as 499 with what it had received.
+#[tokio::test]
+async fn client_disconnect_mid_stream_closes_the_backend_stream() {
+    let chunk = |v: &Value| Piece::Data(Bytes::from(format!("data: {v}\n\n")));
+    let wait = Piece::Wait(Duration::from_millis(30));
+    let mock = Mock::streaming(vec![
+        chunk(&role()),
+        wait.clone(),
+        chunk(&text("Once")),
+        wait,
+        chunk(&text(" upon")),
+        Piece::Hang,
+    ])
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let mut response = reqwest::Client::new()
+        .post(format!("{}/api/chat", bridge.url))
+        .json(&json!({"model": "alias", "messages": hi()}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    // Read what the mock sent before it went quiet (so the partial text is certain), then hang up.
+    let mut received = Vec::new();
+    while received.iter().filter(|b| **b == b'\n').count() < 2 {
+        let bytes = response.chunk().await.expect("read").expect("more body");
+        received.extend_from_slice(&bytes);
+    }
+    assert_eq!(
+        lines(std::str::from_utf8(&received).expect("utf-8"), TOTAL),
+        [say("Once"), say(" upon")]
+    );
+    drop(response);
+
+    assert!(
+        mock.saw(|s| &s.bodies_dropped, Duration::from_secs(1)).await,
+        "the backend stream was still open a second after the client left"
+    );
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(
+            json!({"status_code": 499, "error": "client disconnected before the response was complete",
+            "response": "Once upon", "done_reason": null})
+        )
+    );
+}
+
+/// Hanging up while the backend is still working on the prompt (before any output)
+/// must cancel the upstream request too, and leave a 499 row.
+#[tokio::test]
+async fn client_disconnect_before_output_cancels_the_upstream_request() {
+    let mock = Mock::start(|_| Reply::After(Duration::from_secs(5), Box::new(Reply::Stream(said(&["late"]))))).await;
+    let mut bridge = bridge(&mock).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let sent = client
+        .post(format!("{}/api/chat", bridge.url))
+        .json(&json!({"model": "alias", "messages": hi()}))
+        .send()
+        .await;
+    assert!(sent.expect_err("the client gives up").is_timeout());
+    assert!(
+        mock.saw(|s| &s.handlers_dropped, Duration::from_secs(1)).await,
+        "the upstream request was still pending a second after the client left"
+    );
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(
+            json!({"status_code": 499, "error": "client disconnected before the response was complete",
+            "response": null, "done_reason": null})
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 15-18. Generate, thinking, history, load requests
+// ---------------------------------------------------------------------------------
+
+/// `/api/generate` is served by chat (system + prompt become messages), or by
+/// `/v1/completions` with the prompt verbatim when `raw: true`; either way the text
+/// comes back in `response`.
+#[tokio::test]
+async fn generate_over_chat_and_raw_over_completions() {
+    let mock = Mock::start(|req| match (req.path.as_str(), req.body["stream"].as_bool()) {
+        ("/v1/completions", _) => {
+            let piece = |t: &str, finish: Value| {
+                json!({"id": "cmpl-mock", "object": "text_completion", "created": 1, "model": "backend-model",
+                    "choices": [{"index": 0, "text": t, "logprobs": null, "finish_reason": finish}]})
+            };
+            // Like llama-server, usage and timings ride on the finish chunk.
+            let mut last = piece("", json!("length"));
+            last["usage"] = json!({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6});
+            Reply::Stream(whole(
+                sse(&[piece(" there", Value::Null), piece(" was", Value::Null), last]) + DONE,
+            ))
+        }
+        (_, Some(false)) => Reply::Json(
+            200,
+            completion(json!({"role": "assistant", "content": "Hi there"}), "stop"),
+        ),
+        _ => Reply::Stream(said(&["Hi", " there"])),
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let response_line = |t: &str| json!({"model": "alias", "created_at": "<time>", "response": t, "done": false});
+    let final_line = |reason: &str, prompt: u64, completion: u64, measured: bool| {
+        let (p, e) = if measured {
+            (json!("<measured>"), json!("<measured>"))
+        } else {
+            (json!(1_500_000), json!(3_250_000))
+        };
+        json!({"model": "alias", "created_at": "<time>", "response": "", "done": true, "done_reason": reason,
+            "total_duration": "<measured>", "load_duration": 0, "prompt_eval_count": prompt, "prompt_eval_duration": p,
+            "eval_count": completion, "eval_duration": e})
+    };
+
+    // Streamed, over chat.
+    let (status, content_type, body) = generate(
+        &bridge,
+        json!({"model": "alias", "system": "Be brief.", "prompt": "Say hi"}),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"));
+    assert_eq!(
+        lines(&body, TOTAL),
+        [
+            response_line("Hi"),
+            response_line(" there"),
+            final_line("stop", 10, 2, false)
+        ]
+    );
+    // Not streamed, over chat.
+    let (status, content_type, body) = generate(
+        &bridge,
+        json!({"model": "alias", "system": "Be brief.", "prompt": "Say hi", "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let mut whole_answer = final_line("stop", 12, 7, false);
+    whole_answer["response"] = "Hi there".into();
+    assert_eq!(settle(parse(&body), TOTAL), whole_answer);
+    // Raw, over completions: no template, no system turn.
+    let (status, _, body) = generate(
+        &bridge,
+        json!({"model": "alias", "prompt": "<s>Once upon a time", "raw": true, "options": {"num_predict": 2}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lines(&body, ALL_MEASURED),
+        [
+            response_line(" there"),
+            response_line(" was"),
+            final_line("length", 4, 2, true)
+        ]
+    );
+
+    let upstream: Vec<(String, Value)> = mock.requests().into_iter().map(|r| (r.path, r.body)).collect();
+    let messages = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]);
+    assert_eq!(
+        upstream,
+        [
+            (
+                "/v1/chat/completions".to_owned(),
+                json!({"model": "backend-model", "messages": messages, "stream": true,
+                    "stream_options": {"include_usage": true}})
+            ),
+            (
+                "/v1/chat/completions".to_owned(),
+                json!({"model": "backend-model", "messages": messages, "stream": false})
+            ),
+            (
+                "/v1/completions".to_owned(),
+                json!({"model": "backend-model", "prompt": "<s>Once upon a time", "stream": true,
+                    "stream_options": {"include_usage": true}, "max_tokens": 2})
+            ),
+        ]
+    );
+
+    let rows = bridge.rows().await;
+    let generated = |changes: Value| {
+        let mut r = row(json!({"endpoint": "/api/generate"}));
+        for (k, v) in changes.as_object().expect("object") {
+            r[k] = v.clone();
+        }
+        r
+    };
+    assert_eq!(
+        rows.iter().map(project).collect::<Vec<_>>(),
+        [
+            generated(json!({"response": "Hi there", "prompt_tokens": 10, "completion_tokens": 2})),
+            generated(json!({"response": "Hi there", "stream": 0, "prompt_tokens": 12, "completion_tokens": 7})),
+            generated(
+                json!({"response": " there was", "done_reason": "length", "prompt_tokens": 4, "completion_tokens": 2})
+            ),
+        ]
+    );
+    assert_eq!(rows[0]["prompt"], "Say hi");
+}
+
+/// Backends name reasoning differently (`reasoning_content`: llama.cpp, DeepSeek;
+/// `reasoning`: OpenRouter, vLLM); both are Ollama's `thinking`. With `think: false`
+/// the template is told not to think, and any reasoning that comes anyway is hidden.
+#[tokio::test]
+async fn reasoning_fields_become_thinking_and_think_false_hides_it() {
+    let mock = Mock::start(|req| {
+        let field = if req.body["messages"][0]["content"] == "openrouter" {
+            "reasoning"
+        } else {
+            "reasoning_content"
+        };
+        Reply::Stream(whole(
+            sse(&[
+                role(),
+                delta(json!({field: "Hmm"})),
+                delta(json!({field: ", easy."})),
+                text("Four."),
+                finish("stop"),
+            ]) + DONE,
+        ))
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let ask = |content: &str, think: Option<bool>| {
+        let mut body = json!({"model": "alias", "messages": [{"role": "user", "content": content}]});
+        if let Some(think) = think {
+            body["think"] = think.into();
+        }
+        body
+    };
+
+    for (content, think_flag) in [("openrouter", None), ("llama.cpp", Some(true))] {
+        let (status, _, body) = chat(&bridge, ask(content, think_flag)).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            lines(&body, ALL_MEASURED),
+            [think("Hmm"), think(", easy."), say("Four."), measured_done_line(3)],
+            "{content}"
+        );
+    }
+    let (status, _, body) = chat(&bridge, ask("llama.cpp", Some(false))).await;
+    assert_eq!(status, 200);
+    assert_eq!(lines(&body, ALL_MEASURED), [say("Four."), measured_done_line(1)]);
+
+    let kwargs: Vec<Value> = mock
+        .requests()
+        .iter()
+        .map(|r| r.body["chat_template_kwargs"].clone())
+        .collect();
+    assert_eq!(
+        kwargs,
+        [
+            Value::Null,
+            json!({"enable_thinking": true}),
+            json!({"enable_thinking": false})
+        ]
+    );
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let thought = row(json!({"response": "Four.", "thinking": "Hmm, easy.", "completion_tokens": 3}));
+    assert_eq!(
+        rows,
+        [
+            thought.clone(),
+            thought,
+            row(json!({"response": "Four.", "completion_tokens": 1}))
+        ]
+    );
+}
+
+/// Home Assistant replays history with tool calls that have no id and tool results
+/// with neither `tool_call_id` nor `tool_name`. OpenAI servers reject unlinked tool
+/// messages, so the bridge must invent ids, stringify arguments and link by order.
+#[tokio::test]
+async fn home_assistant_history_gets_linked_tool_ids() {
+    let mock = Mock::streaming(said(&["Done."])).await;
+    let mut bridge = bridge(&mock).await;
+    let messages = json!([
+        {"role": "user", "content": "Turn on the kitchen light and the fan"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "HassTurnOn", "arguments": {"name": "kitchen light"}}},
+            {"function": {"name": "HassTurnOn", "arguments": {"name": "fan"}}},
+        ]},
+        {"role": "tool", "content": "{\"success\": true, \"target\": \"kitchen light\"}"},
+        {"role": "tool", "content": "{\"success\": true, \"target\": \"fan\"}"},
+    ]);
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": messages})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(lines(&body, TOTAL), [say("Done."), done_line(10, 1)]);
+
+    let sent = mock.only_request().body["messages"].clone();
+    let calls = sent[1]["tool_calls"].as_array().expect("upstream tool calls").clone();
+    let ids: Vec<String> = calls
+        .iter()
+        .map(|c| c["id"].as_str().expect("call id").to_owned())
+        .collect();
+    assert!(ids.iter().all(|id| !id.is_empty()) && ids[0] != ids[1], "{ids:?}");
+    assert_eq!(
+        sent,
+        json!([
+            {"role": "user", "content": "Turn on the kitchen light and the fan"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": ids[0], "type": "function",
+                    "function": {"name": "HassTurnOn", "arguments": "{\"name\":\"kitchen light\"}"}},
+                {"id": ids[1], "type": "function",
+                    "function": {"name": "HassTurnOn", "arguments": "{\"name\":\"fan\"}"}},
+            ]},
+            {"role": "tool", "content": "{\"success\": true, \"target\": \"kitchen light\"}", "tool_call_id": ids[0]},
+            {"role": "tool", "content": "{\"success\": true, \"target\": \"fan\"}", "tool_call_id": ids[1]},
+        ])
+    );
+    assert_eq!(
+        only_row(&bridge.rows().await),
+        row(json!({"response": "Done.", "prompt_tokens": 10, "completion_tokens": 1}))
+    );
+}
+
+/// Ollama clients "load" a model with an empty chat or prompt, and unload it with
+/// `keep_alive: 0`. The backend keeps models loaded, so this is answered locally.
+#[tokio::test]
+async fn empty_requests_are_load_and_unload_answers() {
+    let mock = Mock::streaming(said(&["unused"])).await;
+    let mut bridge = bridge(&mock).await;
+    let (status, content_type, body) = chat(&bridge, json!({"model": "alias", "messages": []})).await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let answer = |reason: &str| {
+        json!({"model": "alias", "created_at": "<time>", "message": {"role": "assistant", "content": ""},
+            "done": true, "done_reason": reason})
+    };
+    assert_eq!(settle(parse(&body), &[]), answer("load"));
+    for keep_alive in [json!(0), json!("0"), json!("0s")] {
+        let (status, _, body) = chat(
+            &bridge,
+            json!({"model": "alias", "messages": [], "keep_alive": keep_alive}),
+        )
+        .await;
+        assert_eq!(
+            (status, settle(parse(&body), &[])),
+            (200, answer("unload")),
+            "{keep_alive}"
+        );
+    }
+    let (status, _, body) = generate(&bridge, json!({"model": "alias", "keep_alive": 0})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        settle(parse(&body), &[]),
+        json!({"model": "alias", "created_at": "<time>", "response": "", "done": true, "done_reason": "unload"})
+    );
+    assert_eq!(mock.hits(), 0);
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let loaded = row(json!({"done_reason": null}));
+    let mut generate_row = loaded.clone();
+    generate_row["endpoint"] = "/api/generate".into();
+    assert_eq!(
+        rows,
+        [loaded.clone(), loaded.clone(), loaded.clone(), loaded, generate_row]
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 19-20. Metadata routes and load
+// ---------------------------------------------------------------------------------
+
+/// Clients probe these before anything else (Home Assistant lists tags, Copilot
+/// checks the version, scripts grep `GET /`).
+#[tokio::test]
+async fn tags_root_and_version() {
+    let mock = Mock::streaming(said(&["unused"])).await;
+    let bridge = bridge(&mock).await;
+    let http = reqwest::Client::new();
+
+    let tags: Value = http
+        .get(format!("{}/api/tags", bridge.url))
+        .send()
+        .await
+        .expect("tags")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| m["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["alias:latest", "backend-model:latest", "Other-Model:latest"]);
+    use sha2::Digest;
+    let alias = &tags["models"][0];
+    let modified_at = alias["modified_at"].as_str().expect("modified_at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(modified_at).is_ok(),
+        "{modified_at}"
+    );
+    assert_eq!(
+        *alias,
+        json!({
+            "modified_at": modified_at, "size": 0,
+            "digest": format!("{:x}", sha2::Sha256::digest("alias:latest")),
+            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                "parameter_size": "", "quantization_level": "", "context_length": 4096},
+            "name": "alias:latest", "model": "alias:latest",
+        })
+    );
+
+    let root = http.get(&bridge.url).send().await.expect("root");
+    assert_eq!(root.status(), 200);
+    assert_eq!(root.text().await.expect("text"), "Ollama is running");
+    let head = http.head(&bridge.url).send().await.expect("head");
+    assert_eq!(head.status(), 200);
+    let version: Value = http
+        .get(format!("{}/api/version", bridge.url))
+        .send()
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(version, json!({"version": "0.12.0"}));
+    assert_eq!(mock.hits(), 0);
+}
+
+/// Logging must never hold a response back: 200 streams at once all finish, and
+/// every one of them leaves its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_streams_all_complete_and_are_logged() {
+    let chunk = |v: &Value| Piece::Data(Bytes::from(format!("data: {v}\n\n")));
+    let pause = Piece::Wait(Duration::from_millis(20));
+    let mock = Mock::streaming(vec![
+        chunk(&role()),
+        chunk(&text("a")),
+        pause.clone(),
+        chunk(&text("b")),
+        pause,
+        chunk(&finish("stop")),
+        chunk(&usage(10, 2)),
+        Piece::Data(Bytes::from(DONE)),
+    ])
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let http = reqwest::Client::new();
+    let requests = (0..200).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/api/chat", bridge.url);
+        async move {
+            let body = json!({"model": "alias", "messages": [{"role": "user", "content": format!("n{i}")}]});
+            let response = http.post(url).json(&body).send().await.expect("request");
+            assert_eq!(response.status(), 200);
+            response.text().await.expect("body")
+        }
+    });
+    let started = Instant::now();
+    let bodies = futures::future::join_all(requests).await;
+    let elapsed = started.elapsed();
+    for body in &bodies {
+        assert_eq!(lines(body, TOTAL), [say("a"), say("b"), done_line(10, 2)]);
+    }
+    assert!(elapsed < Duration::from_secs(10), "200 streams took {elapsed:?}");
+    assert_eq!(mock.hits(), 200);
+    let rows = bridge.rows().await;
+    assert_eq!(rows.len(), 200);
+    let expected = row(json!({"response": "ab", "prompt_tokens": 10, "completion_tokens": 2}));
+    assert!(rows.iter().all(|r| project(r) == expected));
+}
