@@ -1629,6 +1629,7 @@ async fn tags_root_and_version() {
             "digest": format!("{:x}", sha2::Sha256::digest("alias:latest")),
             "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
                 "parameter_size": "", "quantization_level": "", "context_length": 4096},
+            "capabilities": ["completion", "tools"],
             "name": "alias:latest", "model": "alias:latest",
         })
     );

@@ -74,9 +74,27 @@ impl BackendError {
                     text
                 }
             });
+        // llama.cpp answers some client mistakes with 500; they are the client's to fix.
+        let status = if status == 500 && CLIENT_MISTAKES_SEEN_AS_500.iter().any(|m| message.contains(m)) {
+            400
+        } else {
+            status
+        };
         BackendError::Status { status, message }
     }
 }
+
+/// Messages llama.cpp sends with HTTP 500 for what is really a bad request
+/// (its handlers turn every exception into a server error).
+const CLIENT_MISTAKES_SEEN_AS_500: &[&str] = &[
+    "image input is not supported",
+    "audio input is not supported",
+    "Failed to parse messages",
+    "tools param requires --jinja",
+    "Unsupported param",
+    "Failed to load image",
+    "Failed to download image",
+];
 
 fn is_io(error: &reqwest::Error) -> bool {
     let mut source = std::error::Error::source(error);

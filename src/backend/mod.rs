@@ -66,6 +66,8 @@ pub struct Call<R> {
     /// The name the backend knows the model by.
     pub backend_model: String,
     pub stream: bool,
+    /// Move `<think>…</think>` inlined in the answer's text into thinking.
+    pub strip_think: bool,
     pub request: R,
     /// The client's JSON body, for pass-through (unknown keys survive).
     pub body: Bytes,
@@ -74,6 +76,13 @@ pub struct Call<R> {
 pub type ChatCall = Call<ChatRequest>;
 pub type GenerateCall = Call<GenerateRequest>;
 
+/// Vectors for the inputs, in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f64>>,
+    pub prompt_tokens: Option<u64>,
+}
+
 /// A model the backend offers, with whatever Ollama-style metadata it reports.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackendModel {
@@ -81,6 +90,10 @@ pub struct BackendModel {
     /// The backend's own `/api/tags` entry (Ollama backends), reused for aliases.
     pub entry: Option<Value>,
     pub context_length: Option<u64>,
+    /// Ollama capability names, when the backend tells (llama.cpp's `/props`).
+    pub capabilities: Option<Vec<String>>,
+    /// The chat template, when the backend tells.
+    pub template: Option<String>,
 }
 
 #[expect(

@@ -56,9 +56,23 @@ impl BackendKind {
     }
 }
 
+/// How a backend is told to think or not (Ollama's `think`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ThinkingStyle {
+    /// `chat_template_kwargs.enable_thinking` (llama.cpp, vLLM, SGLang), plus
+    /// `reasoning_effort` for levels.
+    #[default]
+    ChatTemplateKwargs,
+    /// `reasoning_effort` only (OpenAI, OpenRouter); `think: false` hides thinking.
+    ReasoningEffort,
+    /// Send nothing; `think: false` still hides thinking.
+    None,
+}
+
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub kind: BackendKind,
+    pub thinking: ThinkingStyle,
     pub endpoint: Url,
     /// Longest silence tolerated from the backend (connect, or between two reads).
     pub timeout: Duration,
@@ -77,8 +91,50 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Default)]
 pub struct ModelsConfig {
     pub default: Option<String>,
-    /// Client-facing name → backend model name, in file order.
-    pub mappings: Vec<(String, String)>,
+    /// Client-facing names and what serves them, in file order.
+    pub mappings: Vec<ModelMapping>,
+}
+
+/// One `models.mappings` entry: `"name": "backend-model"`, or the object form
+/// `"name": {"model": "backend-model", "context_length": 8192, "capabilities": [...],
+/// "strip_think": true}` for what the backend cannot tell us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelMapping {
+    pub name: String,
+    pub target: String,
+    /// Reported by `/api/show`, `/api/tags`, `/api/ps` instead of the backend's value.
+    pub context_length: Option<u64>,
+    /// Reported by `/api/show` instead of what is read from the backend.
+    pub capabilities: Option<Vec<String>>,
+    /// Move `<think>…</think>` found in the answer's text into `thinking`.
+    pub strip_think: bool,
+}
+
+impl ModelMapping {
+    pub fn new(name: &str, target: &str) -> ModelMapping {
+        ModelMapping {
+            name: name.to_owned(),
+            target: target.to_owned(),
+            context_length: None,
+            capabilities: None,
+            strip_think: false,
+        }
+    }
+}
+
+/// Ollama's capability vocabulary (`types/model/capability.go`).
+pub const CAPABILITIES: &[&str] = &["completion", "tools", "insert", "vision", "embedding", "thinking"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMappingObject {
+    model: String,
+    #[serde(default)]
+    context_length: Option<u64>,
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    strip_think: bool,
 }
 
 /// A secret that never shows up in logs or debug output.
@@ -146,6 +202,8 @@ struct RawBackend {
     timeout: f64,
     #[serde(default)]
     api_key: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
 }
 
 fn default_timeout() -> f64 {
@@ -240,6 +298,16 @@ impl RawConfig {
                 ));
             }
         };
+        let thinking = match self.backend.thinking.as_deref() {
+            None | Some("chat_template_kwargs") => ThinkingStyle::ChatTemplateKwargs,
+            Some("reasoning_effort") => ThinkingStyle::ReasoningEffort,
+            Some("none") => ThinkingStyle::None,
+            Some(other) => {
+                return Err(format!(
+                    "backend.thinking: '{other}' is not a thinking style (use chat_template_kwargs, reasoning_effort or none)"
+                ));
+            }
+        };
         let endpoint = Url::parse(&self.backend.endpoint)
             .map_err(|e| format!("backend.endpoint: '{}' is not a URL ({e})", self.backend.endpoint))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
@@ -260,18 +328,12 @@ impl RawConfig {
         if self.database.queue_capacity == 0 {
             return Err("database.queue_capacity: must be at least 1".into());
         }
-        let mut mappings = Vec::new();
-        for (name, target) in self.models.mappings {
-            let target = match target {
-                serde_json::Value::String(s) if !s.is_empty() => s,
-                other => {
-                    return Err(format!(
-                        "models.mappings.{name}: expected the backend model name as a non-empty string, got {other}"
-                    ));
-                }
-            };
-            mappings.push((name, target));
-        }
+        let mappings = self
+            .models
+            .mappings
+            .into_iter()
+            .map(|(name, value)| mapping(name, value))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             server: ServerConfig {
                 host: self.server.host,
@@ -284,6 +346,7 @@ impl RawConfig {
             },
             backend: BackendConfig {
                 kind,
+                thinking,
                 endpoint,
                 timeout,
                 api_key: self.backend.api_key.filter(|k| !k.is_empty()).map(Secret),
@@ -298,6 +361,39 @@ impl RawConfig {
                 mappings,
             },
         })
+    }
+}
+
+fn mapping(name: String, value: serde_json::Value) -> Result<ModelMapping, String> {
+    let key = format!("models.mappings.{name}");
+    let expected = "expected the backend model name, or an object with \"model\"";
+    match value {
+        serde_json::Value::String(target) if !target.is_empty() => Ok(ModelMapping::new(&name, &target)),
+        object @ serde_json::Value::Object(_) => {
+            let raw: RawMappingObject = serde_json::from_value(object).map_err(|e| format!("{key}: {e}"))?;
+            if raw.model.is_empty() {
+                return Err(format!("{key}.model: must not be empty"));
+            }
+            if let Some(unknown) = raw
+                .capabilities
+                .iter()
+                .flatten()
+                .find(|c| !CAPABILITIES.contains(&c.as_str()))
+            {
+                return Err(format!(
+                    "{key}.capabilities: '{unknown}' is not one of {}",
+                    CAPABILITIES.join(", ")
+                ));
+            }
+            Ok(ModelMapping {
+                name,
+                target: raw.model,
+                context_length: raw.context_length,
+                capabilities: raw.capabilities,
+                strip_think: raw.strip_think,
+            })
+        }
+        other => Err(format!("{key}: {expected}, got {other}")),
     }
 }
 

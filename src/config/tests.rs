@@ -97,7 +97,7 @@ fn summary(config: &Config) -> Value {
         },
         "models": {
             "default": config.models.default,
-            "mappings": config.models.mappings.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "mappings": config.models.mappings.iter().map(mapping_json).collect::<Vec<_>>(),
         },
     })
 }
@@ -122,6 +122,15 @@ fn defaults_with(endpoint: &str) -> Value {
 // ---------------------------------------------------------------------------------------
 // Values
 // ---------------------------------------------------------------------------------------
+
+/// A mapping as `[name, target]`, or `[name, target, {settings}]` when it has any.
+fn mapping_json(m: &ModelMapping) -> Value {
+    if m.context_length.is_none() && m.capabilities.is_none() && !m.strip_think {
+        json!([m.name, m.target])
+    } else {
+        json!([m.name, m.target, {"context_length": m.context_length, "capabilities": m.capabilities, "strip_think": m.strip_think}])
+    }
+}
 
 #[test]
 fn example_config_has_the_documented_values() {
@@ -327,7 +336,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             backend_with(r#""apikey": "x""#),
             "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
-             `api_key` at line 1 column 76",
+             `api_key`, `thinking` at line 1 column 76",
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
@@ -403,23 +412,29 @@ fn inline_errors_name_the_key_and_the_problem() {
         ),
         (
             with_backend(r#""models": {"mappings": {"x": 1}}"#),
-            "invalid config <inline>: models.mappings.x: expected the backend model name as a non-empty string, \
-             got 1",
+            "invalid config <inline>: models.mappings.x: expected the backend model name, or an object with \"model\", got 1",
         ),
         (
             with_backend(r#""models": {"mappings": {"ok": "fine", "x": ""}}"#),
-            "invalid config <inline>: models.mappings.x: expected the backend model name as a non-empty string, \
-             got \"\"",
+            "invalid config <inline>: models.mappings.x: expected the backend model name, or an object with \"model\", got \"\"",
         ),
         (
             with_backend(r#""models": {"mappings": {"llama3.1:8b": {"name": "y"}}}"#),
-            "invalid config <inline>: models.mappings.llama3.1:8b: expected the backend model name as a \
-             non-empty string, got {\"name\":\"y\"}",
+            "invalid config <inline>: models.mappings.llama3.1:8b: unknown field `name`, expected one of `model`, \
+             `context_length`, `capabilities`, `strip_think`",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"x": {"model": "y", "capabilities": ["tools", "telepathy"]}}}"#),
+            "invalid config <inline>: models.mappings.x.capabilities: 'telepathy' is not one of completion, tools, \
+             insert, vision, embedding, thinking",
+        ),
+        (
+            with_backend(r#""models": {"mappings": {"x": {"model": ""}}}"#),
+            "invalid config <inline>: models.mappings.x.model: must not be empty",
         ),
         (
             with_backend(r#""models": {"mappings": {"x": null}}"#),
-            "invalid config <inline>: models.mappings.x: expected the backend model name as a non-empty string, \
-             got null",
+            "invalid config <inline>: models.mappings.x: expected the backend model name, or an object with \"model\", got null",
         ),
     ];
     for (text, expected) in cases {
@@ -523,7 +538,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             with_backend(r#""models": {"mappings": {"x": 1}}"#),
-            "models.mappings.x: expected the backend model name as a non-empty string, got 1",
+            "models.mappings.x: expected the backend model name, or an object with \"model\", got 1",
         ),
         // Structure: the config crate names the section or the whole key.
         ("{}".into(), "missing configuration field \"backend\""),
@@ -542,7 +557,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             backend_with(r#""apikey": "x""#),
-            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key` for key `backend`",
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking` for key `backend`",
         ),
     ];
     for (text, problem) in cases {
@@ -711,4 +726,28 @@ fn environment_strings_are_kept_verbatim() {
     let config = Config::load(&file.path).unwrap();
     assert_eq!(config.backend.api_key.as_ref().map(Secret::expose), Some("0123456789"));
     assert_eq!(config.server.version, "1.10");
+}
+
+/// The object form carries what the backend cannot tell: context, capabilities, and
+/// whether the text inlines `<think>` tags.
+#[test]
+fn mapping_object_form() {
+    let config = Config::from_json(&with_backend(
+        r#""models": {"mappings": {"plain": "a", "rich": {"model": "b", "context_length": 8192,
+            "capabilities": ["completion", "vision"], "strip_think": true}}}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        config.models.mappings,
+        vec![
+            ModelMapping::new("plain", "a"),
+            ModelMapping {
+                name: "rich".into(),
+                target: "b".into(),
+                context_length: Some(8192),
+                capabilities: Some(vec!["completion".into(), "vision".into()]),
+                strip_think: true,
+            },
+        ]
+    );
 }

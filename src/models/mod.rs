@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use crate::backend::{AnyBackend, BackendError, BackendModel};
-use crate::config::ModelsConfig;
+use crate::config::{ModelMapping, ModelsConfig};
 
 /// How long the backend's own model list is trusted before it is asked again.
 const OFFERED_TTL: Duration = Duration::from_secs(10);
@@ -17,6 +17,8 @@ const OFFERED_TTL: Duration = Duration::from_secs(10);
 pub struct Resolved {
     pub client: String,
     pub backend: String,
+    /// The mapping's `strip_think` switch (off for unmapped names).
+    pub strip_think: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -33,7 +35,7 @@ pub enum ResolveError {
 
 pub struct Models {
     default: Option<String>,
-    mappings: Vec<(String, String)>,
+    mappings: Vec<ModelMapping>,
     offered: Mutex<Option<(Instant, Arc<Vec<BackendModel>>)>>,
 }
 
@@ -65,17 +67,19 @@ impl Models {
         }
     }
 
-    pub fn mappings(&self) -> &[(String, String)] {
+    pub fn mappings(&self) -> &[ModelMapping] {
         &self.mappings
     }
 
     /// The backend name for a mapped client name.
     pub fn mapped(&self, name: &str) -> Option<&str> {
+        self.mapping(name).map(|m| m.target.as_str())
+    }
+
+    /// The mapping entry for a client name.
+    pub fn mapping(&self, name: &str) -> Option<&ModelMapping> {
         let key = normalize(name);
-        self.mappings
-            .iter()
-            .find(|(client, _)| normalize(client) == key)
-            .map(|(_, backend)| backend.as_str())
+        self.mappings.iter().find(|m| normalize(&m.name) == key)
     }
 
     pub async fn resolve(&self, requested: Option<&str>, backend: &AnyBackend) -> Result<Resolved, ResolveError> {
@@ -85,9 +89,10 @@ impl Models {
             .or(self.default.as_deref())
             .ok_or(ResolveError::Missing)?
             .to_owned();
-        if let Some(target) = self.mapped(&client) {
+        if let Some(mapping) = self.mapping(&client) {
             return Ok(Resolved {
-                backend: target.to_owned(),
+                backend: mapping.target.clone(),
+                strip_think: mapping.strip_think,
                 client,
             });
         }
@@ -100,7 +105,11 @@ impl Models {
             found = find(&self.offered_with_age(backend, true).await?.0);
         }
         match found {
-            Some(name) => Ok(Resolved { backend: name, client }),
+            Some(name) => Ok(Resolved {
+                backend: name,
+                client,
+                strip_think: false,
+            }),
             None => Err(ResolveError::NotFound(client)),
         }
     }
@@ -136,8 +145,8 @@ mod tests {
         Models::new(&ModelsConfig {
             default: Some("llama2".into()),
             mappings: vec![
-                ("Llama2".into(), "llama-2-7b-chat".into()),
-                ("qwen:7b".into(), "qwen-7b".into()),
+                ModelMapping::new("Llama2", "llama-2-7b-chat"),
+                ModelMapping::new("qwen:7b", "qwen-7b"),
             ],
         })
     }

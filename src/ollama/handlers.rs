@@ -11,12 +11,13 @@ use axum::routing::{any, get, post};
 use serde_json::Value;
 
 use super::error::{ApiError, parse_body};
-use super::models_routes;
 use super::recorder::Recorder;
 use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
+use super::{embed, models_routes};
 use crate::AppState;
 use crate::backend::Call;
+use crate::config::BackendKind;
 
 /// Images make bodies big; Ollama itself accepts far more than axum's 2 MB default.
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -34,6 +35,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ps", get(models_routes::ps_handler))
         .route("/api/chat", post(chat_handler))
         .route("/api/generate", post(generate_handler))
+        .route("/api/embed", post(embed::embed_handler))
+        .route("/api/embeddings", post(embed::embeddings_handler))
+        .route("/api/pull", post(models_routes::pull_handler))
         .route("/api/{*rest}", any(models_routes::other_api_handler))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone());
@@ -84,6 +88,7 @@ async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     let call = Call {
         client_model: resolved.client.clone(),
         backend_model: resolved.backend,
+        strip_think: resolved.strip_think,
         stream,
         request,
         body,
@@ -117,6 +122,25 @@ async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
         Err(e) => return reject(recorder, e.into()),
     };
     recorder.resolved(&resolved);
+    // Fill-in-the-middle needs a model and route that honour `suffix`; llama.cpp's
+    // /v1/completions ignores it silently, so only models configured with the
+    // "insert" capability get it, as Ollama itself refuses it otherwise.
+    let supports_insert = state
+        .models
+        .mapping(&resolved.client)
+        .and_then(|m| m.capabilities.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c == "insert"));
+    if request.suffix.is_some() && !supports_insert && state.backend.kind() == BackendKind::Openai {
+        let e = ApiError::BadRequest(format!(
+            "\"{}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
+             if the backend's /v1/completions honours suffix",
+            resolved.client
+        ));
+        return reject(recorder, e);
+    }
+    if request.template.is_some() {
+        tracing::debug!(model = %resolved.client, "generate: 'template' is ignored; the backend applies its own");
+    }
     if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
         return load_answer(recorder, Shape::Generate, &resolved.client, request.keep_alive.as_ref());
     }
@@ -126,6 +150,7 @@ async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     let call = Call {
         client_model: resolved.client.clone(),
         backend_model: resolved.backend,
+        strip_think: resolved.strip_think,
         stream,
         request,
         body,

@@ -16,12 +16,19 @@ use sha2::{Digest, Sha256};
 use super::error::{ApiError, parse_body};
 use super::recorder::Recorder;
 use crate::AppState;
+use crate::backend::ollama::OllamaBackend;
 use crate::backend::ollama::translate::rename_model;
 use crate::backend::{AnyBackend, BackendModel};
-use crate::models::{listed_name, normalize};
+use crate::config::ModelMapping;
+use crate::models::{ResolveError, listed_name, normalize};
 
-/// Context length reported when the backend does not tell.
+/// Context length reported when neither the config nor the backend tells.
 const FALLBACK_CONTEXT: u64 = 4096;
+/// OpenAI-compatible servers do not report an architecture; clients only need one
+/// to find `<arch>.context_length` in `model_info`.
+const ARCHITECTURE: &str = "llama";
+/// The backend keeps its models loaded; Ollama shows `keep_alive: -1` as a far future.
+const KEPT_LOADED_UNTIL: &str = "2318-01-01T00:00:00Z";
 
 pub async fn version_handler(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "version": state.config.server.version }))
@@ -30,17 +37,7 @@ pub async fn version_handler(State(state): State<Arc<AppState>>) -> Json<Value> 
 /// Every mapped name, plus every model the backend offers under its own name.
 pub async fn tags_handler(State(state): State<Arc<AppState>>) -> Json<Value> {
     let offered = offered_or_empty(&state).await;
-    let mut entries: Vec<Value> = state
-        .models
-        .mappings()
-        .iter()
-        .map(|(client, target)| model_entry(&state, client, find(&offered, target)))
-        .collect();
-    for model in offered.iter() {
-        if state.models.mapped(&model.name).is_none() {
-            entries.push(model_entry(&state, &model.name, Some(model)));
-        }
-    }
+    let entries: Vec<Value> = described(&state, &offered).iter().map(|m| m.entry(&state)).collect();
     Json(json!({ "models": entries }))
 }
 
@@ -79,21 +76,28 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
         return Ok(relay(response));
     }
     let offered = offered_or_empty(state).await;
-    let context = find(&offered, &resolved.backend)
-        .and_then(|m| m.context_length)
-        .unwrap_or(FALLBACK_CONTEXT);
+    let model = Described {
+        name: resolved.client.clone(),
+        mapping: state.models.mapping(&resolved.client),
+        backend: find(&offered, &resolved.backend),
+    };
+    let context = model.context_length();
+    let template = model
+        .backend
+        .and_then(|m| m.template.clone())
+        .unwrap_or_else(|| "{{ .Prompt }}".into());
     Ok(Json(json!({
         "license": "",
         "modelfile": format!("# Served by ollabridge from backend model {}\nFROM {}\nPARAMETER num_ctx {context}\n", resolved.backend, resolved.backend),
         "parameters": format!("{:<30} {context}", "num_ctx"),
-        "template": "{{ .Prompt }}",
-        "details": details(Some(context)),
+        "template": template,
+        "details": details(context),
         "model_info": {
-            "general.architecture": "llama",
+            "general.architecture": ARCHITECTURE,
             "general.basename": resolved.client,
-            "llama.context_length": context,
+            format!("{ARCHITECTURE}.context_length"): context,
         },
-        "capabilities": ["completion", "tools"],
+        "capabilities": model.capabilities(),
         "modified_at": state.started_at,
     }))
     .into_response())
@@ -107,18 +111,13 @@ pub async fn ps_handler(State(state): State<Arc<AppState>>) -> Response {
         };
     }
     let offered = offered_or_empty(&state).await;
-    let models: Vec<Value> = state
-        .models
-        .mappings()
+    let models: Vec<Value> = described(&state, &offered)
         .iter()
-        .map(|(client, target)| {
-            let mut entry = model_entry(&state, client, find(&offered, target));
-            let context = find(&offered, target)
-                .and_then(|m| m.context_length)
-                .unwrap_or(FALLBACK_CONTEXT);
-            entry["expires_at"] = "2318-01-01T00:00:00Z".into(); // kept loaded by the backend
+        .map(|model| {
+            let mut entry = model.entry(&state);
+            entry["expires_at"] = KEPT_LOADED_UNTIL.into();
             entry["size_vram"] = 0.into();
-            entry["context_length"] = context.into();
+            entry["context_length"] = model.context_length().into();
             entry
         })
         .collect();
@@ -128,14 +127,88 @@ pub async fn ps_handler(State(state): State<Arc<AppState>>) -> Response {
 /// Other `/api/*` routes: forwarded to an Ollama backend (model name mapped);
 /// an OpenAI backend cannot serve them.
 pub async fn other_api_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
-    let path = uri.path().to_owned();
     let AnyBackend::Ollama(backend) = &state.backend else {
-        return ApiError::Unsupported(format!("{path} is not available with an OpenAI-compatible backend"))
-            .into_response();
+        let path = uri.path();
+        let manages_models =
+            ["/api/create", "/api/copy", "/api/delete", "/api/push"].contains(&path) || path.starts_with("/api/blobs/");
+        let message = match manages_models {
+            true => format!(
+                "{path}: ollabridge cannot manage models on an OpenAI-compatible backend; \
+                 add or remove models in the backend itself and map them in models.mappings"
+            ),
+            false => format!("{path} is not available with an OpenAI-compatible backend"),
+        };
+        return ApiError::Unsupported(message).into_response();
     };
+    forward_logged(&state, backend, method, &uri, body).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PullRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// Clients pull a model they do not see (Home Assistant does, at setup). A model the
+/// backend already serves is "pulled" at once with Ollama's progress sequence; any
+/// other cannot be, because ollabridge does not download models.
+pub async fn pull_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    if let AnyBackend::Ollama(backend) = &state.backend {
+        return forward_logged(&state, backend, method, &uri, body).await;
+    }
+    let mut recorder = Recorder::new(state.logger.clone(), "/api/pull", "POST", state.backend.kind().as_str());
+    let request: PullRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e),
+    };
+    let requested = request.model.or(request.name);
+    let stream = request.stream.unwrap_or(true);
+    recorder.request(requested.as_deref(), None, stream);
+    let resolved = match state.models.resolve(requested.as_deref(), &state.backend).await {
+        Ok(r) => r,
+        Err(ResolveError::NotFound(name)) => {
+            let e = ApiError::NotFound(format!(
+                "model '{name}' is not served by the backend, and ollabridge cannot download models; \
+                 load it in the backend or map the name in models.mappings"
+            ));
+            return reject(recorder, e);
+        }
+        Err(e) => return reject(recorder, e.into()),
+    };
+    recorder.resolved(&resolved);
+    recorder.finish();
+    if !stream {
+        return Json(json!({ "status": "success" })).into_response();
+    }
+    let lines: String = [
+        "pulling manifest",
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
+    .iter()
+    .map(|status| format!("{}\n", json!({ "status": status })))
+    .collect();
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
+}
+
+/// Forwards a request to a real Ollama with the model name mapped, streams its answer
+/// back as it comes, and logs the exchange (status only: the body is not read).
+pub async fn forward_logged(
+    state: &AppState,
+    backend: &OllamaBackend,
+    method: Method,
+    uri: &Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
     let mut recorder = Recorder::new(
         state.logger.clone(),
-        &path,
+        path,
         method.as_str(),
         state.backend.kind().as_str(),
     );
@@ -160,7 +233,7 @@ pub async fn other_api_handler(State(state): State<Arc<AppState>>, method: Metho
         }
         None => body,
     };
-    let path_and_query = uri.path_and_query().map_or(path.as_str(), |p| p.as_str());
+    let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
     let forwarded_body = (!body.is_empty()).then_some(body);
     match backend.forward(method, path_and_query, forwarded_body).await {
         Ok(response) => {
@@ -176,7 +249,7 @@ pub async fn other_api_handler(State(state): State<Arc<AppState>>, method: Metho
     }
 }
 
-fn reject(recorder: Recorder, error: ApiError) -> Response {
+pub fn reject(recorder: Recorder, error: ApiError) -> Response {
     recorder.fail(error.status_code().as_u16(), &error.to_string());
     error.into_response()
 }
@@ -211,33 +284,75 @@ fn find<'a>(offered: &'a [BackendModel], name: &str) -> Option<&'a BackendModel>
     offered.iter().find(|m| normalize(&m.name) == key)
 }
 
-/// An `/api/tags` entry. A real Ollama's own entry lends its size, digest and details.
-fn model_entry(state: &AppState, name: &str, backend: Option<&BackendModel>) -> Value {
-    let listed = listed_name(name);
-    let mut entry = backend.and_then(|m| m.entry.clone()).unwrap_or_else(|| {
-        json!({
-            "modified_at": state.started_at,
-            "size": 0,
-            "digest": format!("{:x}", Sha256::digest(listed.as_bytes())),
-            "details": details(backend.and_then(|m| m.context_length)),
-        })
-    });
-    entry["name"] = listed.clone().into();
-    entry["model"] = listed.into();
-    entry
+/// A model as clients see it: its listed name, its mapping (if any) and what the
+/// backend says about it. Config settings win over what the backend reports.
+struct Described<'a> {
+    name: String,
+    mapping: Option<&'a ModelMapping>,
+    backend: Option<&'a BackendModel>,
 }
 
-fn details(context_length: Option<u64>) -> Value {
-    let mut details = json!({
+/// Every mapped name, then every backend model not already mapped under its own name.
+fn described<'a>(state: &'a AppState, offered: &'a [BackendModel]) -> Vec<Described<'a>> {
+    let mapped = state.models.mappings().iter().map(|m| Described {
+        name: m.name.clone(),
+        mapping: Some(m),
+        backend: find(offered, &m.target),
+    });
+    let unmapped = offered
+        .iter()
+        .filter(|m| state.models.mapped(&m.name).is_none())
+        .map(|m| Described {
+            name: m.name.clone(),
+            mapping: None,
+            backend: Some(m),
+        });
+    mapped.chain(unmapped).collect()
+}
+
+impl Described<'_> {
+    fn context_length(&self) -> u64 {
+        self.mapping
+            .and_then(|m| m.context_length)
+            .or(self.backend.and_then(|m| m.context_length))
+            .unwrap_or(FALLBACK_CONTEXT)
+    }
+
+    /// Without better knowledge, a chat model that takes tools: refusing tools is the
+    /// most common way Home Assistant breaks, so they are offered and forwarded.
+    fn capabilities(&self) -> Vec<String> {
+        self.mapping
+            .and_then(|m| m.capabilities.clone())
+            .or(self.backend.and_then(|m| m.capabilities.clone()))
+            .unwrap_or_else(|| vec!["completion".into(), "tools".into()])
+    }
+
+    /// An `/api/tags` entry. A real Ollama's own entry lends its size, digest and details.
+    fn entry(&self, state: &AppState) -> Value {
+        let listed = listed_name(&self.name);
+        let mut entry = self.backend.and_then(|m| m.entry.clone()).unwrap_or_else(|| {
+            json!({
+                "modified_at": state.started_at,
+                "size": 0,
+                "digest": format!("{:x}", Sha256::digest(listed.as_bytes())),
+                "details": details(self.context_length()),
+                "capabilities": self.capabilities(),
+            })
+        });
+        entry["name"] = listed.clone().into();
+        entry["model"] = listed.into();
+        entry
+    }
+}
+
+fn details(context_length: u64) -> Value {
+    json!({
         "parent_model": "",
         "format": "gguf",
-        "family": "llama",
-        "families": ["llama"],
+        "family": ARCHITECTURE,
+        "families": [ARCHITECTURE],
         "parameter_size": "",
         "quantization_level": "",
-    });
-    if let Some(n) = context_length {
-        details["context_length"] = n.into();
-    }
-    details
+        "context_length": context_length,
+    })
 }

@@ -122,6 +122,18 @@ impl Recorder {
         self.send();
     }
 
+    /// Ends a request whose answer is not a chunk stream (embeddings): a short
+    /// description stands in for the response.
+    pub fn finish_with(mut self, response: String, prompt_tokens: Option<u64>) {
+        self.content = response;
+        self.done = Some(Completion {
+            done_reason: "stop".into(),
+            prompt_tokens,
+            ..Default::default()
+        });
+        self.send();
+    }
+
     pub fn finish(mut self) {
         self.send();
     }

@@ -133,6 +133,7 @@ impl Backend for OllamaBackend {
                     name,
                     entry: Some(entry.clone()),
                     context_length,
+                    ..Default::default()
                 })
             })
             .collect())

@@ -7,9 +7,9 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 use super::translate::{self, Route, Translator};
-use super::types::ModelList;
-use crate::backend::{Backend, BackendError, BackendModel, ChatCall, ChunkStream, GenerateCall};
-use crate::config::{BackendConfig, BackendKind};
+use super::types::{ModelList, Props};
+use crate::backend::{Backend, BackendError, BackendModel, ChatCall, ChunkStream, Embeddings, GenerateCall};
+use crate::config::{BackendConfig, BackendKind, ThinkingStyle};
 
 pub struct OpenAiBackend {
     http: reqwest::Client,
@@ -17,6 +17,7 @@ pub struct OpenAiBackend {
     /// `http://host:8080` and `https://openrouter.ai/api/v1` work.
     base: Url,
     label: String,
+    thinking: ThinkingStyle,
 }
 
 impl OpenAiBackend {
@@ -28,6 +29,7 @@ impl OpenAiBackend {
             http,
             base,
             label: config.endpoint.to_string(),
+            thinking: config.thinking,
         }
     }
 
@@ -37,12 +39,33 @@ impl OpenAiBackend {
             .map_err(|e| BackendError::Config(format!("cannot build backend URL for {path}: {e}")))
     }
 
+    /// `/v1/embeddings` for a batch of inputs.
+    pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+        let body = translate::embeddings_request(backend_model, inputs);
+        let response = self
+            .http
+            .post(self.url("v1/embeddings")?)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        if !status.is_success() {
+            return Err(BackendError::from_status(status.as_u16(), &bytes));
+        }
+        translate::openai_embeddings_to_vectors(&bytes, inputs.len())
+    }
+
     async fn send(
         &self,
         route: Route,
         body: Map<String, Value>,
         stream: bool,
-        hide_thinking: bool,
+        translator: Translator,
     ) -> Result<ChunkStream, BackendError> {
         let response = self
             .http
@@ -56,7 +79,6 @@ impl OpenAiBackend {
             let body = response.bytes().await.unwrap_or_default();
             return Err(BackendError::from_status(status.as_u16(), &body));
         }
-        let translator = Translator::new(hide_thinking);
         if !stream {
             let body = response
                 .bytes()
@@ -134,15 +156,22 @@ impl Backend for OpenAiBackend {
     const KIND: BackendKind = BackendKind::Openai;
 
     async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError> {
-        let body = translate::ollama_chat_to_openai(&call.request, &call.backend_model, call.stream);
-        let hide = translate::thinking_disabled(call.request.think.as_ref());
-        self.send(Route::Chat, body, call.stream, hide).await
+        let body = translate::ollama_chat_to_openai(&call.request, &call.backend_model, call.stream, self.thinking);
+        let translator = Translator::new(
+            translate::thinking_disabled(call.request.think.as_ref()),
+            call.strip_think,
+        );
+        self.send(Route::Chat, body, call.stream, translator).await
     }
 
     async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError> {
-        let (route, body) = translate::ollama_generate_to_openai(&call.request, &call.backend_model, call.stream);
-        let hide = translate::thinking_disabled(call.request.think.as_ref());
-        self.send(route, body, call.stream, hide).await
+        let (route, body) =
+            translate::ollama_generate_to_openai(&call.request, &call.backend_model, call.stream, self.thinking);
+        let translator = Translator::new(
+            translate::thinking_disabled(call.request.think.as_ref()),
+            call.strip_think,
+        );
+        self.send(route, body, call.stream, translator).await
     }
 
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
@@ -162,14 +191,32 @@ impl Backend for OpenAiBackend {
         }
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Protocol(format!("unreadable model list from {}: {e}", self.label)))?;
+        // A single-model llama-server describes its model in /props; other servers
+        // have no such route, and then the model list alone has to do.
+        let props = if list.data.len() == 1 { self.props().await } else { None };
         Ok(list
             .data
             .into_iter()
             .map(|m| BackendModel {
-                context_length: m.meta.as_ref().and_then(|meta| meta.n_ctx.or(meta.n_ctx_train)),
+                context_length: props
+                    .as_ref()
+                    .and_then(|p| p.default_generation_settings.as_ref()?.n_ctx)
+                    .or(m.meta.as_ref().and_then(|meta| meta.n_ctx.or(meta.n_ctx_train))),
+                capabilities: props.as_ref().map(translate::props_to_capabilities),
+                template: props.as_ref().and_then(|p| p.chat_template.clone()),
                 name: m.id,
                 entry: None,
             })
             .collect())
+    }
+}
+
+impl OpenAiBackend {
+    async fn props(&self) -> Option<Props> {
+        let response = self.http.get(self.url("props").ok()?).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
     }
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::types::{Completion as OpenAiCompletion, MessageFields, Timings, Usage};
-use crate::backend::{BackendError, Chunk, Completion, Delta};
+use super::types::{Completion as OpenAiCompletion, EmbeddingList, MessageFields, Props, Timings, Usage};
+use crate::backend::{BackendError, Chunk, Completion, Delta, Embeddings};
+pub use crate::config::ThinkingStyle;
 use crate::ollama::types::{ChatRequest, GenerateRequest, Message, ToolCall, ToolCallFunction};
 
 /// Ollama `options` that OpenAI-compatible servers understand under the same name
@@ -23,7 +24,13 @@ const SAME_NAME_OPTIONS: &[&str] = &[
     "repeat_last_n",
     "presence_penalty",
     "frequency_penalty",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
 ];
+// Other Ollama options (num_ctx, num_batch, num_gpu, num_thread, use_mmap, num_keep, ...)
+// are load-time knobs of Ollama's own runner: accepted and not sent, as Ollama itself
+// ignores options it does not know.
 
 /// Which upstream route a call uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +49,12 @@ impl Route {
 }
 
 /// `/api/chat` → `/v1/chat/completions` body.
-pub fn ollama_chat_to_openai(req: &ChatRequest, backend_model: &str, stream: bool) -> Map<String, Value> {
+pub fn ollama_chat_to_openai(
+    req: &ChatRequest,
+    backend_model: &str,
+    stream: bool,
+    thinking: ThinkingStyle,
+) -> Map<String, Value> {
     let messages = req.messages.as_deref().unwrap_or_default();
     let mut body = Map::new();
     body.insert("model".into(), backend_model.into());
@@ -56,6 +68,7 @@ pub fn ollama_chat_to_openai(req: &ChatRequest, backend_model: &str, stream: boo
         req.options.as_ref(),
         req.format.as_ref(),
         req.think.as_ref(),
+        thinking,
     );
     body
 }
@@ -66,6 +79,7 @@ pub fn ollama_generate_to_openai(
     req: &GenerateRequest,
     backend_model: &str,
     stream: bool,
+    thinking: ThinkingStyle,
 ) -> (Route, Map<String, Value>) {
     let prompt = req.prompt.clone().unwrap_or_default();
     let mut body = Map::new();
@@ -100,8 +114,57 @@ pub fn ollama_generate_to_openai(
         req.options.as_ref(),
         req.format.as_ref(),
         req.think.as_ref(),
+        thinking,
     );
     (route, body)
+}
+
+/// `/api/embed` inputs → `/v1/embeddings` body.
+pub fn embeddings_request(backend_model: &str, inputs: &[String]) -> Value {
+    json!({ "model": backend_model, "input": inputs })
+}
+
+/// `/v1/embeddings` answer → vectors in input order (servers may reorder `data`).
+pub fn openai_embeddings_to_vectors(body: &[u8], expected: usize) -> Result<Embeddings, BackendError> {
+    let mut list: EmbeddingList = serde_json::from_slice(body).map_err(|e| {
+        BackendError::Protocol(format!(
+            "unreadable embeddings ({e}): {}",
+            preview(&String::from_utf8_lossy(body))
+        ))
+    })?;
+    list.data.sort_by_key(|e| e.index.unwrap_or(usize::MAX));
+    if list.data.len() != expected {
+        return Err(BackendError::Protocol(format!(
+            "asked for {expected} embeddings, got {}",
+            list.data.len()
+        )));
+    }
+    Ok(Embeddings {
+        vectors: list.data.into_iter().map(|e| e.embedding).collect(),
+        prompt_tokens: list.usage.and_then(|u| u.prompt_tokens),
+    })
+}
+
+/// Ollama capabilities read from llama.cpp's `/props`: tools when the template
+/// handles tool calls, thinking when it has a thinking switch or tags, vision when a
+/// projector is loaded.
+pub fn props_to_capabilities(props: &Props) -> Vec<String> {
+    let mut capabilities = vec!["completion".to_owned()];
+    let caps = props.chat_template_caps.as_ref();
+    if caps.is_some_and(|c| c.supports_tool_calls == Some(true) || c.supports_tools == Some(true)) {
+        capabilities.push("tools".into());
+    }
+    let template = props.chat_template.as_deref().unwrap_or_default();
+    if ["enable_thinking", "<think>", "reasoning_content"]
+        .iter()
+        .any(|marker| template.contains(marker))
+    {
+        capabilities.push("thinking".into());
+    }
+    if props.modalities.as_ref().and_then(|m| m.vision) == Some(true) {
+        capabilities.push("vision".into());
+    }
+    capabilities
 }
 
 /// Whether the client asked not to see thinking (`think: false`).
@@ -115,6 +178,7 @@ fn apply_common(
     options: Option<&Map<String, Value>>,
     format: Option<&Value>,
     think: Option<&Value>,
+    thinking: ThinkingStyle,
 ) {
     body.insert("stream".into(), stream.into());
     if stream {
@@ -143,13 +207,26 @@ fn apply_common(
         }
         _ => {}
     }
-    let enable_thinking = match think {
-        Some(Value::Bool(b)) => Some(*b),
-        Some(Value::String(level)) => Some(!matches!(level.as_str(), "" | "none" | "false")),
-        _ => None,
+    // Ollama's `think`: a switch, or a level ("low" | "medium" | "high").
+    let (enable, level) = match think {
+        Some(Value::Bool(b)) => (Some(*b), None),
+        Some(Value::String(level)) if matches!(level.as_str(), "" | "none" | "false") => (Some(false), None),
+        Some(Value::String(level)) => (Some(true), Some(level.as_str())),
+        _ => (None, None),
     };
-    if let Some(enable) = enable_thinking {
-        body.insert("chat_template_kwargs".into(), json!({"enable_thinking": enable}));
+    match (thinking, enable) {
+        (_, None) | (ThinkingStyle::None, _) => {}
+        (ThinkingStyle::ChatTemplateKwargs, Some(enable)) => {
+            body.insert("chat_template_kwargs".into(), json!({"enable_thinking": enable}));
+            if let Some(level) = level {
+                body.insert("reasoning_effort".into(), level.into());
+            }
+        }
+        // Thinking cannot be switched off this way; the translator hides it instead.
+        (ThinkingStyle::ReasoningEffort, Some(false)) => {}
+        (ThinkingStyle::ReasoningEffort, Some(true)) => {
+            body.insert("reasoning_effort".into(), level.unwrap_or("medium").into());
+        }
     }
 }
 
@@ -268,6 +345,8 @@ struct PartialCall {
 #[derive(Debug, Default)]
 pub struct Translator {
     hide_thinking: bool,
+    /// Set for models whose backend inlines `<think>…</think>` in the text.
+    think_tags: Option<ThinkTags>,
     calls: BTreeMap<u32, PartialCall>,
     last_call: Option<u32>,
     finish_reason: Option<String>,
@@ -277,9 +356,10 @@ pub struct Translator {
 }
 
 impl Translator {
-    pub fn new(hide_thinking: bool) -> Translator {
+    pub fn new(hide_thinking: bool, strip_think: bool) -> Translator {
         Translator {
             hide_thinking,
+            think_tags: strip_think.then(ThinkTags::default),
             ..Default::default()
         }
     }
@@ -334,6 +414,13 @@ impl Translator {
             }
             if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
                 self.finish_reason = Some(reason);
+            }
+        }
+        if let Some(tags) = &mut self.think_tags {
+            let (content, thinking) = tags.split(&std::mem::take(&mut delta.content));
+            delta.content = content;
+            if !self.hide_thinking {
+                delta.thinking.push_str(&thinking);
             }
         }
         Ok((!delta.is_empty()).then(|| Chunk {
@@ -396,6 +483,20 @@ impl Translator {
             return Err(BackendError::Truncated);
         }
         let mut chunks = Vec::new();
+        if let Some((content, thinking)) = self.think_tags.as_mut().map(ThinkTags::flush) {
+            let thinking = if self.hide_thinking { String::new() } else { thinking };
+            let delta = Delta {
+                content,
+                thinking,
+                ..Default::default()
+            };
+            if !delta.is_empty() {
+                chunks.push(Chunk {
+                    delta,
+                    ..Default::default()
+                });
+            }
+        }
         let calls = std::mem::take(&mut self.calls);
         if !calls.is_empty() {
             let mut tool_calls = calls
@@ -446,6 +547,48 @@ impl Translator {
             eval_ns: timings.predicted_ms.map(ms_to_ns),
             total_ns: None,
             load_ns: None,
+        }
+    }
+}
+
+/// Splits text with inlined `<think>…</think>` into answer and thinking, even when a
+/// tag is cut across chunks: a trailing piece that may start a tag is held back.
+#[derive(Debug, Default)]
+struct ThinkTags {
+    inside: bool,
+    held: String,
+}
+
+impl ThinkTags {
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+
+    fn split(&mut self, text: &str) -> (String, String) {
+        let mut rest = std::mem::take(&mut self.held) + text;
+        let (mut content, mut thinking) = (String::new(), String::new());
+        loop {
+            let tag = if self.inside { Self::CLOSE } else { Self::OPEN };
+            let out = if self.inside { &mut thinking } else { &mut content };
+            if let Some(at) = rest.find(tag) {
+                out.push_str(&rest[..at]);
+                rest = rest[at + tag.len()..].to_owned();
+                self.inside = !self.inside;
+                continue;
+            }
+            let keep = (1..tag.len()).rev().find(|n| rest.ends_with(&tag[..*n])).unwrap_or(0);
+            out.push_str(&rest[..rest.len() - keep]);
+            self.held = rest[rest.len() - keep..].to_owned();
+            return (content, thinking);
+        }
+    }
+
+    /// The end of the answer: whatever was held back is plain text after all.
+    fn flush(&mut self) -> (String, String) {
+        let held = std::mem::take(&mut self.held);
+        if self.inside {
+            (String::new(), held)
+        } else {
+            (held, String::new())
         }
     }
 }

@@ -113,3 +113,51 @@ pub struct ModelMeta {
     #[serde(default)]
     pub n_ctx_train: Option<u64>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EmbeddingList {
+    #[serde(default)]
+    pub data: Vec<EmbeddingEntry>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EmbeddingEntry {
+    #[serde(default)]
+    pub index: Option<usize>,
+    pub embedding: Vec<f64>,
+}
+
+/// llama.cpp's `GET /props`: what the loaded model and its template can do.
+#[derive(Debug, Default, Deserialize)]
+pub struct Props {
+    #[serde(default)]
+    pub default_generation_settings: Option<GenerationSettings>,
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    #[serde(default)]
+    pub chat_template_caps: Option<TemplateCaps>,
+    #[serde(default)]
+    pub modalities: Option<Modalities>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GenerationSettings {
+    #[serde(default)]
+    pub n_ctx: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TemplateCaps {
+    #[serde(default)]
+    pub supports_tools: Option<bool>,
+    #[serde(default)]
+    pub supports_tool_calls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Modalities {
+    #[serde(default)]
+    pub vision: Option<bool>,
+}

@@ -43,7 +43,7 @@ fn sse_data(body: &str) -> Vec<String> {
 
 /// Feeds every event to a translator, then ends it; any error is returned.
 fn translate_events<S: AsRef<str>>(hide_thinking: bool, events: &[S]) -> Result<Vec<Chunk>, BackendError> {
-    let mut translator = Translator::new(hide_thinking);
+    let mut translator = Translator::new(hide_thinking, false);
     let mut chunks = Vec::new();
     for event in events {
         chunks.extend(translator.on_event(event.as_ref())?);
@@ -58,7 +58,7 @@ fn translate_sse(name: &str, hide_thinking: bool) -> Vec<Chunk> {
 }
 
 fn translate_body(name: &str, hide_thinking: bool) -> Vec<Chunk> {
-    Translator::new(hide_thinking)
+    Translator::new(hide_thinking, false)
         .on_body(fixture(name).as_bytes())
         .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
@@ -672,7 +672,7 @@ fn truncated_captured_stream_is_an_error() {
 
 #[test]
 fn error_event_is_a_status_error() {
-    let mut translator = Translator::new(false);
+    let mut translator = Translator::new(false, false);
     assert_eq!(
         translator.on_event(r#"{"error":{"message":"x","code":400}}"#),
         Err(BackendError::Status {
@@ -706,7 +706,7 @@ fn error_event_shapes() {
     ];
     for (event, status, message) in cases {
         assert_eq!(
-            Translator::new(false).on_event(event),
+            Translator::new(false, false).on_event(event),
             Err(BackendError::Status {
                 status,
                 message: message.into()
@@ -716,7 +716,7 @@ fn error_event_shapes() {
     }
     // `"error": null` is no error.
     assert_eq!(
-        Translator::new(false).on_event(r#"{"error":null,"choices":[{"index":0,"delta":{"content":"ok"}}]}"#),
+        Translator::new(false, false).on_event(r#"{"error":null,"choices":[{"index":0,"delta":{"content":"ok"}}]}"#),
         Ok(Some(content("ok")))
     );
 }
@@ -742,7 +742,7 @@ fn error_event_mid_stream() {
 
 #[test]
 fn invalid_json_event_is_a_protocol_error() {
-    let result = Translator::new(false).on_event("{not json");
+    let result = Translator::new(false, false).on_event("{not json");
     assert_eq!(
         result,
         Err(BackendError::Protocol(
@@ -751,7 +751,7 @@ fn invalid_json_event_is_a_protocol_error() {
     );
     // Long events are cut in the message.
     let long = format!("{{\"choices\": {}", "x".repeat(500));
-    match Translator::new(false).on_event(&long) {
+    match Translator::new(false, false).on_event(&long) {
         Err(BackendError::Protocol(message)) => {
             assert!(message.ends_with('…'), "{message}");
             assert!(message.len() < 300, "{message}");
@@ -904,7 +904,7 @@ fn refusal_is_content() {
 
 #[test]
 fn null_and_empty_fields_give_no_chunk() {
-    let mut translator = Translator::new(false);
+    let mut translator = Translator::new(false, false);
     for event in [
         r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#,
         r#"{"choices":[{"index":0,"delta":{"content":""}}]}"#,
@@ -1209,14 +1209,14 @@ fn duplicate_backend_ids_are_made_unique_and_well_formed() {
 #[test]
 fn body_error_and_invalid_body() {
     assert_eq!(
-        Translator::new(false).on_body(br#"{"error":{"message":"model not found","code":404}}"#),
+        Translator::new(false, false).on_body(br#"{"error":{"message":"model not found","code":404}}"#),
         Err(BackendError::Status {
             status: 404,
             message: "model not found".into()
         })
     );
     assert_eq!(
-        Translator::new(false).on_body(b"<html>502 Bad Gateway</html>"),
+        Translator::new(false, false).on_body(b"<html>502 Bad Gateway</html>"),
         Err(BackendError::Protocol(
             "unreadable response (expected value at line 1 column 1): <html>502 Bad Gateway</html>".into()
         ))
@@ -1241,7 +1241,7 @@ fn body_with_tool_call_arguments_as_object_and_reasoning() {
         }],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5}
     });
-    let chunks = Translator::new(false).on_body(body.to_string().as_bytes());
+    let chunks = Translator::new(false, false).on_body(body.to_string().as_bytes());
     assert_eq!(
         chunks,
         Ok(vec![
@@ -1264,7 +1264,7 @@ fn body_with_tool_call_arguments_as_object_and_reasoning() {
 fn body_finish_reason_length() {
     let body = br#"{"choices":[{"index":0,"message":{"content":"Once"},"finish_reason":"length"}]}"#;
     assert_eq!(
-        Translator::new(false).on_body(body),
+        Translator::new(false, false).on_body(body),
         Ok(vec![content("Once"), done(bare_completion("length"))])
     );
 }
@@ -1275,7 +1275,7 @@ fn body_without_finish_reason_is_complete() {
     // A complete JSON body cannot have been cut off; some servers send `finish_reason: null`.
     let body = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":null}]}"#;
     assert_eq!(
-        Translator::new(false).on_body(body),
+        Translator::new(false, false).on_body(body),
         Ok(vec![content("Hi"), done(bare_completion("stop"))])
     );
 }
@@ -1299,7 +1299,7 @@ fn home_assistant_chat_request() {
         "think": false,
         "format": ""
     }));
-    let body = ollama_chat_to_openai(&req, "llama-3.2-3b-instruct", true);
+    let body = ollama_chat_to_openai(&req, "llama-3.2-3b-instruct", true, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(
         Value::Object(body),
         json!({
@@ -1323,7 +1323,12 @@ fn home_assistant_chat_request() {
 fn chat_request_minimal_not_streamed() {
     let req = chat_request(json!({"model": "m", "messages": [{"role": "User", "content": null}]}));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "backend-m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "backend-m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "backend-m",
             "messages": [{"role": "user", "content": ""}],
@@ -1333,7 +1338,12 @@ fn chat_request_minimal_not_streamed() {
     // No messages at all.
     let req = chat_request(json!({"model": "m"}));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "backend-m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "backend-m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({"model": "backend-m", "messages": [], "stream": false})
     );
 }
@@ -1352,7 +1362,12 @@ fn chat_request_options() {
         }
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [{"role": "user", "content": "hi"}],
@@ -1360,6 +1375,7 @@ fn chat_request_options() {
             "temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.05, "typical_p": 1.0,
             "seed": 42, "stop": ["</s>", "User:"], "repeat_penalty": 1.1, "repeat_last_n": 64,
             "presence_penalty": 0.5, "frequency_penalty": 0.25,
+            "mirostat": 0,
             "max_tokens": 256
         })
     );
@@ -1371,7 +1387,12 @@ fn chat_request_num_predict_without_openai_spelling() {
     for num_predict in [json!(-1), json!(-2), json!(0), Value::Null, json!("100")] {
         let req = chat_request(json!({"model": "m", "options": {"num_predict": num_predict, "temperature": null}}));
         assert_eq!(
-            Value::Object(ollama_chat_to_openai(&req, "m", false)),
+            Value::Object(ollama_chat_to_openai(
+                &req,
+                "m",
+                false,
+                ThinkingStyle::ChatTemplateKwargs
+            )),
             json!({"model": "m", "messages": [], "stream": false}),
             "{num_predict}"
         );
@@ -1379,7 +1400,12 @@ fn chat_request_num_predict_without_openai_spelling() {
     // A float count (JavaScript clients) is still a count.
     let req = chat_request(json!({"model": "m", "options": {"num_predict": 128.0}}));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({"model": "m", "messages": [], "stream": false, "max_tokens": 128})
     );
 }
@@ -1407,7 +1433,12 @@ fn chat_request_formats() {
             expected["response_format"] = rf;
         }
         assert_eq!(
-            Value::Object(ollama_chat_to_openai(&req, "m", false)),
+            Value::Object(ollama_chat_to_openai(
+                &req,
+                "m",
+                false,
+                ThinkingStyle::ChatTemplateKwargs
+            )),
             expected,
             "{format}"
         );
@@ -1432,8 +1463,17 @@ fn chat_request_think() {
         if let Some(enable) = enable {
             expected["chat_template_kwargs"] = json!({"enable_thinking": enable});
         }
+        // Levels also go as reasoning_effort, which llama.cpp applies where the template supports it.
+        if let Some(level) = think.as_str().filter(|l| ["low", "medium", "high"].contains(l)) {
+            expected["reasoning_effort"] = level.into();
+        }
         assert_eq!(
-            Value::Object(ollama_chat_to_openai(&req, "m", false)),
+            Value::Object(ollama_chat_to_openai(
+                &req,
+                "m",
+                false,
+                ThinkingStyle::ChatTemplateKwargs
+            )),
             expected,
             "{think}"
         );
@@ -1463,7 +1503,12 @@ fn chat_request_tools() {
         ]
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", true)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            true,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [{"role": "user", "content": "weather?"}],
@@ -1511,7 +1556,12 @@ fn chat_history_tool_calls_without_ids_are_linked_by_order() {
         ]
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [
@@ -1549,7 +1599,12 @@ fn chat_history_tool_results_matched_by_name_then_order() {
         ]
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [
@@ -1586,7 +1641,12 @@ fn chat_history_tool_results_matched_by_id() {
         ]
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [
@@ -1621,7 +1681,12 @@ fn chat_images_become_content_parts() {
         ]
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [
@@ -1652,7 +1717,12 @@ fn chat_assistant_thinking_in_history_is_not_sent() {
         ]
     }));
     assert_eq!(
-        Value::Object(ollama_chat_to_openai(&req, "m", false)),
+        Value::Object(ollama_chat_to_openai(
+            &req,
+            "m",
+            false,
+            ThinkingStyle::ChatTemplateKwargs
+        )),
         json!({
             "model": "m",
             "messages": [
@@ -1678,7 +1748,7 @@ fn generate_prompt_with_system_is_a_chat() {
         "options": {"temperature": 0.2, "num_predict": 50},
         "think": true
     }));
-    let (route, body) = ollama_generate_to_openai(&req, "backend-m", true);
+    let (route, body) = ollama_generate_to_openai(&req, "backend-m", true, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(route, Route::Chat);
     assert_eq!(route.path(), "v1/chat/completions");
     assert_eq!(
@@ -1701,7 +1771,7 @@ fn generate_prompt_with_system_is_a_chat() {
 #[test]
 fn generate_without_system_or_prompt() {
     let req = generate_request(json!({"model": "m", "prompt": "Hi", "system": ""}));
-    let (route, body) = ollama_generate_to_openai(&req, "m", false);
+    let (route, body) = ollama_generate_to_openai(&req, "m", false, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(route, Route::Chat);
     assert_eq!(
         Value::Object(body),
@@ -1709,7 +1779,7 @@ fn generate_without_system_or_prompt() {
     );
     // A load request (no prompt) is still a valid chat.
     let req = generate_request(json!({"model": "m"}));
-    let (route, body) = ollama_generate_to_openai(&req, "m", false);
+    let (route, body) = ollama_generate_to_openai(&req, "m", false, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(route, Route::Chat);
     assert_eq!(
         Value::Object(body),
@@ -1720,7 +1790,7 @@ fn generate_without_system_or_prompt() {
 #[test]
 fn generate_images_go_with_the_prompt() {
     let req = generate_request(json!({"model": "m", "prompt": "Describe", "images": ["/9j/4AAQ"], "format": "json"}));
-    let (route, body) = ollama_generate_to_openai(&req, "m", false);
+    let (route, body) = ollama_generate_to_openai(&req, "m", false, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(route, Route::Chat);
     assert_eq!(
         Value::Object(body),
@@ -1746,7 +1816,7 @@ fn generate_raw_is_a_completion_with_the_prompt_verbatim() {
         "system": "ignored in raw mode",
         "options": {"num_predict": 32, "stop": ["<|im_end|>"]}
     }));
-    let (route, body) = ollama_generate_to_openai(&req, "backend-m", true);
+    let (route, body) = ollama_generate_to_openai(&req, "backend-m", true, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(route, Route::Completions);
     assert_eq!(route.path(), "v1/completions");
     assert_eq!(
@@ -1770,7 +1840,7 @@ fn generate_suffix_is_a_completion_with_suffix() {
         "suffix": "\n    return c\n",
         "options": {"temperature": 0}
     }));
-    let (route, body) = ollama_generate_to_openai(&req, "coder", false);
+    let (route, body) = ollama_generate_to_openai(&req, "coder", false, ThinkingStyle::ChatTemplateKwargs);
     assert_eq!(route, Route::Completions);
     assert_eq!(
         Value::Object(body),
@@ -1784,5 +1854,93 @@ fn generate_suffix_is_a_completion_with_suffix() {
     );
     // raw: false with no suffix stays a chat.
     let req = generate_request(json!({"model": "m", "prompt": "x", "raw": false}));
-    assert_eq!(ollama_generate_to_openai(&req, "m", false).0, Route::Chat);
+    assert_eq!(
+        ollama_generate_to_openai(&req, "m", false, ThinkingStyle::ChatTemplateKwargs).0,
+        Route::Chat
+    );
+}
+
+/// Backends that inline `<think>…</think>` (strip_think): the tags may be cut anywhere
+/// across chunks; the text inside becomes thinking, the rest stays the answer.
+#[test]
+fn inlined_think_tags_split_across_chunks_become_thinking() {
+    let text = "<think>Plan: greet.</think>Hello <b>there</b>.";
+    for cut in 1..text.len() {
+        let mut translator = Translator::new(false, true);
+        let (mut content, mut thinking) = (String::new(), String::new());
+        for piece in [&text[..cut], &text[cut..]] {
+            let event = json!({"choices": [{"index": 0, "delta": {"content": piece}}]}).to_string();
+            if let Some(chunk) = translator.on_event(&event).unwrap() {
+                assert!(!chunk.delta.is_empty());
+                content.push_str(&chunk.delta.content);
+                thinking.push_str(&chunk.delta.thinking);
+            }
+        }
+        translator
+            .on_event(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#)
+            .unwrap();
+        for chunk in translator.finish().unwrap() {
+            content.push_str(&chunk.delta.content);
+            thinking.push_str(&chunk.delta.thinking);
+        }
+        assert_eq!(
+            (content.as_str(), thinking.as_str()),
+            ("Hello <b>there</b>.", "Plan: greet."),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn inlined_think_tags_are_dropped_with_think_false_and_a_dangling_prefix_is_text() {
+    let mut translator = Translator::new(true, true);
+    let chunk = translator.on_event(r#"{"choices":[{"index":0,"delta":{"content":"<think>x</think>a <thi"}}]}"#);
+    assert_eq!(
+        chunk.unwrap().unwrap().delta,
+        Delta {
+            content: "a ".into(),
+            ..Default::default()
+        }
+    );
+    translator
+        .on_event(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#)
+        .unwrap();
+    let chunks = translator.finish().unwrap();
+    assert_eq!(
+        chunks[0].delta,
+        Delta {
+            content: "<thi".into(),
+            ..Default::default()
+        }
+    );
+    assert!(chunks[1].done.is_some());
+}
+
+/// OpenAI-style backends know only `reasoning_effort`; `think: false` sends nothing
+/// (the translator hides thinking), and `ThinkingStyle::None` never sends a switch.
+#[test]
+fn chat_request_think_in_other_styles() {
+    let cases = [
+        (json!(true), Some("medium")),
+        (json!("high"), Some("high")),
+        (json!(false), None),
+        (Value::Null, None),
+    ];
+    for (think, effort) in cases {
+        let req = chat_request(json!({"model": "m", "messages": [], "think": think}));
+        let mut expected = json!({"model": "m", "messages": [], "stream": false});
+        if let Some(effort) = effort {
+            expected["reasoning_effort"] = effort.into();
+        }
+        assert_eq!(
+            Value::Object(ollama_chat_to_openai(&req, "m", false, ThinkingStyle::ReasoningEffort)),
+            expected,
+            "{think}"
+        );
+        assert_eq!(
+            Value::Object(ollama_chat_to_openai(&req, "m", false, ThinkingStyle::None)),
+            json!({"model": "m", "messages": [], "stream": false}),
+            "{think}"
+        );
+    }
 }

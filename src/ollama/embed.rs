@@ -1,0 +1,177 @@
+//! `/api/embed` and the legacy `/api/embeddings`, over `/v1/embeddings` for OpenAI
+//! backends and passed through for Ollama ones.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::error::{ApiError, parse_body};
+use super::models_routes::{forward_logged, reject};
+use super::recorder::Recorder;
+use crate::AppState;
+use crate::backend::AnyBackend;
+use crate::backend::openai::OpenAiBackend;
+use crate::models::Resolved;
+
+#[derive(Debug, Deserialize)]
+struct EmbedRequest {
+    #[serde(default)]
+    model: Option<String>,
+    /// A string or an array of strings; checked by hand so the error says so.
+    #[serde(default)]
+    input: Option<Value>,
+    /// Ollama truncates over-long inputs by default; backends here decide for themselves.
+    #[serde(default)]
+    #[expect(dead_code, reason = "accepted for compatibility; the backend applies its own limit")]
+    truncate: Option<bool>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyEmbeddingsRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    prompt: Option<String>,
+}
+
+pub async fn embed_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let openai = match &state.backend {
+        AnyBackend::Ollama(backend) => return forward_logged(&state, backend, method, &uri, body).await,
+        AnyBackend::OpenAi(backend) => backend,
+    };
+    let mut recorder = Recorder::new(
+        state.logger.clone(),
+        "/api/embed",
+        "POST",
+        state.backend.kind().as_str(),
+    );
+    let request: EmbedRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e),
+    };
+    let inputs = match input_strings(request.input) {
+        Ok(inputs) => inputs,
+        Err(e) => return reject(recorder, e),
+    };
+    recorder.request(request.model.as_deref(), serde_json::to_string(&inputs).ok(), false);
+    let started = Instant::now();
+    let (resolved, vectors, prompt_tokens) =
+        match embed(&state, openai, request.model.as_deref(), &inputs, &mut recorder).await {
+            Ok(r) => r,
+            Err(e) => return reject(recorder, e),
+        };
+    let vectors: Vec<Vec<f64>> = vectors.into_iter().map(|v| normalized(v, request.dimensions)).collect();
+    recorder.finish_with(summary(&vectors), prompt_tokens);
+    Json(json!({
+        "model": resolved.client,
+        "embeddings": vectors,
+        "total_duration": u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        "load_duration": 0,
+        "prompt_eval_count": prompt_tokens.unwrap_or(0),
+    }))
+    .into_response()
+}
+
+/// The legacy route: one `prompt`, one `embedding`, not normalised (as Ollama does).
+pub async fn embeddings_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let openai = match &state.backend {
+        AnyBackend::Ollama(backend) => return forward_logged(&state, backend, method, &uri, body).await,
+        AnyBackend::OpenAi(backend) => backend,
+    };
+    let mut recorder = Recorder::new(
+        state.logger.clone(),
+        "/api/embeddings",
+        "POST",
+        state.backend.kind().as_str(),
+    );
+    let request: LegacyEmbeddingsRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return reject(recorder, e),
+    };
+    let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
+    recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
+    match embed(&state, openai, request.model.as_deref(), &inputs, &mut recorder).await {
+        Ok((_, vectors, prompt_tokens)) => {
+            recorder.finish_with(summary(&vectors), prompt_tokens);
+            let embedding = vectors.into_iter().next().unwrap_or_default();
+            Json(json!({ "embedding": embedding })).into_response()
+        }
+        Err(e) => reject(recorder, e),
+    }
+}
+
+fn input_strings(input: Option<Value>) -> Result<Vec<String>, ApiError> {
+    let invalid = || ApiError::BadRequest("invalid input type: 'input' must be a string or an array of strings".into());
+    match input {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                _ => Err(invalid()),
+            })
+            .collect(),
+        Some(_) => Err(invalid()),
+    }
+}
+
+/// Resolves the model and asks the backend; no inputs is Ollama's "load" and asks nothing.
+async fn embed(
+    state: &AppState,
+    backend: &OpenAiBackend,
+    model: Option<&str>,
+    inputs: &[String],
+    recorder: &mut Recorder,
+) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ApiError> {
+    let resolved = state.models.resolve(model, &state.backend).await?;
+    recorder.resolved(&resolved);
+    if inputs.is_empty() {
+        return Ok((resolved, Vec::new(), Some(0)));
+    }
+    let embeddings = backend.embed(&resolved.backend, inputs).await?;
+    Ok((resolved, embeddings.vectors, embeddings.prompt_tokens))
+}
+
+/// Ollama's `/api/embed` returns unit vectors; with `dimensions` it cuts first, then
+/// normalises again.
+fn normalized(mut v: Vec<f64>, dimensions: Option<usize>) -> Vec<f64> {
+    if let Some(d) = dimensions.filter(|d| *d > 0) {
+        v.truncate(d);
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+fn summary(vectors: &[Vec<f64>]) -> String {
+    let dims = vectors.first().map_or(0, Vec::len);
+    let mut s = Map::new();
+    s.insert("embeddings".into(), vectors.len().into());
+    s.insert("dimensions".into(), dims.into());
+    Value::Object(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalized;
+
+    #[test]
+    fn vectors_are_unit_length_and_cut_before_normalising() {
+        assert_eq!(normalized(vec![3.0, 4.0], None), vec![0.6, 0.8]);
+        assert_eq!(normalized(vec![3.0, 4.0, 12.0], Some(2)), vec![0.6, 0.8]);
+        assert_eq!(normalized(vec![0.0, 0.0], None), vec![0.0, 0.0]);
+    }
+}
