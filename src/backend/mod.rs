@@ -167,3 +167,45 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
         .build()
         .map_err(|e| BackendError::Config(format!("cannot build the HTTP client: {e}")))
 }
+
+/// Sends a request; once more if a pooled keep-alive connection turned out to be closed
+/// before any answer came. llama-server closes connections after every stream while
+/// announcing keep-alive, so the next request may be written to a dead socket; the
+/// server never saw it, which makes the retry safe.
+pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Result<reqwest::Response, BackendError> {
+    let retry = request.try_clone();
+    match request.send().await {
+        Err(e) if is_stale_connection(&e) => match retry {
+            Some(retry) => {
+                tracing::debug!(
+                    backend = label,
+                    "pooled connection was closed; sending again on a new one"
+                );
+                retry.send().await.map_err(|e| BackendError::from_reqwest(label, &e))
+            }
+            None => Err(BackendError::from_reqwest(label, &e)),
+        },
+        result => result.map_err(|e| BackendError::from_reqwest(label, &e)),
+    }
+}
+
+fn is_stale_connection(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}

@@ -50,10 +50,7 @@ impl OllamaBackend {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        request
-            .send()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))
+        crate::backend::send(request, &self.label).await
     }
 
     async fn answer<R>(&self, path: &str, call: &Call<R>) -> Result<ChunkStream, BackendError> {

@@ -42,21 +42,9 @@ impl OpenAiBackend {
     /// `/v1/embeddings` for a batch of inputs.
     pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
         let body = translate::embeddings_request(backend_model, inputs);
-        let response = self
-            .http
-            .post(self.url("v1/embeddings")?)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        if !status.is_success() {
-            return Err(BackendError::from_status(status.as_u16(), &bytes));
-        }
+        let bytes = self
+            .exchange(self.http.post(self.url("v1/embeddings")?).json(&body))
+            .await?;
         translate::openai_embeddings_to_vectors(&bytes, inputs.len())
     }
 
@@ -67,13 +55,8 @@ impl OpenAiBackend {
         stream: bool,
         translator: Translator,
     ) -> Result<ChunkStream, BackendError> {
-        let response = self
-            .http
-            .post(self.url(route.path())?)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        let request = self.http.post(self.url(route.path())?).json(&body);
+        let response = crate::backend::send(request, &self.label).await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
@@ -175,20 +158,7 @@ impl Backend for OpenAiBackend {
     }
 
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
-        let response = self
-            .http
-            .get(self.url("v1/models")?)
-            .send()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        if !status.is_success() {
-            return Err(BackendError::from_status(status.as_u16(), &body));
-        }
+        let body = self.exchange(self.http.get(self.url("v1/models")?)).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Protocol(format!("unreadable model list from {}: {e}", self.label)))?;
         // A single-model llama-server describes its model in /props; other servers
@@ -212,11 +182,22 @@ impl Backend for OpenAiBackend {
 }
 
 impl OpenAiBackend {
-    async fn props(&self) -> Option<Props> {
-        let response = self.http.get(self.url("props").ok()?).send().await.ok()?;
-        if !response.status().is_success() {
-            return None;
+    /// A whole request and answer; a non-2xx answer becomes the backend's error.
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<bytes::Bytes, BackendError> {
+        let response = crate::backend::send(request, &self.label).await?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        if !status.is_success() {
+            return Err(BackendError::from_status(status.as_u16(), &body));
         }
-        response.json().await.ok()
+        Ok(body)
+    }
+
+    async fn props(&self) -> Option<Props> {
+        let body = self.exchange(self.http.get(self.url("props").ok()?)).await.ok()?;
+        serde_json::from_slice(&body).ok()
     }
 }
