@@ -28,4 +28,4 @@ fi
 
 echo "bench-up: serving $ALIAS ($GGUF) on http://127.0.0.1:$PORT; Ctrl-C stops it" >&2
 exec "$BIN" -m "$GGUF" --alias "$ALIAS" --host 127.0.0.1 --port "$PORT" \
-  --jinja -c 4096 -np 4 --embeddings --pooling mean "$@"
+  --jinja -c 16384 -np 4 --embeddings --pooling mean "$@"

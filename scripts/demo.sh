@@ -26,7 +26,7 @@ cat > "$DEMO/config.json" <<JSON
 JSON
 
 "$BIN" -m "$MODELS/tiny-chat.gguf" --alias tiny-chat --host 127.0.0.1 --port "$LLAMA_PORT" \
-  --jinja -c 4096 -np 4 --embeddings --pooling mean --no-webui >"$DEMO/llama-server.log" 2>&1 &
+  --jinja -c 16384 -np 4 --embeddings --pooling mean --no-webui >"$DEMO/llama-server.log" 2>&1 &
 LLAMA_PID=$!
 trap 'kill $LLAMA_PID 2>/dev/null; wait $LLAMA_PID 2>/dev/null' EXIT
 for _ in $(seq 1 100); do

@@ -94,7 +94,7 @@ impl LlamaServer {
                     "--host",
                     "127.0.0.1",
                 ])
-                .args(["--port", &port.to_string(), "--jinja", "-c", "4096", "-np", "4"])
+                .args(["--port", &port.to_string(), "--jinja", "-c", "16384", "-np", "4"])
                 .args(["--embeddings", "--pooling", "mean", "--no-webui", "-t", "1"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
