@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, parse_body};
-use super::models_routes::{forward_logged, reject};
+use super::models_routes::forward_logged;
 use super::recorder::Recorder;
 use crate::AppState;
 use crate::backend::AnyBackend;
@@ -56,18 +56,18 @@ pub async fn embed_handler(State(state): State<Arc<AppState>>, method: Method, u
     );
     let request: EmbedRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e),
+        Err(e) => return recorder.reject(e),
     };
     let inputs = match input_strings(request.input) {
         Ok(inputs) => inputs,
-        Err(e) => return reject(recorder, e),
+        Err(e) => return recorder.reject(e),
     };
     recorder.request(request.model.as_deref(), serde_json::to_string(&inputs).ok(), false);
     let started = Instant::now();
     let (resolved, vectors, prompt_tokens) =
         match embed(&state, openai, request.model.as_deref(), &inputs, &mut recorder).await {
             Ok(r) => r,
-            Err(e) => return reject(recorder, e),
+            Err(e) => return recorder.reject(e),
         };
     let vectors: Vec<Vec<f64>> = vectors.into_iter().map(|v| normalized(v, request.dimensions)).collect();
     recorder.finish_with(summary(&vectors), prompt_tokens);
@@ -95,7 +95,7 @@ pub async fn embeddings_handler(State(state): State<Arc<AppState>>, method: Meth
     );
     let request: LegacyEmbeddingsRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e),
+        Err(e) => return recorder.reject(e),
     };
     let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
     recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
@@ -105,7 +105,7 @@ pub async fn embeddings_handler(State(state): State<Arc<AppState>>, method: Meth
             let embedding = vectors.into_iter().next().unwrap_or_default();
             Json(json!({ "embedding": embedding })).into_response()
         }
-        Err(e) => reject(recorder, e),
+        Err(e) => recorder.reject(e),
     }
 }
 

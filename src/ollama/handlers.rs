@@ -16,8 +16,9 @@ use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
 use super::{embed, models_routes};
 use crate::AppState;
-use crate::backend::Call;
+use crate::backend::{AnyBackend, BackendError, Call, ChunkStream};
 use crate::config::BackendKind;
+use crate::models::Resolved;
 
 /// Images make bodies big; Ollama itself accepts far more than axum's 2 MB default.
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -66,17 +67,17 @@ async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     }
     let request: ChatRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e),
+        Err(e) => return recorder.reject(e),
     };
     let stream = request.stream.unwrap_or(true);
     let prompt = request.messages.as_ref().and_then(|m| serde_json::to_string(m).ok());
     recorder.request(request.model.as_deref(), prompt, stream);
     let Some(messages) = &request.messages else {
-        return reject(recorder, ApiError::BadRequest("messages is required".into()));
+        return recorder.reject(ApiError::BadRequest("messages is required".into()));
     };
     let resolved = match state.models.resolve(request.model.as_deref(), &state.backend).await {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e.into()),
+        Err(e) => return recorder.reject(e.into()),
     };
     recorder.resolved(&resolved);
     if messages.is_empty() {
@@ -85,25 +86,7 @@ async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     if state.config.server.log_messages {
         tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
     }
-    let call = Call {
-        client_model: resolved.client.clone(),
-        backend_model: resolved.backend,
-        strip_think: resolved.strip_think,
-        stream,
-        request,
-        body,
-    };
-    let chunks = match state.backend.chat(&call).await {
-        Ok(c) => c,
-        Err(e) => return reject(recorder, e.into()),
-    };
-    let answer = Answer {
-        shape: Shape::Chat,
-        model: call.client_model,
-        stream,
-        log_lines: state.config.server.log_raw_responses,
-    };
-    answer.respond(chunks, recorder).await
+    answer(&state, recorder, Shape::Chat, resolved, stream, request, body).await
 }
 
 async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -113,13 +96,13 @@ async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     }
     let request: GenerateRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e),
+        Err(e) => return recorder.reject(e),
     };
     let stream = request.stream.unwrap_or(true);
     recorder.request(request.model.as_deref(), request.prompt.clone(), stream);
     let resolved = match state.models.resolve(request.model.as_deref(), &state.backend).await {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e.into()),
+        Err(e) => return recorder.reject(e.into()),
     };
     recorder.resolved(&resolved);
     // Fill-in-the-middle needs a model and route that honour `suffix`; llama.cpp's
@@ -136,7 +119,7 @@ async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
              if the backend's /v1/completions honours suffix",
             resolved.client
         ));
-        return reject(recorder, e);
+        return recorder.reject(e);
     }
     if request.template.is_some() {
         tracing::debug!(model = %resolved.client, "generate: 'template' is ignored; the backend applies its own");
@@ -147,30 +130,55 @@ async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     if state.config.server.log_messages {
         tracing::info!(model = %resolved.client, prompt = ?request.prompt, system = ?request.system, "generate request");
     }
+    answer(&state, recorder, Shape::Generate, resolved, stream, request, body).await
+}
+
+/// The request types a backend answers with a chunk stream.
+trait Answered: Sized {
+    async fn ask(backend: &AnyBackend, call: &Call<Self>) -> Result<ChunkStream, BackendError>;
+}
+
+impl Answered for ChatRequest {
+    async fn ask(backend: &AnyBackend, call: &Call<Self>) -> Result<ChunkStream, BackendError> {
+        backend.chat(call).await
+    }
+}
+
+impl Answered for GenerateRequest {
+    async fn ask(backend: &AnyBackend, call: &Call<Self>) -> Result<ChunkStream, BackendError> {
+        backend.generate(call).await
+    }
+}
+
+/// Calls the backend with the mapped model and streams its answer to the client.
+async fn answer<R: Answered>(
+    state: &AppState,
+    recorder: Recorder,
+    shape: Shape,
+    resolved: Resolved,
+    stream: bool,
+    request: R,
+    body: Bytes,
+) -> Response {
     let call = Call {
-        client_model: resolved.client.clone(),
+        client_model: resolved.client,
         backend_model: resolved.backend,
         strip_think: resolved.strip_think,
         stream,
         request,
         body,
     };
-    let chunks = match state.backend.generate(&call).await {
+    let chunks = match R::ask(&state.backend, &call).await {
         Ok(c) => c,
-        Err(e) => return reject(recorder, e.into()),
+        Err(e) => return recorder.reject(e.into()),
     };
     let answer = Answer {
-        shape: Shape::Generate,
+        shape,
         model: call.client_model,
         stream,
         log_lines: state.config.server.log_raw_responses,
     };
     answer.respond(chunks, recorder).await
-}
-
-fn reject(recorder: Recorder, error: ApiError) -> Response {
-    recorder.fail(error.status_code().as_u16(), &error.to_string());
-    error.into_response()
 }
 
 /// An empty chat or prompt is Ollama's "load the model" request (with `keep_alive: 0`,

@@ -163,7 +163,7 @@ pub async fn pull_handler(State(state): State<Arc<AppState>>, method: Method, ur
     let mut recorder = Recorder::new(state.logger.clone(), "/api/pull", "POST", state.backend.kind().as_str());
     let request: PullRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return reject(recorder, e),
+        Err(e) => return recorder.reject(e),
     };
     let requested = request.model.or(request.name);
     let stream = request.stream.unwrap_or(true);
@@ -175,9 +175,9 @@ pub async fn pull_handler(State(state): State<Arc<AppState>>, method: Method, ur
                 "model '{name}' is not served by the backend, and ollabridge cannot download models; \
                  load it in the backend or map the name in models.mappings"
             ));
-            return reject(recorder, e);
+            return recorder.reject(e);
         }
-        Err(e) => return reject(recorder, e.into()),
+        Err(e) => return recorder.reject(e.into()),
     };
     recorder.resolved(&resolved);
     recorder.finish();
@@ -228,7 +228,7 @@ pub async fn forward_logged(
             recorder.backend_model(target);
             match rename_model(&body, target) {
                 Ok(b) => b,
-                Err(e) => return reject(recorder, e.into()),
+                Err(e) => return recorder.reject(e.into()),
             }
         }
         None => body,
@@ -245,13 +245,8 @@ pub async fn forward_logged(
             }
             relay(response)
         }
-        Err(e) => reject(recorder, e.into()),
+        Err(e) => recorder.reject(e.into()),
     }
-}
-
-pub fn reject(recorder: Recorder, error: ApiError) -> Response {
-    recorder.fail(error.status_code().as_u16(), &error.to_string());
-    error.into_response()
 }
 
 /// Streams a backend response back as it comes, keeping status and content type.

@@ -4,6 +4,9 @@
 
 use std::time::Instant;
 
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
 use crate::backend::{BackendError, Chunk, Completion};
 use crate::ollama::types::{FinalMetrics, ToolCall};
 use crate::store::{LogRecord, Logger, timestamp_now};
@@ -107,6 +110,12 @@ impl Recorder {
 
     pub fn tool_calls(&self) -> &[ToolCall] {
         &self.tool_calls
+    }
+
+    /// Ends a request refused or failed before any answer: the client gets the error.
+    pub fn reject(self, error: ApiError) -> Response {
+        self.fail(error.status_code().as_u16(), &error.to_string());
+        error.into_response()
     }
 
     /// Ends a request that failed (before or during the answer).

@@ -6,11 +6,10 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 
-use super::error::ApiError;
 use super::recorder::Recorder;
 use super::types::{ChatChunk, FinalMetrics, GenerateChunk, OutMessage, now_rfc3339};
 use crate::backend::{BackendError, Chunk, ChunkStream};
@@ -36,8 +35,8 @@ impl Answer {
     pub async fn respond(self, mut chunks: ChunkStream, mut recorder: Recorder) -> Response {
         let first = match chunks.next().await {
             Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return fail(recorder, e.into()),
-            None => return fail(recorder, BackendError::Truncated.into()),
+            Some(Err(e)) => return recorder.reject(e.into()),
+            None => return recorder.reject(BackendError::Truncated.into()),
         };
         if !self.stream {
             return self.single(first, chunks, recorder).await;
@@ -87,8 +86,8 @@ impl Answer {
                     last = chunk;
                     count += 1;
                 }
-                Some(Err(e)) => return fail(recorder, e.into()),
-                None => return fail(recorder, BackendError::Truncated.into()),
+                Some(Err(e)) => return recorder.reject(e.into()),
+                None => return recorder.reject(BackendError::Truncated.into()),
             }
         }
         // A pass-through answer that came as one object goes back unchanged.
@@ -165,11 +164,6 @@ fn finish_if_done(chunk: &Chunk, recorder: Recorder) -> Option<Recorder> {
     } else {
         Some(recorder)
     }
-}
-
-fn fail(recorder: Recorder, error: ApiError) -> Response {
-    recorder.fail(error.status_code().as_u16(), &error.to_string());
-    error.into_response()
 }
 
 fn error_json(message: &str) -> Vec<u8> {
