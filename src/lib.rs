@@ -5,13 +5,16 @@
 //! (`backend`) → chunk stream → recorder → client, and the recorder's one record
 //! goes to the log writer (`store`) after the stream ends.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 mod json;
+pub mod metrics;
 pub mod models;
 pub mod ollama;
 pub mod store;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +29,19 @@ use config::Config;
 use models::Models;
 use store::{Logger, StoreError, Writer};
 
+/// Where each finished request goes: the log, the metrics, and the prices for its cost.
+pub struct Telemetry {
+    pub logger: Logger,
+    pub metrics: metrics::Metrics,
+    pub pricing: Vec<(String, config::Price)>,
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub config: Config,
     pub backend: AnyBackend,
     pub models: Models,
-    pub logger: Logger,
+    pub telemetry: Arc<Telemetry>,
     /// Reported as `modified_at` for models we describe ourselves.
     pub started_at: String,
 }
@@ -49,8 +59,10 @@ pub enum StartError {
 /// A running server. Drop-in for tests: `start`, use `addr`, then `shutdown`.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin listener (metrics, log API), when enabled.
+    pub admin_addr: Option<SocketAddr>,
     stop: CancellationToken,
-    serve: JoinHandle<std::io::Result<()>>,
+    serving: Vec<JoinHandle<std::io::Result<()>>>,
     writer: Writer,
 }
 
@@ -59,9 +71,53 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let pool = store::open(&config.database.path).await?;
-    let (logger, writer) = Writer::spawn(pool, config.database.queue_capacity, config.database.max_body_bytes);
+    let (logger, writer) = Writer::spawn(
+        pool.clone(),
+        config.database.queue_capacity,
+        config.database.max_body_bytes,
+    );
     let backend = AnyBackend::new(&config.backend)?;
-    let addr = format!("{}:{}", config.server.host, config.server.port);
+    let telemetry = Arc::new(Telemetry {
+        logger,
+        metrics: metrics::Metrics::new(),
+        pricing: config.pricing.clone(),
+    });
+    let stop = CancellationToken::new();
+    let mut serving = Vec::new();
+
+    let (listener, addr) = bind(&config.server.host, config.server.port).await?;
+    let admin = if config.admin.enabled {
+        let (admin_listener, admin_addr) = bind(&config.admin.host, config.admin.port).await?;
+        let admin_state = Arc::new(admin::AdminState {
+            telemetry: telemetry.clone(),
+            pool,
+        });
+        serving.push(serve(admin_listener, admin::router(admin_state), &stop));
+        tracing::info!(addr = %admin_addr, "admin listening (metrics, log API)");
+        Some(admin_addr)
+    } else {
+        None
+    };
+    let state = Arc::new(AppState {
+        models: Models::new(&config.models),
+        config,
+        backend,
+        telemetry,
+        started_at: ollama::types::now_rfc3339(),
+    });
+    serving.push(serve(listener, ollama::router(state), &stop));
+    tracing::info!(addr = %addr, "ollabridge listening");
+    Ok(Server {
+        addr,
+        admin_addr: admin,
+        stop,
+        serving,
+        writer,
+    })
+}
+
+async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), StartError> {
+    let addr = format!("{host}:{port}");
     let listener = TcpListener::bind(&addr).await.map_err(|source| StartError::Bind {
         addr: addr.clone(),
         source,
@@ -69,48 +125,36 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let local = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+fn serve(listener: TcpListener, app: axum::Router, stop: &CancellationToken) -> JoinHandle<std::io::Result<()>> {
     // Without TCP_NODELAY, Nagle's algorithm meets delayed ACKs and stalls streams ~40 ms.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let state = Arc::new(AppState {
-        models: Models::new(&config.models),
-        config,
-        backend,
-        logger,
-        started_at: ollama::types::now_rfc3339(),
-    });
-    let app = ollama::router(state);
-    let stop = CancellationToken::new();
-    let serve = tokio::spawn(
+    tokio::spawn(
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
-    );
-    tracing::info!(addr = %local, "ollabridge listening");
-    Ok(Server {
-        addr: local,
-        stop,
-        serve,
-        writer,
-    })
+    )
 }
 
 impl Server {
     /// Stops accepting, lets requests in flight finish, then stores every queued log record.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        match self.serve.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "server task failed"),
+        for task in self.serving {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "server task failed"),
+            }
         }
         if tokio::time::timeout(DRAIN_TIMEOUT, self.writer.close()).await.is_err() {
             tracing::error!("log queue did not drain within {DRAIN_TIMEOUT:?}");
         }
     }
 }
-
-use std::future::IntoFuture;

@@ -22,6 +22,7 @@ async fn sigterm_right_after_100_concurrent_requests_loses_no_rows() {
             "server": {"host": "127.0.0.1", "port": port},
             "backend": {"type": "openai", "endpoint": llama.url},
             "database": {"path": db},
+            "admin": {"host": "127.0.0.1", "port": 0},
             "models": {"mappings": {"tiny": "tiny-chat"}},
         })
         .to_string(),

@@ -25,6 +25,25 @@ pub struct Config {
     pub backend: BackendConfig,
     pub database: DatabaseConfig,
     pub models: ModelsConfig,
+    pub admin: AdminConfig,
+    /// Prices per model name (the client's or the backend's), for `cost`.
+    pub pricing: Vec<(String, Price)>,
+}
+
+/// The admin listener: metrics and the log API, apart from the public Ollama port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Price per million tokens, in whatever currency the user thinks in.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +182,28 @@ struct RawConfig {
     database: RawDatabase,
     #[serde(default)]
     models: RawModels,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    pricing: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    enabled: bool,
+    host: String,
+    port: i64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: 11435,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,7 +375,26 @@ impl RawConfig {
             .into_iter()
             .map(|(name, value)| mapping(name, value))
             .collect::<Result<Vec<_>, _>>()?;
+        let admin_port = u16::try_from(self.admin.port)
+            .map_err(|_| format!("admin.port: {} is out of range 0-65535", self.admin.port))?;
+        let pricing = self
+            .pricing
+            .into_iter()
+            .map(|(model, value)| {
+                let price: Price = serde_json::from_value(value).map_err(|e| format!("pricing.{model}: {e}"))?;
+                if !(price.input >= 0.0 && price.output >= 0.0) {
+                    return Err(format!("pricing.{model}: prices must be zero or more"));
+                }
+                Ok((model, price))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Config {
+            admin: AdminConfig {
+                enabled: self.admin.enabled,
+                host: self.admin.host,
+                port: admin_port,
+            },
+            pricing,
             server: ServerConfig {
                 host: self.server.host,
                 port,

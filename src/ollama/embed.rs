@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::RequestContext;
 use super::error::{ApiError, parse_body};
 use super::models_routes::forward_logged;
 use super::recorder::Recorder;
@@ -43,17 +44,18 @@ struct LegacyEmbeddingsRequest {
     prompt: Option<String>,
 }
 
-pub async fn embed_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+pub async fn embed_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(context): Extension<RequestContext>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let openai = match &state.backend {
-        AnyBackend::Ollama(backend) => return forward_logged(&state, backend, method, &uri, body).await,
+        AnyBackend::Ollama(backend) => return forward_logged(&state, &context, backend, method, &uri, body).await,
         AnyBackend::OpenAi(backend) => backend,
     };
-    let mut recorder = Recorder::new(
-        state.logger.clone(),
-        "/api/embed",
-        "POST",
-        state.backend.kind().as_str(),
-    );
+    let mut recorder = Recorder::start(&state, &context, "/api/embed", "POST", &body);
     let request: EmbedRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return recorder.reject(e),
@@ -82,17 +84,18 @@ pub async fn embed_handler(State(state): State<Arc<AppState>>, method: Method, u
 }
 
 /// The legacy route: one `prompt`, one `embedding`, not normalised (as Ollama does).
-pub async fn embeddings_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+pub async fn embeddings_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(context): Extension<RequestContext>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let openai = match &state.backend {
-        AnyBackend::Ollama(backend) => return forward_logged(&state, backend, method, &uri, body).await,
+        AnyBackend::Ollama(backend) => return forward_logged(&state, &context, backend, method, &uri, body).await,
         AnyBackend::OpenAi(backend) => backend,
     };
-    let mut recorder = Recorder::new(
-        state.logger.clone(),
-        "/api/embeddings",
-        "POST",
-        state.backend.kind().as_str(),
-    );
+    let mut recorder = Recorder::start(&state, &context, "/api/embeddings", "POST", &body);
     let request: LegacyEmbeddingsRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return recorder.reject(e),

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::Value;
 
+use super::context::{RequestContext, with_request_context};
 use super::error::{ApiError, parse_body};
 use super::recorder::Recorder;
 use super::respond::{Answer, Shape};
@@ -41,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pull", post(models_routes::pull_handler))
         .route("/api/{*rest}", any(models_routes::other_api_handler))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(with_request_context))
         .with_state(state.clone());
     if state.config.server.enable_cors {
         router = router.layer(tower_http::cors::CorsLayer::permissive());
@@ -56,12 +58,12 @@ async fn health_handler() -> axum::Json<Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-fn recorder(state: &AppState, endpoint: &str) -> Recorder {
-    Recorder::new(state.logger.clone(), endpoint, "POST", state.backend.kind().as_str())
-}
-
-async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let mut recorder = recorder(&state, "/api/chat");
+async fn chat_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(context): Extension<RequestContext>,
+    body: Bytes,
+) -> Response {
+    let mut recorder = Recorder::start(&state, &context, "/api/chat", "POST", &body);
     if state.config.server.log_raw_requests {
         tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/chat");
     }
@@ -89,8 +91,12 @@ async fn chat_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     answer(&state, recorder, Shape::Chat, resolved, stream, request, body).await
 }
 
-async fn generate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let mut recorder = recorder(&state, "/api/generate");
+async fn generate_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(context): Extension<RequestContext>,
+    body: Bytes,
+) -> Response {
+    let mut recorder = Recorder::start(&state, &context, "/api/generate", "POST", &body);
     if state.config.server.log_raw_requests {
         tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/generate");
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::context::RequestContext;
 use super::error::{ApiError, parse_body};
 use super::recorder::Recorder;
 use crate::AppState;
@@ -126,7 +127,13 @@ pub async fn ps_handler(State(state): State<Arc<AppState>>) -> Response {
 
 /// Other `/api/*` routes: forwarded to an Ollama backend (model name mapped);
 /// an OpenAI backend cannot serve them.
-pub async fn other_api_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+pub async fn other_api_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(context): Extension<RequestContext>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let AnyBackend::Ollama(backend) = &state.backend else {
         let path = uri.path();
         let manages_models =
@@ -140,7 +147,7 @@ pub async fn other_api_handler(State(state): State<Arc<AppState>>, method: Metho
         };
         return ApiError::Unsupported(message).into_response();
     };
-    forward_logged(&state, backend, method, &uri, body).await
+    forward_logged(&state, &context, backend, method, &uri, body).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,11 +163,17 @@ pub struct PullRequest {
 /// Clients pull a model they do not see (Home Assistant does, at setup). A model the
 /// backend already serves is "pulled" at once with Ollama's progress sequence; any
 /// other cannot be, because ollabridge does not download models.
-pub async fn pull_handler(State(state): State<Arc<AppState>>, method: Method, uri: Uri, body: Bytes) -> Response {
+pub async fn pull_handler(
+    State(state): State<Arc<AppState>>,
+    Extension(context): Extension<RequestContext>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     if let AnyBackend::Ollama(backend) = &state.backend {
-        return forward_logged(&state, backend, method, &uri, body).await;
+        return forward_logged(&state, &context, backend, method, &uri, body).await;
     }
-    let mut recorder = Recorder::new(state.logger.clone(), "/api/pull", "POST", state.backend.kind().as_str());
+    let mut recorder = Recorder::start(&state, &context, "/api/pull", "POST", &body);
     let request: PullRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return recorder.reject(e),
@@ -200,18 +213,14 @@ pub async fn pull_handler(State(state): State<Arc<AppState>>, method: Method, ur
 /// back as it comes, and logs the exchange (status only: the body is not read).
 pub async fn forward_logged(
     state: &AppState,
+    context: &RequestContext,
     backend: &OllamaBackend,
     method: Method,
     uri: &Uri,
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let mut recorder = Recorder::new(
-        state.logger.clone(),
-        path,
-        method.as_str(),
-        state.backend.kind().as_str(),
-    );
+    let mut recorder = Recorder::start(state, context, path, method.as_str(), &body);
     let requested: Option<String> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
         v.get("model")
             .or_else(|| v.get("name"))

@@ -2,17 +2,23 @@
 //! finished, failed, or dropped because the client went away. It also owns the
 //! request's clock, so the final chunk's durations come from one place.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 
+use super::context::RequestContext;
 use super::error::ApiError;
+use crate::Telemetry;
 use crate::backend::{BackendError, Chunk, Completion};
+use crate::metrics::InflightGuard;
+use crate::models::normalize;
 use crate::ollama::types::{FinalMetrics, ToolCall};
-use crate::store::{LogRecord, Logger, timestamp_now};
+use crate::store::{LogRecord, timestamp_now};
 
 pub struct Recorder {
-    logger: Logger,
+    telemetry: Arc<Telemetry>,
+    _inflight: InflightGuard,
     started: Instant,
     record: LogRecord,
     content: String,
@@ -25,16 +31,25 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(logger: Logger, endpoint: &str, method: &str, backend_type: &str) -> Recorder {
+    pub fn new(
+        telemetry: &Arc<Telemetry>,
+        context: &RequestContext,
+        endpoint: &str,
+        method: &str,
+        backend_type: &str,
+    ) -> Recorder {
         Recorder {
-            logger,
-            started: Instant::now(),
+            _inflight: telemetry.metrics.inflight(),
+            telemetry: telemetry.clone(),
+            started: context.received,
             record: LogRecord {
                 timestamp: timestamp_now(),
                 endpoint: endpoint.to_owned(),
                 method: method.to_owned(),
                 backend_type: backend_type.to_owned(),
                 status_code: 200,
+                request_id: context.id.clone(),
+                client_addr: context.client_addr.map(|a| a.to_string()),
                 ..Default::default()
             },
             content: String::new(),
@@ -45,6 +60,35 @@ impl Recorder {
             done: None,
             sent: false,
         }
+    }
+
+    /// A recorder for a request to this server's backend.
+    pub fn start(
+        state: &crate::AppState,
+        context: &RequestContext,
+        endpoint: &str,
+        method: &str,
+        body: &[u8],
+    ) -> Recorder {
+        let mut recorder = Recorder::new(
+            &state.telemetry,
+            context,
+            endpoint,
+            method,
+            state.backend.kind().as_str(),
+        );
+        recorder.request_bytes(body.len());
+        recorder
+    }
+
+    /// Size of the client's request body.
+    pub fn request_bytes(&mut self, n: usize) {
+        self.record.request_bytes = n as u64;
+    }
+
+    /// Bytes written to the client (NDJSON lines or the one JSON body).
+    pub fn sent_bytes(&mut self, n: usize) {
+        self.record.response_bytes += n as u64;
     }
 
     pub fn request(&mut self, model: Option<&str>, prompt: Option<String>, stream: bool) {
@@ -167,8 +211,25 @@ impl Recorder {
         if let Some(done) = &self.done {
             r.done_reason = Some(metrics.done_reason.clone());
             r.prompt_tokens = done.prompt_tokens;
-            r.completion_tokens = done.completion_tokens.or(Some(metrics.eval_count));
+            r.completion_tokens = done.completion_tokens;
+            // No counts from the backend: about four characters a token, one token a chunk.
+            if r.prompt_tokens.is_none() || r.completion_tokens.is_none() {
+                r.tokens_estimated = true;
+                let prompt_chars = r.prompt.as_deref().map_or(0, |p| p.chars().count()) as u64;
+                r.prompt_tokens = r.prompt_tokens.or(Some(prompt_chars.div_ceil(4)));
+                r.completion_tokens = r.completion_tokens.or(Some(self.output_chunks));
+            }
+            r.prompt_eval_ms = Some(metrics.prompt_eval_duration as f64 / 1e6);
+            r.eval_ms = Some(metrics.eval_duration as f64 / 1e6);
+            r.tokens_per_second = r
+                .completion_tokens
+                .filter(|_| metrics.eval_duration > 0)
+                .map(|n| n as f64 / (metrics.eval_duration as f64 / 1e9));
         }
+        r.ttft_ms = self.first_output.map(|t| (t - self.started).as_secs_f64() * 1000.0);
+        r.cost = price(&self.telemetry.pricing, r).map(|(input, output)| {
+            (r.prompt_tokens.unwrap_or(0) as f64 * input + r.completion_tokens.unwrap_or(0) as f64 * output) / 1e6
+        });
         tracing::info!(
             endpoint = %r.endpoint,
             model = r.model.as_deref().unwrap_or(""),
@@ -177,8 +238,23 @@ impl Recorder {
             error = r.error.as_deref().unwrap_or(""),
             "request"
         );
-        self.logger.log(std::mem::take(r));
+        self.telemetry.metrics.observe(r);
+        self.telemetry.logger.log(std::mem::take(r));
     }
+}
+
+/// The configured price for the row's model: the client's name first, then the backend's.
+fn price(pricing: &[(String, crate::config::Price)], r: &LogRecord) -> Option<(f64, f64)> {
+    [r.model.as_deref(), r.backend_model.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(|name| {
+            let key = normalize(name);
+            pricing
+                .iter()
+                .find(|(model, _)| normalize(model) == key)
+                .map(|(_, p)| (p.input, p.output))
+        })
 }
 
 impl Drop for Recorder {

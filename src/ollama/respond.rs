@@ -42,7 +42,7 @@ impl Answer {
             return self.single(first, chunks, recorder).await;
         }
         recorder.observe(&first);
-        let first_line = self.line(&first, &recorder);
+        let first_line = self.line(&first, &mut recorder);
         let recorder = finish_if_done(&first, recorder);
         let state = (self, chunks, recorder, Some(first_line));
         let body = stream::unfold(state, |(answer, mut chunks, mut recorder, pending)| async move {
@@ -53,7 +53,7 @@ impl Answer {
             let line = match chunks.next().await {
                 Some(Ok(chunk)) => {
                     rec.observe(&chunk);
-                    let line = answer.line(&chunk, &rec);
+                    let line = answer.line(&chunk, &mut rec);
                     recorder = finish_if_done(&chunk, rec);
                     line
                 }
@@ -63,8 +63,10 @@ impl Answer {
                         Some(Err(e)) => e,
                         _ => BackendError::Truncated,
                     };
+                    let line = error_line(&e);
+                    rec.sent_bytes(line.len());
                     rec.fail_stream(&e);
-                    error_line(&e)
+                    line
                 }
             };
             Some((Ok(line), (answer, chunks, recorder, None)))
@@ -109,11 +111,12 @@ impl Answer {
         if self.log_lines {
             tracing::info!(response = %String::from_utf8_lossy(&body), "raw response");
         }
+        recorder.sent_bytes(body.len());
         recorder.finish();
         with_type(Response::new(Body::from(body)), JSON)
     }
 
-    fn line(&self, chunk: &Chunk, recorder: &Recorder) -> Bytes {
+    fn line(&self, chunk: &Chunk, recorder: &mut Recorder) -> Bytes {
         let mut line = match &chunk.raw {
             Some(raw) => raw.to_vec(),
             None => self.encode(chunk, chunk.done.as_ref().map(|_| recorder.final_metrics())),
@@ -122,6 +125,7 @@ impl Answer {
             tracing::info!(line = %String::from_utf8_lossy(&line), "raw response line");
         }
         line.push(b'\n');
+        recorder.sent_bytes(line.len());
         Bytes::from(line)
     }
 

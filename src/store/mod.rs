@@ -31,6 +31,17 @@ pub struct LogRecord {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub error: Option<String>,
+    pub request_id: String,
+    pub ttft_ms: Option<f64>,
+    pub prompt_eval_ms: Option<f64>,
+    pub eval_ms: Option<f64>,
+    pub tokens_per_second: Option<f64>,
+    /// The backend reported no token counts; the counts are our estimate.
+    pub tokens_estimated: bool,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub client_addr: Option<String>,
+    pub cost: Option<f64>,
 }
 
 pub fn timestamp_now() -> String {
@@ -69,6 +80,11 @@ impl Logger {
     /// Records lost because the queue was full since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 

@@ -105,7 +105,9 @@ async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx
         sqlx::query(
             "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
              tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
-             completion_tokens, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
+             tokens_estimated, request_bytes, response_bytes, client_addr, cost) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.timestamp)
         .bind(&r.endpoint)
@@ -117,15 +119,29 @@ async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx
         .bind(&r.thinking)
         .bind(&r.tool_calls)
         .bind(i64::from(r.status_code))
-        .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
+        .bind(to_i64(r.latency_ms))
         .bind(r.stream)
         .bind(&r.backend_type)
         .bind(&r.done_reason)
-        .bind(r.prompt_tokens.and_then(|n| i64::try_from(n).ok()))
-        .bind(r.completion_tokens.and_then(|n| i64::try_from(n).ok()))
+        .bind(r.prompt_tokens.map(to_i64))
+        .bind(r.completion_tokens.map(to_i64))
         .bind(&r.error)
+        .bind(&r.request_id)
+        .bind(r.ttft_ms)
+        .bind(r.prompt_eval_ms)
+        .bind(r.eval_ms)
+        .bind(r.tokens_per_second)
+        .bind(r.tokens_estimated)
+        .bind(to_i64(r.request_bytes))
+        .bind(to_i64(r.response_bytes))
+        .bind(&r.client_addr)
+        .bind(r.cost)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -142,6 +142,8 @@ impl Drop for LlamaServer {
 pub struct Bridge {
     pub server: Option<ollabridge::Server>,
     pub url: String,
+    /// The admin listener (metrics, log API).
+    pub admin_url: String,
     pub db: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -153,12 +155,17 @@ impl Bridge {
         let db = dir.path().join("ollabridge.db");
         config["server"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
         config["database"] = serde_json::json!({"path": db});
+        if config.get("admin").is_none() {
+            config["admin"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
+        }
         let config = ollabridge::config::Config::from_json(&config.to_string()).expect("valid config");
         let server = ollabridge::start(config).await.expect("start ollabridge");
         let url = format!("http://{}", server.addr);
+        let admin_url = server.admin_addr.map(|a| format!("http://{a}")).unwrap_or_default();
         Bridge {
             server: Some(server),
             url,
+            admin_url,
             db,
             _dir: dir,
         }

@@ -1,0 +1,186 @@
+//! Prometheus metrics, fed by the recorder with each finished request. One registry
+//! per server (no process globals), so several servers in one test process stay apart.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::store::{LogRecord, Logger};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub backend: String,
+    pub endpoint: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub direction: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<ModelLabels, Histogram>,
+    ttft: Family<ModelLabels, Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    tokens_per_second: Family<ModelLabels, Histogram>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    inflight: Gauge,
+    log_dropped: Gauge,
+    log_queue_depth: Gauge,
+}
+
+/// Seconds, from 1 ms to ~65 s: proxy overhead to long generations.
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
+}
+
+fn rate_histogram() -> Histogram {
+    Histogram::new([
+        1.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 2560.0, 5120.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ollabridge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<ModelLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let ttft = Family::<ModelLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let tokens_per_second =
+            Family::<ModelLabels, Histogram>::new_with_constructor(rate_histogram as fn() -> Histogram);
+        let cost = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        let (inflight, log_dropped, log_queue_depth) = (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "requests",
+            "Requests answered, by model, backend, endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request received to response end",
+            duration.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Request received to first token sent",
+            ttft.clone(),
+        );
+        registry.register("tokens", "Tokens processed, prompt or completion", tokens.clone());
+        registry.register(
+            "generation_tokens_per_second",
+            "Completion tokens per second of generation",
+            tokens_per_second.clone(),
+        );
+        registry.register("cost", "Estimated cost from the configured prices", cost.clone());
+        registry.register("inflight_requests", "Requests being answered now", inflight.clone());
+        registry.register(
+            "log_dropped",
+            "Log records dropped because the queue was full",
+            log_dropped.clone(),
+        );
+        registry.register(
+            "log_queue_depth",
+            "Log records waiting for the writer",
+            log_queue_depth.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            ttft,
+            tokens,
+            tokens_per_second,
+            cost,
+            inflight,
+            log_dropped,
+            log_queue_depth,
+        }
+    }
+
+    /// A finished request, as it is logged.
+    pub fn observe(&self, r: &LogRecord) {
+        let model = r.model.clone().unwrap_or_default();
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.clone(),
+                backend: r.backend_type.clone(),
+                endpoint: r.endpoint.clone(),
+                status: r.status_code.to_string(),
+            })
+            .inc();
+        let by_model = ModelLabels { model: model.clone() };
+        self.duration
+            .get_or_create(&by_model)
+            .observe(r.latency_ms as f64 / 1000.0);
+        if let Some(ttft) = r.ttft_ms {
+            self.ttft.get_or_create(&by_model).observe(ttft / 1000.0);
+        }
+        for (direction, count) in [("prompt", r.prompt_tokens), ("completion", r.completion_tokens)] {
+            if let Some(n) = count {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        model: model.clone(),
+                        direction,
+                    })
+                    .inc_by(n);
+            }
+        }
+        if let Some(rate) = r.tokens_per_second {
+            self.tokens_per_second.get_or_create(&by_model).observe(rate);
+        }
+        if let Some(cost) = r.cost {
+            self.cost.get_or_create(&by_model).inc_by(cost);
+        }
+    }
+
+    /// Counts a request for as long as the guard lives.
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// The text exposition (OpenMetrics), with the log queue's gauges read now.
+    pub fn render(&self, logger: &Logger) -> String {
+        self.log_dropped
+            .set(i64::try_from(logger.dropped()).unwrap_or(i64::MAX));
+        self.log_queue_depth
+            .set(i64::try_from(logger.queue_depth()).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+pub struct InflightGuard(Gauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,71 @@
+//! What every request carries from the edge: its id (echoed as `X-Request-Id`), the
+//! client's address and the instant it arrived, from which latencies are measured.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub id: String,
+    pub client_addr: Option<SocketAddr>,
+    pub received: Instant,
+}
+
+impl RequestContext {
+    pub fn new(id: Option<&str>, client_addr: Option<SocketAddr>) -> RequestContext {
+        let id = id.filter(|id| is_acceptable_id(id)).map_or_else(new_id, str::to_owned);
+        RequestContext {
+            id,
+            client_addr,
+            received: Instant::now(),
+        }
+    }
+}
+
+/// A client's own id is kept when it is short and plain, so logs can be joined.
+fn is_acceptable_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// 128 random bits in hex: unique across replicas without coordination.
+fn new_id() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
+/// Middleware: attaches a [`RequestContext`] and answers with its id.
+pub async fn with_request_context(mut request: Request, next: Next) -> Response {
+    let client_addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let asked = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    let context = RequestContext::new(asked, client_addr);
+    let id = HeaderValue::from_str(&context.id).ok();
+    request.extensions_mut().insert(context);
+    let mut response = next.run(request).await;
+    if let Some(id) = id {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_fresh_unless_the_client_sent_a_plain_one() {
+        let a = RequestContext::new(None, None);
+        let b = RequestContext::new(None, None);
+        assert_eq!(a.id.len(), 32);
+        assert_ne!(a.id, b.id);
+        assert_eq!(RequestContext::new(Some("trace-42"), None).id, "trace-42");
+        assert_eq!(RequestContext::new(Some("bad id\n"), None).id.len(), 32);
+        assert_eq!(RequestContext::new(Some(&"x".repeat(65)), None).id.len(), 32);
+    }
+}
