@@ -34,6 +34,8 @@ pub struct Telemetry {
     pub logger: Logger,
     pub metrics: metrics::Metrics,
     pub pricing: Vec<(String, config::Price)>,
+    /// Requests starting and ending, for live views (`/api/events` on admin).
+    pub events: tokio::sync::broadcast::Sender<metrics::RequestEvent>,
 }
 
 /// What every handler shares.
@@ -81,6 +83,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         logger,
         metrics: metrics::Metrics::new(),
         pricing: config.pricing.clone(),
+        events: tokio::sync::broadcast::channel(1024).0,
     });
     let stop = CancellationToken::new();
     let mut serving = Vec::new();

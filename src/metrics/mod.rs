@@ -177,6 +177,19 @@ impl Metrics {
     }
 }
 
+/// A request starting or ending, as live views see it. Slow listeners miss events
+/// rather than slow requests down (a bounded broadcast channel).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequestEvent {
+    Started {
+        request_id: String,
+        endpoint: String,
+        timestamp: String,
+    },
+    Finished(Box<LogRecord>),
+}
+
 pub struct InflightGuard(Gauge);
 
 impl Drop for InflightGuard {

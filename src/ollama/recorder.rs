@@ -11,7 +11,7 @@ use super::context::RequestContext;
 use super::error::ApiError;
 use crate::Telemetry;
 use crate::backend::{BackendError, Chunk, Completion};
-use crate::metrics::InflightGuard;
+use crate::metrics::{InflightGuard, RequestEvent};
 use crate::models::normalize;
 use crate::ollama::types::{FinalMetrics, ToolCall};
 use crate::store::{LogRecord, timestamp_now};
@@ -38,6 +38,12 @@ impl Recorder {
         method: &str,
         backend_type: &str,
     ) -> Recorder {
+        // No listener is fine: the event is for live views only.
+        let _ = telemetry.events.send(RequestEvent::Started {
+            request_id: context.id.clone(),
+            endpoint: endpoint.to_owned(),
+            timestamp: timestamp_now(),
+        });
         Recorder {
             _inflight: telemetry.metrics.inflight(),
             telemetry: telemetry.clone(),
@@ -239,7 +245,14 @@ impl Recorder {
             "request"
         );
         self.telemetry.metrics.observe(r);
-        self.telemetry.logger.log(std::mem::take(r));
+        let record = std::mem::take(r);
+        if self.telemetry.events.receiver_count() > 0 {
+            let _ = self
+                .telemetry
+                .events
+                .send(RequestEvent::Finished(Box::new(record.clone())));
+        }
+        self.telemetry.logger.log(record);
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 pub use writer::{StoreError, Writer, open};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LogRecord {
     /// UTC, `YYYY-MM-DD HH:MM:SS.SSS` so SQLite's date functions read it.
     pub timestamp: String,
