@@ -28,6 +28,29 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Prices per model name (the client's or the backend's), for `cost`.
     pub pricing: Vec<(String, Price)>,
+    pub auth: AuthConfig,
+}
+
+/// Client API keys for the Ollama port. No keys: open, as Ollama is.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    pub keys: Vec<ClientKey>,
+    /// Networks whose clients need no key (e.g. the Home Assistant host).
+    pub allow_unauthenticated_from: Vec<ipnet::IpNet>,
+}
+
+/// A client key, kept only as its SHA-256 so the config may hold either form.
+#[derive(Clone)]
+pub struct ClientKey {
+    /// Recorded in each log row as `client_key`.
+    pub id: String,
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientKey {{ id: {:?}, sha256: \"***\" }}", self.id)
+    }
 }
 
 /// The admin listener: metrics and the log API, apart from the public Ollama port.
@@ -186,6 +209,23 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     pricing: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    keys: Vec<RawKey>,
+    allow_unauthenticated_from: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    /// The key itself, or `sha256:<64 hex>` of it.
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,7 +428,9 @@ impl RawConfig {
                 Ok((model, price))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let auth = auth(self.auth)?;
         Ok(Config {
+            auth,
             admin: AdminConfig {
                 enabled: self.admin.enabled,
                 host: self.admin.host,
@@ -422,6 +464,53 @@ impl RawConfig {
             },
         })
     }
+}
+
+fn auth(raw: RawAuth) -> Result<AuthConfig, String> {
+    use sha2::Digest;
+    let mut keys: Vec<ClientKey> = Vec::new();
+    for (i, key) in raw.keys.into_iter().enumerate() {
+        if key.id.is_empty() {
+            return Err(format!("auth.keys[{i}].id: must not be empty"));
+        }
+        if keys.iter().any(|k| k.id == key.id) {
+            return Err(format!("auth.keys[{i}].id: '{}' is used twice", key.id));
+        }
+        let sha256 = match key.key.strip_prefix("sha256:") {
+            Some(hex) => parse_sha256(hex)
+                .ok_or_else(|| format!("auth.keys[{i}].key: 'sha256:' must be followed by 64 hex digits"))?,
+            None if key.key.len() < 8 => {
+                return Err(format!("auth.keys[{i}].key: too short (use at least 8 characters)"));
+            }
+            None => sha2::Sha256::digest(key.key.as_bytes()).into(),
+        };
+        keys.push(ClientKey { id: key.id, sha256 });
+    }
+    let allow_unauthenticated_from = raw
+        .allow_unauthenticated_from
+        .iter()
+        .enumerate()
+        .map(|(i, net)| {
+            net.parse::<ipnet::IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("auth.allow_unauthenticated_from[{i}]: '{net}' is not an address or CIDR network"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AuthConfig {
+        keys,
+        allow_unauthenticated_from,
+    })
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn mapping(name: String, value: serde_json::Value) -> Result<ModelMapping, String> {

@@ -326,7 +326,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""serverx": {}"#),
             "invalid config <inline>: serverx: unknown field `serverx`, expected one of `server`, `backend`, `database`, \
-             `models`, `admin`, `pricing` at line 1 column 78",
+             `models`, `admin`, `pricing`, `auth` at line 1 column 78",
         ),
         (
             with_backend(r#""server": {"prot": 1}"#),
@@ -548,7 +548,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             with_backend(r#""serverx": {}"#),
-            "unknown field `serverx`, expected one of `server`, `backend`, `database`, `models`, `admin`, `pricing`",
+            "unknown field `serverx`, expected one of `server`, `backend`, `database`, `models`, `admin`, `pricing`, `auth`",
         ),
         (
             with_backend(r#""server": {"prot": 1}"#),

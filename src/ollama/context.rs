@@ -16,6 +16,8 @@ pub struct RequestContext {
     pub id: String,
     pub client_addr: Option<SocketAddr>,
     pub received: Instant,
+    /// The id of the API key the client authenticated with.
+    pub client_key: Option<String>,
 }
 
 impl RequestContext {
@@ -25,6 +27,7 @@ impl RequestContext {
             id,
             client_addr,
             received: Instant::now(),
+            client_key: None,
         }
     }
 }

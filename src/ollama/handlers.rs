@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::Value;
 
+use super::auth;
 use super::context::{RequestContext, with_request_context};
 use super::error::{ApiError, parse_body};
 use super::recorder::Recorder;
@@ -42,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pull", post(models_routes::pull_handler))
         .route("/api/{*rest}", any(models_routes::other_api_handler))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(axum::middleware::from_fn(with_request_context))
         .with_state(state.clone());
     if state.config.server.enable_cors {

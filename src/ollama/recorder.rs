@@ -56,6 +56,7 @@ impl Recorder {
                 status_code: 200,
                 request_id: context.id.clone(),
                 client_addr: context.client_addr.map(|a| a.to_string()),
+                client_key: context.client_key.clone(),
                 ..Default::default()
             },
             content: String::new(),

@@ -42,6 +42,8 @@ pub struct LogRecord {
     pub response_bytes: u64,
     pub client_addr: Option<String>,
     pub cost: Option<f64>,
+    /// The id of the client's API key, never the key.
+    pub client_key: Option<String>,
 }
 
 pub fn timestamp_now() -> String {

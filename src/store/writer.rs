@@ -106,8 +106,8 @@ async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx
             "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
              tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
              completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
-             tokens_estimated, request_bytes, response_bytes, client_addr, cost) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.timestamp)
         .bind(&r.endpoint)
@@ -136,6 +136,7 @@ async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx
         .bind(to_i64(r.response_bytes))
         .bind(&r.client_addr)
         .bind(r.cost)
+        .bind(&r.client_key)
         .execute(&mut *tx)
         .await?;
     }

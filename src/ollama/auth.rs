@@ -1,0 +1,79 @@
+//! Client API keys on the Ollama port. With keys configured, every route but
+//! `/health` needs `Authorization: Bearer <key>`, unless the client's address is in
+//! `auth.allow_unauthenticated_from`. Keys are compared as SHA-256 digests in
+//! constant time; the matching key's id goes into the request's log row.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::context::RequestContext;
+use crate::AppState;
+use crate::config::ClientKey;
+
+pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let auth = &state.config.auth;
+    if auth.keys.is_empty() || request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let key_sent = presented.is_some();
+    let key_id = presented
+        .and_then(|token| matching_key(&auth.keys, token))
+        .map(|k| k.id.clone());
+    let path = request.uri().path().to_owned();
+    let Some(context) = request.extensions_mut().get_mut::<RequestContext>() else {
+        return unauthorized("request context missing");
+    };
+    let trusted_network = context
+        .client_addr
+        .is_some_and(|a| auth.allow_unauthenticated_from.iter().any(|net| net.contains(&a.ip())));
+    match key_id {
+        Some(id) => context.client_key = Some(id),
+        None if trusted_network => {}
+        None => {
+            tracing::warn!(
+                client = ?context.client_addr,
+                path = %path,
+                key_sent,
+                "rejected: no valid API key"
+            );
+            let reason = if key_sent { "invalid API key" } else { "missing API key" };
+            return unauthorized(reason);
+        }
+    }
+    next.run(request).await
+}
+
+/// Every key is compared, so the time taken does not tell which one nearly matched.
+fn matching_key<'a>(keys: &'a [ClientKey], token: &str) -> Option<&'a ClientKey> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    keys.iter().fold(None, |found, key| {
+        let equal: bool = key.sha256.ct_eq(&digest).into();
+        found.or(equal.then_some(key))
+    })
+}
+
+fn unauthorized(reason: &str) -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(
+            serde_json::json!({ "error": format!("unauthorized: {reason} (send Authorization: Bearer <key>)") }),
+        ),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
