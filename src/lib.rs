@@ -44,6 +44,8 @@ pub struct AppState {
     pub backend: AnyBackend,
     pub models: Models,
     pub telemetry: Arc<Telemetry>,
+    /// Free backend slots when `backend.max_concurrent` is set.
+    pub backend_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// Reported as `modified_at` for models we describe ourselves.
     pub started_at: String,
 }
@@ -91,9 +93,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let (listener, addr) = bind(&config.server.host, config.server.port).await?;
     let admin = if config.admin.enabled {
         let (admin_listener, admin_addr) = bind(&config.admin.host, config.admin.port).await?;
+        // Its own read-only connections, so slow reads never hold up the log writer's.
+        let reader = store::query::open_reader(&config.database.path, 4).await?;
         let admin_state = Arc::new(admin::AdminState {
             telemetry: telemetry.clone(),
-            pool,
+            pool: reader,
+            stop: stop.clone(),
         });
         serving.push(serve(admin_listener, admin::router(admin_state), &stop));
         tracing::info!(addr = %admin_addr, "admin listening (metrics, log API)");
@@ -102,6 +107,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None
     };
     let state = Arc::new(AppState {
+        backend_slots: config
+            .backend
+            .max_concurrent
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         models: Models::new(&config.models),
         config,
         backend,

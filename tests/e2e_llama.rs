@@ -175,3 +175,106 @@ async fn ollama_pass_through_chained_in_front() {
     // The unknown model is refused by the outer bridge after asking the inner one's list.
     assert_eq!(inner_rows.len(), 8);
 }
+
+/// A 1×1 PNG, base64 as Ollama clients send images.
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// tiny-chat has no vision projector. llama-server refuses the image with an HTTP 500
+/// (it turns every exception into one); the client made the mistake, so it gets a 400
+/// with llama.cpp's words, streamed or not, and the log says 400 too.
+#[tokio::test]
+async fn image_to_a_model_without_vision_is_a_400() {
+    let llama = LlamaServer::start("tiny-chat").await;
+    let mut bridge = Bridge::openai(&llama.url, json!({"tiny": "tiny-chat"})).await;
+    let refusal = "image input is not supported";
+
+    // What llama-server itself answers, so this test notices if it ever changes.
+    let direct = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", llama.url))
+        .json(&json!({"model": "tiny-chat", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}},
+        ]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 500);
+    let direct: Value = direct.json().await.unwrap();
+    let message = direct["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(refusal), "{direct}");
+
+    for stream in [true, false] {
+        let (status, content_type, body) = post(
+            &format!("{}/api/chat", bridge.url),
+            json!({"model": "tiny", "stream": stream,
+                "messages": [{"role": "user", "content": "What is in this picture?", "images": [PNG]}]}),
+        )
+        .await;
+        assert_eq!((status, content_type.as_str()), (400, "application/json"), "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer, json!({"error": message}), "stream {stream}");
+    }
+    let (status, _, body) = post(
+        &format!("{}/api/generate", bridge.url),
+        json!({"model": "tiny", "prompt": "What is in this picture?", "images": [PNG], "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let rows = bridge.rows().await;
+    let seen: Vec<(Value, Value, Value, Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["endpoint"].clone(),
+                r["stream"].clone(),
+                r["status_code"].clone(),
+                r["error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("/api/chat"), json!(1), json!(400), json!(message)),
+            (json!("/api/chat"), json!(0), json!(400), json!(message)),
+            (json!("/api/generate"), json!(0), json!(400), json!(message)),
+        ]
+    );
+}
+
+/// `/api/show` reads llama-server's `/props`: both templates handle tool calls, only
+/// tiny-think's (Qwen3's) has a thinking switch, neither model has a projector, and the
+/// context is what one slot serves.
+#[tokio::test]
+async fn show_reports_what_llama_server_serves() {
+    for (model, capabilities) in [
+        ("tiny-chat", json!(["completion", "tools"])),
+        ("tiny-think", json!(["completion", "tools", "thinking"])),
+    ] {
+        let llama = LlamaServer::start(model).await;
+        let bridge = Bridge::openai(&llama.url, json!({"mapped": model})).await;
+        let props: Value = reqwest::get(format!("{}/props", llama.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let served = props["default_generation_settings"]["n_ctx"].as_u64().expect("n_ctx");
+        assert_eq!(served, 4096, "-c 16384 -np 4: a slot holds 4096 tokens");
+
+        for name in ["mapped", model] {
+            let (status, _, body) = post(&format!("{}/api/show", bridge.url), json!({"model": name})).await;
+            assert_eq!(status, 200, "{body}");
+            let show: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(show["capabilities"], capabilities, "{name}");
+            assert_eq!(
+                show["model_info"],
+                json!({"general.architecture": "llama", "general.basename": name, "llama.context_length": served}),
+                "{name}"
+            );
+            assert_eq!(show["details"]["context_length"], served, "{name}");
+            assert_eq!(show["template"], props["chat_template"], "{name}");
+        }
+    }
+}

@@ -63,6 +63,10 @@ type Script = dyn Fn(&Upstream) -> Reply + Send + Sync;
 
 struct Shared {
     script: Box<Script>,
+    /// What `GET /v1/models` answers.
+    models: Value,
+    /// What `GET /props` answers (llama.cpp's model description); 404 when `None`.
+    props: Option<Value>,
     /// Completion requests (chat and text), not counting model lists.
     hits: AtomicUsize,
     model_lists: AtomicUsize,
@@ -93,8 +97,20 @@ fn models_list() -> Value {
 impl Mock {
     /// Starts a mock whose completion routes answer with `script(request)`.
     async fn start(script: impl Fn(&Upstream) -> Reply + Send + Sync + 'static) -> Mock {
+        Mock::serving(models_list(), None, script).await
+    }
+
+    /// A mock with its own `/v1/models` list and `/props` answer (`None`: 404, as
+    /// servers other than llama.cpp answer).
+    async fn serving(
+        models: Value,
+        props: Option<Value>,
+        script: impl Fn(&Upstream) -> Reply + Send + Sync + 'static,
+    ) -> Mock {
         let shared = Arc::new(Shared {
             script: Box::new(script),
+            models,
+            props,
             hits: AtomicUsize::new(0),
             model_lists: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
@@ -173,7 +189,17 @@ impl Drop for DropWatch {
 async fn mock_handler(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     if uri.path() == "/v1/models" {
         shared.model_lists.fetch_add(1, Ordering::SeqCst);
-        return axum::Json(models_list()).into_response();
+        return axum::Json(shared.models.clone()).into_response();
+    }
+    if uri.path() == "/props" {
+        return match &shared.props {
+            Some(props) => axum::Json(props.clone()).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})),
+            )
+                .into_response(),
+        };
     }
     let request = Upstream {
         path: uri.path().to_owned(),
@@ -1011,7 +1037,7 @@ async fn timeout_bounds_silence_not_whole_streams() {
     assert_eq!(
         rows,
         [
-            row(json!({"response": "abcdef", "completion_tokens": 6})),
+            row(json!({"response": "abcdef", "prompt_tokens": 8, "completion_tokens": 6})),
             row(json!({"error": error, "response": "Once", "done_reason": null})),
         ]
     );
@@ -1487,13 +1513,15 @@ async fn reasoning_fields_become_thinking_and_think_false_hides_it() {
         ]
     );
     let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
-    let thought = row(json!({"response": "Four.", "thinking": "Hmm, easy.", "completion_tokens": 3}));
+    // No usage from this backend: counts are estimated (prompt: ~4 characters a token).
+    let thought =
+        row(json!({"response": "Four.", "thinking": "Hmm, easy.", "prompt_tokens": 10, "completion_tokens": 3}));
     assert_eq!(
         rows,
         [
             thought.clone(),
             thought,
-            row(json!({"response": "Four.", "completion_tokens": 1}))
+            row(json!({"response": "Four.", "prompt_tokens": 10, "completion_tokens": 1}))
         ]
     );
 }
@@ -1692,4 +1720,1059 @@ async fn two_hundred_concurrent_streams_all_complete_and_are_logged() {
     assert_eq!(rows.len(), 200);
     let expected = row(json!({"response": "ab", "prompt_tokens": 10, "completion_tokens": 2}));
     assert!(rows.iter().all(|r| project(r) == expected));
+}
+
+// ---------------------------------------------------------------------------------
+// 21-29. Ollama semantics over an OpenAI backend: pull, model management, embeddings,
+// show, strip_think, thinking styles, images, suffix, options
+// ---------------------------------------------------------------------------------
+
+/// Any method, any body; returns status, content type and body text.
+async fn send(method: reqwest::Method, url: &str, body: Option<Vec<u8>>) -> (u16, String, String) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body);
+    }
+    let r = request.send().await.expect("request");
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    (status, ct, r.text().await.expect("body"))
+}
+
+async fn get(url: &str) -> (u16, String, String) {
+    send(reqwest::Method::GET, url, None).await
+}
+
+/// The expected row of a request to `endpoint` that is not a chat: `row` with the
+/// endpoint set, not streamed, without a done reason, then `changes`.
+fn row_of(endpoint: &str, changes: Value) -> Value {
+    let mut r = row(json!({"endpoint": endpoint, "stream": 0, "done_reason": null}));
+    for (k, v) in changes.as_object().expect("changes object") {
+        assert!(ROW_FIELDS.contains(&k.as_str()), "unknown row field {k}");
+        r[k] = v.clone();
+    }
+    r
+}
+
+/// Home Assistant pulls a model it does not find in the list. A model the backend
+/// serves is "pulled" at once with Ollama's own answers; one it does not is a 404 that
+/// names it (ollabridge downloads nothing). The backend is only asked for its list.
+#[tokio::test]
+async fn pull_of_a_served_model_succeeds_like_ollama() {
+    let mock = Mock::streaming(said(&["unused"])).await;
+    let mut bridge = bridge(&mock).await;
+    let url = format!("{}/api/pull", bridge.url);
+
+    let (status, content_type, body) = post(&url, json!({"model": "alias", "stream": false})).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    assert_eq!(body, r#"{"status":"success"}"#);
+
+    // Streaming is the default: Ollama's progress lines without the download ones.
+    let (status, content_type, body) = post(&url, json!({"model": "alias"})).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"));
+    assert_eq!(
+        ndjson(&body),
+        [
+            json!({"status": "pulling manifest"}),
+            json!({"status": "verifying sha256 digest"}),
+            json!({"status": "writing manifest"}),
+            json!({"status": "success"}),
+        ]
+    );
+
+    // ollama-python < 0.4 and old scripts send `name`; the backend's own names work too.
+    let (status, _, body) = post(&url, json!({"name": "Alias:latest", "stream": false})).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"success"}"#));
+    let (status, _, body) = post(&url, json!({"model": "other-model", "stream": false})).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"success"}"#));
+
+    let unknown = "model 'nope' is not served by the backend, and ollabridge cannot download models; \
+                   load it in the backend or map the name in models.mappings";
+    for request in [json!({"model": "nope", "stream": false}), json!({"name": "nope"})] {
+        let (status, content_type, body) = post(&url, request.clone()).await;
+        assert_eq!((status, content_type.as_str()), (404, "application/json"), "{request}");
+        assert_eq!(parse(&body), json!({"error": unknown}), "{request}");
+    }
+    assert_eq!(mock.hits(), 0, "a pull never reaches a completion route");
+
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let pulled = |model: &str, backend: &str, stream: i64| {
+        row_of(
+            "/api/pull",
+            json!({"model": model, "backend_model": backend, "stream": stream}),
+        )
+    };
+    let refused = |stream: i64| {
+        row_of(
+            "/api/pull",
+            json!({"model": "nope", "backend_model": null, "stream": stream, "status_code": 404,
+                "error": unknown, "response": null}),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            pulled("alias", "backend-model", 0),
+            pulled("alias", "backend-model", 1),
+            pulled("Alias:latest", "backend-model", 0),
+            pulled("other-model", "Other-Model", 0),
+            refused(0),
+            refused(1),
+        ]
+    );
+}
+
+/// Models live in the backend, so creating, copying, deleting, pushing and uploading
+/// blobs are a clear 501 saying so, and any other unknown `/api/*` route a 501 naming
+/// it; nothing is sent to the backend and nothing is logged (only model calls are).
+#[tokio::test]
+async fn model_management_routes_are_501_without_touching_the_backend() {
+    use reqwest::Method;
+    let mock = Mock::streaming(said(&["unused"])).await;
+    let mut bridge = bridge(&mock).await;
+    let manage = |path: &str| {
+        format!(
+            "{path}: ollabridge cannot manage models on an OpenAI-compatible backend; \
+             add or remove models in the backend itself and map them in models.mappings"
+        )
+    };
+    let json_body = |v: Value| Some(v.to_string().into_bytes());
+    let cases = [
+        (
+            Method::POST,
+            "/api/create",
+            json_body(json!({"model": "new", "from": "alias", "system": "Be brief."})),
+            manage("/api/create"),
+        ),
+        (
+            Method::POST,
+            "/api/copy",
+            json_body(json!({"source": "alias", "destination": "copy"})),
+            manage("/api/copy"),
+        ),
+        (
+            Method::DELETE,
+            "/api/delete",
+            json_body(json!({"model": "alias"})),
+            manage("/api/delete"),
+        ),
+        (
+            Method::POST,
+            "/api/push",
+            json_body(json!({"model": "alias", "insecure": false})),
+            manage("/api/push"),
+        ),
+        (
+            Method::POST,
+            "/api/blobs/sha256:abc",
+            Some(b"GGUF\x03\x00\x00\x00 not json".to_vec()),
+            manage("/api/blobs/sha256:abc"),
+        ),
+        (
+            Method::POST,
+            "/api/whatever",
+            json_body(json!({"model": "alias"})),
+            "/api/whatever is not available with an OpenAI-compatible backend".to_owned(),
+        ),
+        (
+            Method::GET,
+            "/api/whatever",
+            None,
+            "/api/whatever is not available with an OpenAI-compatible backend".to_owned(),
+        ),
+    ];
+    for (method, path, body, error) in cases {
+        let (status, content_type, text) = send(method.clone(), &format!("{}{path}", bridge.url), body).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (501, "application/json"),
+            "{method} {path}: {text}"
+        );
+        assert_eq!(parse(&text), json!({"error": error}), "{method} {path}");
+    }
+    // `ollama create` asks HEAD /api/blobs/<digest> first: the same refusal, without a body.
+    let (status, _, text) = send(Method::HEAD, &format!("{}/api/blobs/sha256:abc", bridge.url), None).await;
+    assert_eq!((status, text.as_str()), (501, ""));
+
+    assert_eq!(mock.hits(), 0);
+    assert_eq!(mock.shared.model_lists.load(Ordering::SeqCst), 0);
+    assert_eq!(bridge.rows().await, Vec::<Value>::new());
+}
+
+/// The mock's embedding for an input text (llama.cpp's are not unit vectors either).
+fn raw_embedding(text: &str) -> Value {
+    match text {
+        "east" => json!([3.0, 0.0, 4.0]),
+        "north" => json!([0.0, 2.0, 0.0]),
+        "tall" => json!([3.0, 4.0, 12.0]),
+        "tiny" => json!([0.1, -0.25, 3.5]),
+        other => panic!("no embedding scripted for {other:?}"),
+    }
+}
+
+/// `/v1/embeddings`, answered with `data` in reverse order (the OpenAI API orders by
+/// `index`, not by position); an input list starting with "short" gets one vector only.
+async fn embeddings_mock() -> Mock {
+    Mock::start(|req| {
+        assert_eq!(req.path, "/v1/embeddings", "only embeddings are expected");
+        let inputs: Vec<String> = req.body["input"]
+            .as_array()
+            .expect("input is always an array upstream")
+            .iter()
+            .map(|i| i.as_str().expect("string input").to_owned())
+            .collect();
+        let mut data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| inputs[0] != "short" || *i == 0)
+            .map(|(i, text)| {
+                let embedding = if text == "short" {
+                    json!([1.0, 0.0])
+                } else {
+                    raw_embedding(text)
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        data.reverse();
+        let tokens = 2 * inputs.len();
+        Reply::Json(
+            200,
+            json!({"object": "list", "model": "backend-model", "data": data,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+        )
+    })
+    .await
+}
+
+/// `/api/embed` takes a string or a list of strings and answers unit vectors in input
+/// order (cut to `dimensions`, then normalised again); an empty input is Ollama's
+/// "load" and asks the backend nothing; anything else is a 400 before the backend.
+#[tokio::test]
+async fn embed_returns_unit_vectors_in_input_order() {
+    let mock = embeddings_mock().await;
+    let mut bridge = bridge(&mock).await;
+    let url = format!("{}/api/embed", bridge.url);
+    let answer = |embeddings: Value, prompt_eval_count: u64| {
+        json!({"model": "alias", "embeddings": embeddings, "total_duration": "<measured>",
+            "load_duration": 0, "prompt_eval_count": prompt_eval_count})
+    };
+    let tall = [3.0, 4.0, 12.0].map(|x: f64| x / 13.0);
+
+    let cases = [
+        (
+            json!({"model": "alias", "input": "east"}),
+            answer(json!([[0.6, 0.0, 0.8]]), 2),
+        ),
+        (
+            json!({"model": "alias", "input": ["north", "east", "tall"]}),
+            answer(json!([[0.0, 1.0, 0.0], [0.6, 0.0, 0.8], tall]), 6),
+        ),
+        (
+            json!({"model": "alias", "input": ["tall"], "dimensions": 2}),
+            answer(json!([[0.6, 0.8]]), 2),
+        ),
+    ];
+    for (request, expected) in &cases {
+        let (status, content_type, body) = post(&url, request.clone()).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (200, "application/json"),
+            "{request}: {body}"
+        );
+        // Through text and back, as the answer came: the client's float parsing applies to both.
+        assert_eq!(settle(parse(&body), TOTAL), parse(&expected.to_string()), "{request}");
+    }
+
+    let invalid = "invalid input type: 'input' must be a string or an array of strings";
+    for input in [json!(5), json!([1]), json!(["ok", {"text": "no"}])] {
+        let (status, _, body) = post(&url, json!({"model": "alias", "input": input})).await;
+        assert_eq!((status, parse(&body)), (400, json!({"error": invalid})), "{input}");
+    }
+    let hits_before_load = mock.hits();
+    for request in [
+        json!({"model": "alias", "input": ""}),
+        json!({"model": "alias", "input": []}),
+        json!({"model": "alias"}),
+    ] {
+        let (status, _, body) = post(&url, request.clone()).await;
+        assert_eq!(
+            (status, settle(parse(&body), TOTAL)),
+            (200, answer(json!([]), 0)),
+            "{request}"
+        );
+    }
+    assert_eq!(
+        mock.hits(),
+        hits_before_load,
+        "an empty input is answered without the backend"
+    );
+
+    let upstream: Vec<(String, Value)> = mock.requests().into_iter().map(|r| (r.path, r.body)).collect();
+    let embeddings = |input: Value| {
+        (
+            "/v1/embeddings".to_owned(),
+            json!({"model": "backend-model", "input": input}),
+        )
+    };
+    assert_eq!(
+        upstream,
+        [
+            embeddings(json!(["east"])),
+            embeddings(json!(["north", "east", "tall"])),
+            embeddings(json!(["tall"])),
+        ]
+    );
+
+    let rows = bridge.rows().await;
+    assert_eq!(rows[0]["prompt"], r#"["east"]"#);
+    let embedded = |vectors: u64, dimensions: u64, tokens: u64| {
+        row_of(
+            "/api/embed",
+            json!({"response": json!({"embeddings": vectors, "dimensions": dimensions}).to_string(),
+                "done_reason": "stop", "prompt_tokens": tokens, "completion_tokens": null}),
+        )
+    };
+    let refused = row_of(
+        "/api/embed",
+        json!({"model": null, "backend_model": null, "status_code": 400, "error": invalid, "response": null}),
+    );
+    assert_eq!(
+        rows.iter().map(project).collect::<Vec<_>>(),
+        [
+            embedded(1, 3, 2),
+            embedded(3, 3, 6),
+            embedded(1, 2, 2),
+            refused.clone(),
+            refused.clone(),
+            refused,
+            embedded(0, 0, 0),
+            embedded(0, 0, 0),
+            embedded(0, 0, 0),
+        ]
+    );
+}
+
+/// The legacy `/api/embeddings` returns the backend's vector as it is (Ollama does not
+/// normalise there), and a backend that returns fewer vectors than inputs is a 502,
+/// never a silently shorter list.
+#[tokio::test]
+async fn legacy_embeddings_are_unnormalised_and_missing_vectors_are_502() {
+    let mock = embeddings_mock().await;
+    let mut bridge = bridge(&mock).await;
+
+    let (status, content_type, body) = post(
+        &format!("{}/api/embeddings", bridge.url),
+        json!({"model": "alias", "prompt": "tiny"}),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    assert_eq!(parse(&body), json!({"embedding": [0.1, -0.25, 3.5]}));
+
+    let (status, _, body) = post(
+        &format!("{}/api/embed", bridge.url),
+        json!({"model": "alias", "input": ["short", "east"]}),
+    )
+    .await;
+    let error = "backend sent an invalid response: asked for 2 embeddings, got 1";
+    assert_eq!((status, parse(&body)), (502, json!({"error": error})));
+
+    let upstream: Vec<Value> = mock.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        upstream,
+        [
+            json!({"model": "backend-model", "input": ["tiny"]}),
+            json!({"model": "backend-model", "input": ["short", "east"]}),
+        ]
+    );
+    let rows = bridge.rows().await;
+    assert_eq!(rows[0]["prompt"], "tiny");
+    assert_eq!(
+        rows.iter().map(project).collect::<Vec<_>>(),
+        [
+            row_of(
+                "/api/embeddings",
+                json!({"response": r#"{"embeddings":1,"dimensions":3}"#, "done_reason": "stop",
+                    "prompt_tokens": 2, "completion_tokens": null}),
+            ),
+            row_of(
+                "/api/embed",
+                json!({"status_code": 502, "error": error, "response": null}),
+            ),
+        ]
+    );
+}
+
+/// A template with Qwen3's thinking switch, as llama.cpp's `/props` shows it.
+const THINKING_TEMPLATE: &str = "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + \
+                                 message.content + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}\
+                                 {{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and \
+                                 enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
+
+/// llama-server's `/props` for a vision model with a thinking, tool-calling template.
+fn llama_props() -> Value {
+    json!({
+        "default_generation_settings": {"n_ctx": 8192, "params": {"temperature": 0.8, "top_k": 40}},
+        "total_slots": 4, "model_alias": "backend-model", "model_path": "/models/backend-model.gguf",
+        "modalities": {"vision": true, "video": false, "audio": false},
+        "chat_template": THINKING_TEMPLATE,
+        "chat_template_caps": {"supports_object_arguments": true, "supports_parallel_tool_calls": true,
+            "supports_system_role": true, "supports_tool_calls": true, "supports_tools": true},
+        "bos_token": "<s>", "eos_token": "<|im_end|>", "build_info": "b6500-0c1e570",
+    })
+}
+
+/// A llama-server `/v1/models` list with a single model, as one llama-server serves.
+fn one_model(meta: Value) -> Value {
+    let mut model = json!({"id": "backend-model", "object": "model", "owned_by": "llamacpp", "created": 1});
+    if !meta.is_null() {
+        model["meta"] = meta;
+    }
+    json!({"object": "list", "data": [model]})
+}
+
+/// What `/api/show` answers for a model the bridge describes itself.
+fn shown(name: &str, context: u64, capabilities: Value, template: &str) -> Value {
+    json!({
+        "license": "",
+        "modelfile": format!(
+            "# Served by ollabridge from backend model backend-model\nFROM backend-model\nPARAMETER num_ctx {context}\n"
+        ),
+        "parameters": "<parameters>",
+        "template": template,
+        "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+            "parameter_size": "", "quantization_level": "", "context_length": context},
+        "model_info": {"general.architecture": "llama", "general.basename": name, "llama.context_length": context},
+        "capabilities": capabilities,
+        "modified_at": "<time>",
+    })
+}
+
+/// `/api/show` as the bridge answered it, with `parameters` checked to hold `num_ctx`
+/// and the context, and `modified_at` checked to be RFC 3339, then both replaced.
+async fn show(bridge: &Bridge, request: Value) -> (u16, Value) {
+    let (status, content_type, body) = post(&format!("{}/api/show", bridge.url), request).await;
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    (status, settled_show(parse(&body)))
+}
+
+fn settled_show(mut show: Value) -> Value {
+    if show.get("error").is_some() {
+        return show;
+    }
+    let context = show["details"]["context_length"].to_string();
+    let parameters: Vec<&str> = show["parameters"]
+        .as_str()
+        .expect("parameters")
+        .split_whitespace()
+        .collect();
+    assert_eq!(parameters, ["num_ctx", context.as_str()], "{show}");
+    show["parameters"] = "<parameters>".into();
+    let modified_at = show["modified_at"].as_str().expect("modified_at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(modified_at).is_ok(),
+        "{modified_at}"
+    );
+    show["modified_at"] = "<time>".into();
+    show
+}
+
+/// Copilot, Zed and Open WebUI decide what to offer from `/api/show`. From llama.cpp's
+/// `/props`: tools when the template handles tool calls, thinking when it has a
+/// thinking switch, vision when a projector is loaded, and the context as served. The
+/// model can be named by `model`, `name` or `?model=`; unknown names are a 404.
+#[tokio::test]
+async fn show_reads_capabilities_and_context_from_llama_cpp_props() {
+    let list = one_model(json!({"n_ctx": 4096, "n_ctx_train": 32768, "n_vocab": 306}));
+    let mock = Mock::serving(list, Some(llama_props()), |_| Reply::Stream(said(&["unused"]))).await;
+    let mut bridge = bridge(&mock).await;
+    let all = json!(["completion", "tools", "thinking", "vision"]);
+    let expected = shown("alias", 8192, all.clone(), THINKING_TEMPLATE);
+
+    assert_eq!(show(&bridge, json!({"model": "alias"})).await, (200, expected.clone()));
+    assert_eq!(
+        show(&bridge, json!({"name": "Alias:latest"})).await.1["capabilities"],
+        all
+    );
+    let (status, _, body) = get(&format!("{}/api/show?model=alias", bridge.url)).await;
+    assert_eq!((status, settled_show(parse(&body))), (200, expected));
+    // Unmapped, under the backend's own name.
+    assert_eq!(
+        show(&bridge, json!({"model": "backend-model"})).await,
+        (200, shown("backend-model", 8192, all, THINKING_TEMPLATE))
+    );
+
+    let not_found = json!({"error": "model 'nope' not found"});
+    assert_eq!(show(&bridge, json!({"model": "nope"})).await, (404, not_found.clone()));
+    let (status, _, body) = get(&format!("{}/api/show?model=nope", bridge.url)).await;
+    assert_eq!((status, parse(&body)), (404, not_found));
+    assert_eq!(mock.hits(), 0);
+    assert_eq!(
+        bridge.rows().await,
+        Vec::<Value>::new(),
+        "metadata polls are not logged"
+    );
+}
+
+/// Servers without llama.cpp's `/props` (vLLM, LM Studio, OpenRouter) answer 404: the
+/// bridge then offers completion and tools, and the context of `/v1/models`' `meta`,
+/// else Ollama's 4096.
+#[tokio::test]
+async fn show_without_props_falls_back_to_the_model_list() {
+    let with_meta = Mock::serving(one_model(json!({"n_ctx": 6144})), None, |_| {
+        Reply::Stream(said(&["unused"]))
+    })
+    .await;
+    let without_meta = Mock::serving(one_model(Value::Null), None, |_| Reply::Stream(said(&["unused"]))).await;
+    let basic = json!(["completion", "tools"]);
+    for (mock, context) in [(&with_meta, 6144), (&without_meta, 4096)] {
+        let bridge = bridge(mock).await;
+        assert_eq!(
+            show(&bridge, json!({"model": "alias"})).await,
+            (200, shown("alias", context, basic.clone(), "{{ .Prompt }}")),
+            "context {context}"
+        );
+    }
+}
+
+/// A mapping object states what the backend cannot tell (or tells wrong): its context
+/// length and capabilities win over `/props` in `/api/show`, `/api/tags` and `/api/ps`.
+#[tokio::test]
+async fn mapping_object_overrides_context_and_capabilities() {
+    let list = one_model(json!({"n_ctx": 4096}));
+    let mock = Mock::serving(list, Some(llama_props()), |_| Reply::Stream(said(&["unused"]))).await;
+    let bridge = Bridge::openai(
+        &mock.url,
+        json!({
+            "alias": "backend-model",
+            "big": {"model": "backend-model", "context_length": 32768, "capabilities": ["completion", "embedding"]},
+        }),
+    )
+    .await;
+    let overridden = json!(["completion", "embedding"]);
+    assert_eq!(
+        show(&bridge, json!({"model": "big"})).await,
+        (200, shown("big", 32768, overridden.clone(), THINKING_TEMPLATE))
+    );
+
+    let listed = |path: &str| {
+        let url = format!("{}{path}", bridge.url);
+        async move {
+            let (status, _, body) = get(&url).await;
+            assert_eq!(status, 200, "{body}");
+            parse(&body)["models"].as_array().expect("models").clone()
+        }
+    };
+    let tags = listed("/api/tags").await;
+    let summary: Vec<Value> = tags
+        .iter()
+        .map(|m| json!([m["name"], m["details"]["context_length"], m["capabilities"]]))
+        .collect();
+    let from_props = json!(["completion", "tools", "thinking", "vision"]);
+    assert_eq!(
+        summary,
+        [
+            json!(["alias:latest", 8192, from_props]),
+            json!(["big:latest", 32768, overridden]),
+            json!(["backend-model:latest", 8192, from_props]),
+        ]
+    );
+    let ps = listed("/api/ps").await;
+    let contexts: Vec<Value> = ps.iter().map(|m| json!([m["name"], m["context_length"]])).collect();
+    assert_eq!(
+        contexts,
+        [
+            json!(["alias:latest", 8192]),
+            json!(["big:latest", 32768]),
+            json!(["backend-model:latest", 8192])
+        ]
+    );
+}
+
+/// DeepSeek-R1 distills and other models served without a reasoning parser leave
+/// `<think>…</think>` in the text, cut anywhere across chunks. With `strip_think` the
+/// client gets it as `thinking` and clean content; `think: false` shows none of it.
+#[tokio::test]
+async fn strip_think_moves_inline_tags_into_thinking() {
+    let pieces = ["<thi", "nk>Let me", " think.</th", "ink>Hello", " <3", " <"];
+    let mock = Mock::start(move |req| {
+        if req.body["stream"] == false {
+            let message = json!({"role": "assistant", "content": "<think>Let me think.</think>Hello <3 <"});
+            return Reply::Json(200, completion(message, "stop"));
+        }
+        let mut events = vec![role()];
+        events.extend(pieces.iter().map(|p| text(p)));
+        events.extend([finish("stop"), usage(10, 6)]);
+        Reply::Stream(whole(sse(&events) + DONE))
+    })
+    .await;
+    let mut bridge = Bridge::openai(
+        &mock.url,
+        json!({"alias": {"model": "backend-model", "strip_think": true}}),
+    )
+    .await;
+
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 200);
+    // A trailing "<" might start a tag: it is held back, and sent when the answer ends.
+    assert_eq!(
+        lines(&body, TOTAL),
+        [
+            think("Let me"),
+            think(" think."),
+            say("Hello"),
+            say(" <3"),
+            say(" "),
+            say("<"),
+            done_line(10, 6)
+        ]
+    );
+
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi(), "think": false})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lines(&body, TOTAL),
+        [say("Hello"), say(" <3"), say(" "), say("<"), done_line(10, 6)]
+    );
+
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi(), "stream": false})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        settle(parse(&body), TOTAL)["message"],
+        json!({"role": "assistant", "content": "Hello <3 <", "thinking": "Let me think."})
+    );
+
+    let kwargs: Vec<Value> = mock
+        .requests()
+        .iter()
+        .map(|r| r.body["chat_template_kwargs"].clone())
+        .collect();
+    assert_eq!(kwargs, [Value::Null, json!({"enable_thinking": false}), Value::Null]);
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let answered = json!({"response": "Hello <3 <", "prompt_tokens": 10, "completion_tokens": 6});
+    let mut thought = answered.clone();
+    thought["thinking"] = "Let me think.".into();
+    assert_eq!(
+        rows,
+        [
+            row(thought),
+            row(answered),
+            row(
+                json!({"stream": 0, "response": "Hello <3 <", "thinking": "Let me think.",
+                "prompt_tokens": 12, "completion_tokens": 7})
+            ),
+        ]
+    );
+}
+
+/// Real reasoning models write `<think>\n…\n</think>\n\n` and Ollama's thinking parser
+/// drops the whitespace right inside and after the tags, as llama.cpp's reasoning
+/// parser does: the answer must not start with the blank lines.
+#[tokio::test]
+async fn strip_think_drops_the_whitespace_around_the_tags() {
+    let mock = Mock::streaming(whole(
+        sse(&[
+            role(),
+            text("<think>\nShort."),
+            text("\n</think>\n\n"),
+            text("Hello!"),
+            finish("stop"),
+        ]) + DONE,
+    ))
+    .await;
+    let bridge = Bridge::openai(
+        &mock.url,
+        json!({"alias": {"model": "backend-model", "strip_think": true}}),
+    )
+    .await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(status, 200);
+    let lines = lines(&body, ALL_MEASURED);
+    let joined = |key: &str| -> String {
+        lines
+            .iter()
+            .map(|l| l["message"][key].as_str().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(joined("content"), "Hello!");
+    assert_eq!(joined("thinking").trim(), "Short.");
+    assert!(!joined("thinking").starts_with('\n'), "{lines:#?}");
+}
+
+/// The reasoning the mock always sends, and the answer after it.
+fn reasoning_mock_reply() -> Reply {
+    Reply::Stream(whole(
+        sse(&[
+            role(),
+            delta(json!({"reasoning_content": "Hmm"})),
+            text("Four."),
+            finish("stop"),
+        ]) + DONE,
+    ))
+}
+
+/// (`chat_template_kwargs`, `reasoning_effort`) of each upstream request.
+fn thinking_keys(mock: &Mock) -> Vec<(Value, Value)> {
+    mock.requests()
+        .iter()
+        .map(|r| {
+            (
+                r.body.get("chat_template_kwargs").cloned().unwrap_or(Value::Null),
+                r.body.get("reasoning_effort").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// OpenAI and OpenRouter take `reasoning_effort` and know no template switch:
+/// `think: true` is "medium", a level is passed on, and `think: false` sends nothing
+/// but still hides what the model thinks. llama.cpp's default style sends the switch
+/// and the level side by side.
+#[tokio::test]
+async fn backend_thinking_style_decides_what_think_becomes() {
+    let mock = Mock::start(|_| reasoning_mock_reply()).await;
+    let mut effort = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": mock.url, "thinking": "reasoning_effort"},
+        "models": {"mappings": {"alias": "backend-model"}},
+    }))
+    .await;
+    let ask = |think: Value| {
+        let mut body = json!({"model": "alias", "messages": hi()});
+        if !think.is_null() {
+            body["think"] = think;
+        }
+        body
+    };
+    let thought = [think("Hmm"), say("Four."), measured_done_line(2)];
+    for level in [json!(true), json!("high"), json!("low"), Value::Null] {
+        let (status, _, body) = chat(&effort, ask(level.clone())).await;
+        assert_eq!(
+            (status, lines(&body, ALL_MEASURED)),
+            (200, thought.to_vec()),
+            "think {level}"
+        );
+    }
+    let (status, _, body) = chat(&effort, ask(json!(false))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lines(&body, ALL_MEASURED),
+        [say("Four."), measured_done_line(1)],
+        "think: false hides the reasoning the backend sends anyway"
+    );
+    assert_eq!(
+        thinking_keys(&mock),
+        [
+            (Value::Null, json!("medium")),
+            (Value::Null, json!("high")),
+            (Value::Null, json!("low")),
+            (Value::Null, Value::Null),
+            (Value::Null, Value::Null),
+        ]
+    );
+    let rows: Vec<Value> = effort.rows().await.iter().map(project).collect();
+    // The backend reported no usage: the row estimates the prompt at a token per four characters.
+    let with_thinking =
+        row(json!({"response": "Four.", "thinking": "Hmm", "prompt_tokens": 8, "completion_tokens": 2}));
+    assert_eq!(
+        rows,
+        [
+            with_thinking.clone(),
+            with_thinking.clone(),
+            with_thinking.clone(),
+            with_thinking,
+            row(json!({"response": "Four.", "prompt_tokens": 8, "completion_tokens": 1})),
+        ]
+    );
+
+    // The default style, and `none`, on a fresh mock.
+    let mock = Mock::start(|_| reasoning_mock_reply()).await;
+    let default = bridge(&mock).await;
+    let none = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": mock.url, "thinking": "none"},
+        "models": {"mappings": {"alias": "backend-model"}},
+    }))
+    .await;
+    for (bridge, think) in [
+        (&default, json!("low")),
+        (&default, json!(true)),
+        (&none, json!("high")),
+        (&none, json!(false)),
+    ] {
+        let (status, _, body) = chat(bridge, ask(think.clone())).await;
+        let expected = if think == false {
+            vec![say("Four."), measured_done_line(1)]
+        } else {
+            thought.to_vec()
+        };
+        assert_eq!((status, lines(&body, ALL_MEASURED)), (200, expected), "think {think}");
+    }
+    assert_eq!(
+        thinking_keys(&mock),
+        [
+            (json!({"enable_thinking": true}), json!("low")),
+            (json!({"enable_thinking": true}), Value::Null),
+            (Value::Null, Value::Null),
+            (Value::Null, Value::Null),
+        ]
+    );
+}
+
+/// A thinking style the bridge does not know stops start-up with a message naming
+/// `backend.thinking` and the accepted values (exit code 2 from the binary).
+#[tokio::test]
+async fn unknown_thinking_style_refuses_to_start() {
+    let config = json!({
+        "backend": {"type": "openai", "endpoint": "http://127.0.0.1:9", "thinking": "effort"},
+        "database": {"path": ":memory:"},
+    });
+    let problem =
+        "backend.thinking: 'effort' is not a thinking style (use chat_template_kwargs, reasoning_effort or none)";
+    let error = ollabridge::config::Config::from_json(&config.to_string()).expect_err("an unknown style is refused");
+    assert_eq!(error.to_string(), format!("invalid config <inline>: {problem}"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ollabridge"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("OLLABRIDGE_CONFIG")
+        .output()
+        .await
+        .expect("run ollabridge");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ollabridge: invalid config {}: {problem}\n", path.display())),
+        "{stderr}"
+    );
+}
+
+/// A 1×1 PNG and the start of a JPEG, base64 as Ollama clients send them.
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+const JPEG: &str = "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2Q==";
+
+/// Ollama images are bare base64; OpenAI servers want `data:` URLs with a media type,
+/// so each becomes an `image_url` part after the text. llama.cpp answers an image to a
+/// model without a projector with HTTP 500, which is the client's mistake: a 400.
+#[tokio::test]
+async fn images_become_data_urls_and_a_refusal_is_400() {
+    let message = "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj";
+    let mock = Mock::start(move |req| {
+        if req.body["messages"][0]["content"][0]["text"] == "refuse" {
+            return Reply::Json(
+                500,
+                json!({"error": {"code": 500, "message": message, "type": "server_error"}}),
+            );
+        }
+        match req.body["stream"].as_bool() {
+            Some(true) => Reply::Stream(said(&["A dot."])),
+            _ => Reply::Json(
+                200,
+                completion(json!({"role": "assistant", "content": "A dot."}), "stop"),
+            ),
+        }
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let images = json!([PNG, JPEG]);
+    let asked = |text: &str| json!([{"role": "user", "content": text, "images": images}]);
+
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": asked("What is this?")})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(lines(&body, TOTAL), [say("A dot."), done_line(10, 1)]);
+    let (status, _, body) = generate(
+        &bridge,
+        json!({"model": "alias", "prompt": "What is this?", "images": images, "stream": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(settle(parse(&body), TOTAL)["response"], "A dot.");
+
+    let refused = json!({"error": message});
+    for stream in [true, false] {
+        let (status, content_type, body) = chat(
+            &bridge,
+            json!({"model": "alias", "messages": asked("refuse"), "stream": stream}),
+        )
+        .await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (400, "application/json"),
+            "stream {stream}"
+        );
+        assert_eq!(parse(&body), refused, "stream {stream}");
+    }
+    let (status, _, body) = generate(&bridge, json!({"model": "alias", "prompt": "refuse", "images": [PNG]})).await;
+    assert_eq!((status, parse(&body)), (400, refused));
+
+    let parts = |text: &str, images: &[&str]| {
+        let mut parts = vec![json!({"type": "text", "text": text})];
+        for (image, media_type) in images
+            .iter()
+            .map(|i| (i, if i.starts_with("/9j/") { "jpeg" } else { "png" }))
+        {
+            parts.push(
+                json!({"type": "image_url", "image_url": {"url": format!("data:image/{media_type};base64,{image}")}}),
+            );
+        }
+        json!([{"role": "user", "content": parts}])
+    };
+    let messages: Vec<Value> = mock.requests().iter().map(|r| r.body["messages"].clone()).collect();
+    assert_eq!(
+        messages,
+        [
+            parts("What is this?", &[PNG, JPEG]),
+            parts("What is this?", &[PNG, JPEG]),
+            parts("refuse", &[PNG, JPEG]),
+            parts("refuse", &[PNG, JPEG]),
+            parts("refuse", &[PNG]),
+        ]
+    );
+    assert!(mock.requests().iter().all(|r| r.path == "/v1/chat/completions"));
+
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let failed = |endpoint: &str, stream: i64| {
+        row(
+            json!({"endpoint": endpoint, "stream": stream, "status_code": 400, "error": message,
+            "response": null, "done_reason": null}),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            row(json!({"response": "A dot.", "prompt_tokens": 10, "completion_tokens": 1})),
+            row(json!({"endpoint": "/api/generate", "stream": 0, "response": "A dot.",
+                "prompt_tokens": 12, "completion_tokens": 7})),
+            failed("/api/chat", 1),
+            failed("/api/chat", 0),
+            failed("/api/generate", 1),
+        ]
+    );
+}
+
+/// Fill-in-the-middle: llama.cpp's `/v1/completions` ignores `suffix` silently, so a
+/// model must be declared able to `insert`, as Ollama refuses `suffix` otherwise;
+/// then prompt and suffix go to `/v1/completions` as they are.
+#[tokio::test]
+async fn generate_suffix_needs_the_insert_capability() {
+    let mock = Mock::start(|_| {
+        let piece = |t: &str, finish: Value| {
+            json!({"id": "cmpl-mock", "object": "text_completion", "created": 1, "model": "backend-model",
+                "choices": [{"index": 0, "text": t, "logprobs": null, "finish_reason": finish}]})
+        };
+        Reply::Stream(whole(
+            sse(&[piece("    c = a + b", Value::Null), piece("", json!("stop"))]) + DONE,
+        ))
+    })
+    .await;
+    let mut plain = bridge(&mock).await;
+    let fim = json!({"prompt": "def add(a, b):\n", "suffix": "\n    return c\n"});
+    let ask = |model: &str| {
+        let mut body = fim.clone();
+        body["model"] = model.into();
+        body
+    };
+    let no_insert = |model: &str| {
+        format!(
+            "\"{model}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
+             if the backend's /v1/completions honours suffix"
+        )
+    };
+    for model in ["alias", "backend-model"] {
+        let (status, _, body) = generate(&plain, ask(model)).await;
+        assert_eq!(
+            (status, parse(&body)),
+            (400, json!({"error": no_insert(model)})),
+            "{model}"
+        );
+    }
+    assert_eq!(mock.hits(), 0);
+
+    let mut coder = Bridge::openai(
+        &mock.url,
+        json!({"coder": {"model": "backend-model", "capabilities": ["completion", "insert"]}}),
+    )
+    .await;
+    let (status, _, body) = generate(&coder, ask("coder")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        lines(&body, ALL_MEASURED),
+        [
+            json!({"model": "coder", "created_at": "<time>", "response": "    c = a + b", "done": false}),
+            json!({"model": "coder", "created_at": "<time>", "response": "", "done": true, "done_reason": "stop",
+                "total_duration": "<measured>", "load_duration": 0, "prompt_eval_count": 0,
+                "prompt_eval_duration": "<measured>", "eval_count": 1, "eval_duration": "<measured>"}),
+        ]
+    );
+    let upstream = mock.only_request();
+    assert_eq!(upstream.path, "/v1/completions");
+    assert_eq!(
+        upstream.body,
+        json!({"model": "backend-model", "prompt": "def add(a, b):\n", "suffix": "\n    return c\n",
+            "stream": true, "stream_options": {"include_usage": true}})
+    );
+
+    // Refused after resolving: the rows name the backend model too.
+    let refused = |model: &str| {
+        row(
+            json!({"endpoint": "/api/generate", "model": model, "status_code": 400, "error": no_insert(model),
+            "response": null, "done_reason": null}),
+        )
+    };
+    let rows: Vec<Value> = plain.rows().await.iter().map(project).collect();
+    assert_eq!(rows, [refused("alias"), refused("backend-model")]);
+    assert_eq!(
+        only_row(&coder.rows().await),
+        row(
+            json!({"endpoint": "/api/generate", "model": "coder", "response": "    c = a + b",
+                "prompt_tokens": 4, "completion_tokens": 1})
+        )
+    );
+}
+
+/// Ollama's load-time knobs (`num_ctx` as Home Assistant's float, `num_gpu`, threads…)
+/// and `keep_alive` in any spelling mean nothing to an OpenAI server and are not sent;
+/// llama.cpp's own samplers such as mirostat are, under their names.
+#[tokio::test]
+async fn load_time_options_and_keep_alive_are_not_sent_upstream() {
+    let mock = Mock::start(|_| Reply::Stream(said(&["ok"]))).await;
+    let mut bridge = bridge(&mock).await;
+    let options = json!({"num_ctx": 8192.0, "num_gpu": 99, "num_thread": 8, "num_batch": 512, "num_keep": 5,
+        "use_mmap": true, "main_gpu": 0, "low_vram": false,
+        "mirostat": 2, "mirostat_tau": 5.0, "mirostat_eta": 0.1});
+    let keep_alives = [json!("5m"), json!(-1), json!("-1s"), json!(300), json!(0)];
+    for keep_alive in &keep_alives {
+        let (status, _, body) = chat(
+            &bridge,
+            json!({"model": "alias", "messages": hi(), "options": options, "keep_alive": keep_alive}),
+        )
+        .await;
+        assert_eq!(
+            (status, lines(&body, TOTAL)),
+            (200, vec![say("ok"), done_line(10, 1)]),
+            "{keep_alive}"
+        );
+    }
+    let (status, _, _) = generate(
+        &bridge,
+        json!({"model": "alias", "prompt": "Hi", "options": options, "keep_alive": "10m"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let expected = json!({"model": "backend-model", "messages": hi(), "stream": true,
+        "stream_options": {"include_usage": true}, "mirostat": 2, "mirostat_tau": 5.0, "mirostat_eta": 0.1});
+    let bodies: Vec<Value> = mock.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, vec![expected; keep_alives.len() + 1]);
+    let rows = bridge.rows().await;
+    assert_eq!(rows.len(), keep_alives.len() + 1);
+    assert!(
+        rows.iter().all(|r| r["status_code"] == 200 && r["error"].is_null()),
+        "{rows:#?}"
+    );
 }

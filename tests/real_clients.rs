@@ -294,7 +294,7 @@ async fn home_assistant(model: &str, expect: &str) {
     run_client(
         &envs.ollama_051,
         &[&program, &bridge.url, model, expect, &script_json()],
-        16,
+        18,
     )
     .await;
 
@@ -317,6 +317,20 @@ async fn home_assistant(model: &str, expect: &str) {
     assert_eq!(streamed, [1, 1, 0, 0, 1]);
     assert_eq!(tool_calls_of(chats[0]), weather_call());
     assert_eq!(tool_calls_of(chats[2]), weather_call());
+    // HA's own system prompt, and a prompt of HA's size counted by llama.cpp (four tool
+    // schemas and the template's tool preamble), well inside a 4,096-token slot.
+    for row in &chats[..4] {
+        let prompt: Value = serde_json::from_str(row["prompt"].as_str().unwrap()).unwrap();
+        assert_eq!(prompt[0]["role"], "system");
+        let system = prompt[0]["content"].as_str().unwrap();
+        assert!(
+            system.starts_with("You are a voice assistant for Home Assistant.\n")
+                && system.ends_with("expose entities to their voice assistant in Home Assistant."),
+            "{system}"
+        );
+        let tokens = row["prompt_tokens"].as_u64().unwrap();
+        assert!((2500..4096).contains(&tokens), "prompt_tokens {tokens}: {row}");
+    }
     for row in [chats[1], chats[3]] {
         assert_eq!(row["response"], script("tiny-chat")["after_tool"]);
         // The history as HA sent it: the assistant turn without content, the result without ids.

@@ -1,14 +1,33 @@
 //! The admin listener, apart from the public Ollama port so that one can be exposed
 //! safely: Prometheus metrics and the log API.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /metrics` | OpenMetrics text |
+//! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /api/logs` | rows, newest first, filtered and paged ([`logs`]) |
+//! | `GET /api/logs/{id}` | one row with everything in it |
+//! | `GET /api/stats` | counts, error rate, percentiles per model and overall ([`stats`]) |
+//! | `GET /api/stats/timeseries` | the same in time buckets |
+//! | `GET /api/events` | requests starting and finishing, as Server-Sent Events ([`events`]) |
+//!
+//! Errors are Ollama's shape, `{"error": "..."}`: 400 naming the bad parameter, 404
+//! for an unknown row or route, 500 when the database fails.
+
+pub mod events;
+pub mod logs;
+pub mod stats;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::SqlitePool;
+use tokio_util::sync::CancellationToken;
 
 use crate::Telemetry;
 
@@ -16,6 +35,9 @@ pub struct AdminState {
     pub telemetry: Arc<Telemetry>,
     /// The log database, for reading.
     pub pool: SqlitePool,
+    /// Cancelled when the server shuts down: ends the event streams, which would
+    /// otherwise hold their connections (and the graceful shutdown) open forever.
+    pub stop: CancellationToken,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -25,6 +47,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         )
+        .route("/api/logs", get(logs::list_handler))
+        .route("/api/logs/{id}", get(logs::get_handler))
+        .route("/api/stats", get(stats::stats_handler))
+        .route("/api/stats/timeseries", get(stats::timeseries_handler))
+        .route("/api/events", get(events::events_handler))
+        .fallback(|| async { AdminError::NotFound("not found".into()) })
         .with_state(state)
 }
 
@@ -37,4 +65,129 @@ async fn metrics_handler(State(state): State<Arc<AdminState>>) -> impl IntoRespo
         )],
         body,
     )
+}
+
+/// An admin API failure, answered as `{"error": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// 400: `invalid 'name': why`.
+    #[error("invalid '{name}': {message}")]
+    Param { name: String, message: String },
+    /// 400 for the query string as a whole (unknown or repeated parameters).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl AdminError {
+    pub fn param(name: &str, message: impl Into<String>) -> AdminError {
+        AdminError::Param {
+            name: name.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            AdminError::Param { .. } | AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        if let AdminError::Database(e) = &self {
+            tracing::error!(error = %e, "admin API query failed");
+        }
+        (
+            self.status_code(),
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// A query string checked against the parameters a route knows: unknown or repeated
+/// names are refused (a typo like `error_only` should not silently match everything),
+/// empty values count as absent.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn new(
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        known: &[&str],
+    ) -> Result<Params, AdminError> {
+        let Query(pairs) = query.map_err(|e| AdminError::BadRequest(format!("invalid query string: {e}")))?;
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                return Err(AdminError::BadRequest(format!(
+                    "unknown parameter '{name}' (known: {})",
+                    known.join(", ")
+                )));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(AdminError::BadRequest(format!(
+                    "parameter '{name}' given more than once"
+                )));
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The parameter parsed by `parse`, whose error message is wrapped as
+    /// `invalid 'name': message`.
+    pub fn parse<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, AdminError> {
+        self.get(name)
+            .map(parse)
+            .transpose()
+            .map_err(|message| AdminError::param(name, message))
+    }
+}
+
+/// A span like `90s`, `15m`, `1h`, `24h` or `7d`, in seconds.
+pub fn parse_span(text: &str) -> Result<i64, String> {
+    let bad = || format!("expected a number and a unit (s, m, h or d) like 15m, 1h or 7d, got '{text}'");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = text.split_at(split);
+    let unit_secs: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(format!("must be more than zero, got '{text}'"));
+    }
+    n.checked_mul(unit_secs).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_span;
+
+    #[test]
+    fn spans() {
+        assert_eq!(parse_span("15m"), Ok(900));
+        assert_eq!(parse_span("1h"), Ok(3600));
+        assert_eq!(parse_span("24h"), Ok(86_400));
+        assert_eq!(parse_span("7d"), Ok(604_800));
+        assert_eq!(parse_span("90s"), Ok(90));
+        for bad in ["", "h", "1", "1w", "-1h", "1.5h", "1 h", "0m", "99999999999999999999d"] {
+            assert!(parse_span(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub log_raw_responses: bool,
     /// What `/api/version` reports; clients such as Copilot gate features on it.
     pub version: String,
+    /// Largest request body accepted (images included); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// At shutdown, how long requests in flight may take to finish before they are cut.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +117,9 @@ pub enum ThinkingStyle {
 
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
+    /// Requests sent to the backend at once (`None`: no limit); the rest queue.
+    pub max_concurrent: Option<usize>,
+    pub queue_timeout: Duration,
     pub kind: BackendKind,
     pub thinking: ThinkingStyle,
     pub endpoint: Url,
@@ -256,6 +263,8 @@ struct RawServer {
     log_raw_requests: bool,
     log_raw_responses: bool,
     version: String,
+    max_body_bytes: usize,
+    shutdown_grace: f64,
 }
 
 impl Default for RawServer {
@@ -268,6 +277,8 @@ impl Default for RawServer {
             log_raw_requests: false,
             log_raw_responses: false,
             version: "0.12.0".into(),
+            max_body_bytes: 32 << 20,
+            shutdown_grace: 30.0,
         }
     }
 }
@@ -285,6 +296,16 @@ struct RawBackend {
     api_key: Option<String>,
     #[serde(default)]
     thinking: Option<String>,
+    /// Requests sent to the backend at once; 0 means no limit.
+    #[serde(default)]
+    max_concurrent: usize,
+    /// How long a request may wait for a free slot before a 503.
+    #[serde(default = "default_queue_timeout")]
+    queue_timeout: f64,
+}
+
+fn default_queue_timeout() -> f64 {
+    30.0
 }
 
 fn default_timeout() -> f64 {
@@ -397,15 +418,7 @@ impl RawConfig {
                 self.backend.endpoint
             ));
         }
-        let timeout = Some(self.backend.timeout)
-            .filter(|t| *t > 0.0)
-            .and_then(|t| Duration::try_from_secs_f64(t).ok())
-            .ok_or_else(|| {
-                format!(
-                    "backend.timeout: {} must be a positive number of seconds",
-                    self.backend.timeout
-                )
-            })?;
+        let timeout = seconds("backend.timeout", self.backend.timeout, false)?;
         if self.database.queue_capacity == 0 {
             return Err("database.queue_capacity: must be at least 1".into());
         }
@@ -445,10 +458,14 @@ impl RawConfig {
                 log_raw_requests: self.server.log_raw_requests,
                 log_raw_responses: self.server.log_raw_responses,
                 version: self.server.version,
+                max_body_bytes: self.server.max_body_bytes,
+                shutdown_grace: seconds("server.shutdown_grace", self.server.shutdown_grace, true)?,
             },
             backend: BackendConfig {
                 kind,
                 thinking,
+                max_concurrent: (self.backend.max_concurrent > 0).then_some(self.backend.max_concurrent),
+                queue_timeout: seconds("backend.queue_timeout", self.backend.queue_timeout, true)?,
                 endpoint,
                 timeout,
                 api_key: self.backend.api_key.filter(|k| !k.is_empty()).map(Secret),
@@ -544,6 +561,21 @@ fn mapping(name: String, value: serde_json::Value) -> Result<ModelMapping, Strin
         }
         other => Err(format!("{key}: {expected}, got {other}")),
     }
+}
+
+/// A duration in seconds from the config; zero allowed only where it means "at once".
+fn seconds(key: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {
+    Some(value)
+        .filter(|v| if zero_ok { *v >= 0.0 } else { *v > 0.0 })
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| {
+            let expected = if zero_ok {
+                "zero or more"
+            } else {
+                "a positive number of"
+            };
+            format!("{key}: {value} must be {expected} seconds")
+        })
 }
 
 fn is_dotted_version(v: &str) -> bool {

@@ -331,12 +331,12 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "invalid config <inline>: server.prot: unknown field `prot`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version` at line 1 column 86",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace` at line 1 column 86",
         ),
         (
             backend_with(r#""apikey": "x""#),
             "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
-             `api_key`, `thinking` at line 1 column 76",
+             `api_key`, `thinking`, `max_concurrent`, `queue_timeout` at line 1 column 76",
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
@@ -553,11 +553,11 @@ fn load_validation_errors_name_the_file_and_the_key() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "unknown field `prot`, expected one of `host`, `port`, `enable_cors`, `log_messages`, \
-             `log_raw_requests`, `log_raw_responses`, `version` for key `server`",
+             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace` for key `server`",
         ),
         (
             backend_with(r#""apikey": "x""#),
-            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking` for key `backend`",
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout` for key `backend`",
         ),
     ];
     for (text, problem) in cases {
@@ -705,7 +705,7 @@ fn environment_overrides_the_file() {
         message,
         format!(
             "invalid config {}: unknown field `nope`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version` for key `server`",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace` for key `server`",
             file.path.display()
         )
     );

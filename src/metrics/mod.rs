@@ -40,14 +40,16 @@ pub struct Metrics {
     tokens_per_second: Family<ModelLabels, Histogram>,
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     inflight: Gauge,
-    log_dropped: Gauge,
+    log_dropped: Counter,
+    /// The logger's drop count already added to `log_dropped`.
+    log_dropped_seen: AtomicU64,
     log_queue_depth: Gauge,
 }
 
-/// Seconds, from 1 ms to ~65 s: proxy overhead to long generations.
+/// Seconds, from 1 ms to 10 min (the default backend timeout is 5 min).
 fn latency_histogram() -> Histogram {
     Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
     ])
 }
 
@@ -73,7 +75,8 @@ impl Metrics {
         let tokens_per_second =
             Family::<ModelLabels, Histogram>::new_with_constructor(rate_histogram as fn() -> Histogram);
         let cost = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
-        let (inflight, log_dropped, log_queue_depth) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (inflight, log_queue_depth) = (Gauge::default(), Gauge::default());
+        let log_dropped = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by model, backend, endpoint and status",
@@ -117,6 +120,7 @@ impl Metrics {
             cost,
             inflight,
             log_dropped,
+            log_dropped_seen: AtomicU64::new(0),
             log_queue_depth,
         }
     }
@@ -165,8 +169,11 @@ impl Metrics {
 
     /// The text exposition (OpenMetrics), with the log queue's gauges read now.
     pub fn render(&self, logger: &Logger) -> String {
-        self.log_dropped
-            .set(i64::try_from(logger.dropped()).unwrap_or(i64::MAX));
+        let dropped = logger.dropped();
+        let seen = self
+            .log_dropped_seen
+            .swap(dropped, std::sync::atomic::Ordering::Relaxed);
+        self.log_dropped.inc_by(dropped.saturating_sub(seen));
         self.log_queue_depth
             .set(i64::try_from(logger.queue_depth()).unwrap_or(i64::MAX));
         let mut out = String::new();

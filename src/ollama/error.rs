@@ -20,6 +20,9 @@ pub enum ApiError {
     /// 501: the route exists in Ollama but this backend cannot serve it.
     #[error("{0}")]
     Unsupported(String),
+    /// 503 with `Retry-After`: every backend slot stayed busy for the whole queue wait.
+    #[error("{0}")]
+    Busy(String),
     /// The backend's failure, with its status (502/504 or the backend's own).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -31,6 +34,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Backend(e) => e.status_code(),
         }
     }
@@ -48,11 +52,18 @@ impl From<ResolveError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status_code(),
             Json(serde_json::json!({ "error": self.to_string() })),
         )
-            .into_response()
+            .into_response();
+        if matches!(self, ApiError::Busy(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

@@ -22,9 +22,6 @@ use crate::backend::{AnyBackend, BackendError, Call, ChunkStream};
 use crate::config::BackendKind;
 use crate::models::Resolved;
 
-/// Images make bodies big; Ollama itself accepts far more than axum's 2 MB default.
-const MAX_BODY_BYTES: usize = 32 << 20;
-
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/", get(root_handler))
@@ -42,7 +39,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/embeddings", post(embed::embeddings_handler))
         .route("/api/pull", post(models_routes::pull_handler))
         .route("/api/{*rest}", any(models_routes::other_api_handler))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            body_too_large_as_json,
+        ))
+        // Images make bodies big; the default allows far more than axum's 2 MB.
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(axum::middleware::from_fn(with_request_context))
         .with_state(state.clone());
@@ -50,6 +52,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.layer(tower_http::cors::CorsLayer::permissive());
     }
     router
+}
+
+/// axum refuses an oversized body with plain text; clients expect Ollama's JSON.
+async fn body_too_large_as_json(State(state): State<Arc<AppState>>, response: Response) -> Response {
+    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    let limit = state.config.server.max_body_bytes;
+    let error = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
+    (response.status(), axum::Json(serde_json::json!({ "error": error }))).into_response()
 }
 
 async fn root_handler() -> &'static str {
@@ -175,6 +187,10 @@ async fn answer<R: Answered>(
         stream,
         request,
         body,
+    };
+    let recorder = match recorder.wait_for_backend_slot(state).await {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     let chunks = match R::ask(&state.backend, &call).await {
         Ok(c) => c,

@@ -19,6 +19,8 @@ use crate::store::{LogRecord, timestamp_now};
 pub struct Recorder {
     telemetry: Arc<Telemetry>,
     _inflight: InflightGuard,
+    /// A backend slot (`backend.max_concurrent`), held until the answer ends.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
     started: Instant,
     record: LogRecord,
     content: String,
@@ -38,18 +40,20 @@ impl Recorder {
         method: &str,
         backend_type: &str,
     ) -> Recorder {
+        let timestamp = timestamp_now();
         // No listener is fine: the event is for live views only.
         let _ = telemetry.events.send(RequestEvent::Started {
             request_id: context.id.clone(),
             endpoint: endpoint.to_owned(),
-            timestamp: timestamp_now(),
+            timestamp: timestamp.clone(),
         });
         Recorder {
             _inflight: telemetry.metrics.inflight(),
+            _slot: None,
             telemetry: telemetry.clone(),
             started: context.received,
             record: LogRecord {
-                timestamp: timestamp_now(),
+                timestamp,
                 endpoint: endpoint.to_owned(),
                 method: method.to_owned(),
                 backend_type: backend_type.to_owned(),
@@ -86,6 +90,30 @@ impl Recorder {
         );
         recorder.request_bytes(body.len());
         recorder
+    }
+
+    /// Waits for a free backend slot when `backend.max_concurrent` is set, so one
+    /// client's burst queues instead of starving the others; a wait longer than
+    /// `backend.queue_timeout` is a 503 with `Retry-After`.
+    pub async fn wait_for_backend_slot(mut self, state: &crate::AppState) -> Result<Recorder, Response> {
+        let Some(slots) = &state.backend_slots else {
+            return Ok(self);
+        };
+        let wait = state.config.backend.queue_timeout;
+        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                self._slot = Some(permit);
+                Ok(self)
+            }
+            _ => {
+                let limit = state.config.backend.max_concurrent.unwrap_or_default();
+                let error = ApiError::Busy(format!(
+                    "backend busy: {limit} requests in flight and none finished within {}s; retry shortly",
+                    wait.as_secs_f64()
+                ));
+                Err(self.reject(error))
+            }
+        }
     }
 
     /// Size of the client's request body.
@@ -220,11 +248,15 @@ impl Recorder {
             r.prompt_tokens = done.prompt_tokens;
             r.completion_tokens = done.completion_tokens;
             // No counts from the backend: about four characters a token, one token a chunk.
-            if r.prompt_tokens.is_none() || r.completion_tokens.is_none() {
+            // (An answer without output, like embeddings, has no completion to count.)
+            if r.prompt_tokens.is_none() {
                 r.tokens_estimated = true;
                 let prompt_chars = r.prompt.as_deref().map_or(0, |p| p.chars().count()) as u64;
-                r.prompt_tokens = r.prompt_tokens.or(Some(prompt_chars.div_ceil(4)));
-                r.completion_tokens = r.completion_tokens.or(Some(self.output_chunks));
+                r.prompt_tokens = Some(prompt_chars.div_ceil(4));
+            }
+            if r.completion_tokens.is_none() && self.output_chunks > 0 {
+                r.tokens_estimated = true;
+                r.completion_tokens = Some(self.output_chunks);
             }
             r.prompt_eval_ms = Some(metrics.prompt_eval_duration as f64 / 1e6);
             r.eval_ms = Some(metrics.eval_duration as f64 / 1e6);
@@ -246,7 +278,9 @@ impl Recorder {
             "request"
         );
         self.telemetry.metrics.observe(r);
-        let record = std::mem::take(r);
+        let mut record = std::mem::take(r);
+        // Capped before anyone sees it: live views get what the database gets.
+        self.telemetry.logger.cap_bodies(&mut record);
         if self.telemetry.events.receiver_count() > 0 {
             let _ = self
                 .telemetry

@@ -2,6 +2,7 @@
 //! never blocks: records queue in a bounded channel and a single writer task stores
 //! them in batches. Shutting down drains the queue before the process exits.
 
+pub mod query;
 mod writer;
 
 use std::sync::Arc;
@@ -59,13 +60,18 @@ pub struct Logger {
 }
 
 impl Logger {
-    pub fn log(&self, mut record: LogRecord) {
+    /// Cuts prompt, response and thinking to `database.max_body_bytes`.
+    pub fn cap_bodies(&self, record: &mut LogRecord) {
         for text in [&mut record.prompt, &mut record.response, &mut record.thinking]
             .into_iter()
             .flatten()
         {
             cap(text, self.max_body_bytes);
         }
+    }
+
+    pub fn log(&self, mut record: LogRecord) {
+        self.cap_bodies(&mut record);
         match self.tx.try_send(record) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

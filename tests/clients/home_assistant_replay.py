@@ -29,19 +29,79 @@ host, model, expect, script_path = sys.argv[1:5]
 said = json.load(open(script_path))["tiny-chat"]
 print(f"# Home Assistant replay with ollama-python {version('ollama')}, model {model!r}")
 
-# Short: the tiny model's tokenizer spends a token per byte, a llama-server slot of the bench
-# holds 1024 tokens, and the chat template's tool preamble takes most of them. So one tool,
-# shaped as HA's _format_tool shapes a script exposed to Assist (name, parameters, description).
-SYSTEM = "You are Home Assistant's voice assistant."
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-            "description": "Get the weather",
-        },
+# The request HA 2026.2 builds (homeassistant/helpers/llm.py, conversation/chat_log.py,
+# ollama/entity.py) for a home whose Assist exposes one script, get_weather, and no entities:
+# the default instructions, then the Assist API prompt for that case; the intent tools without
+# a platform restriction, GetDateTime, and the script as a tool, each in _format_tool's shape
+# with the parameters voluptuous-openapi makes of the intent's slot schema. ollama-python then
+# drops what its Tool model does not know (minLength, minimum, maximum), as it does for HA.
+# This is about 3,200 of a bench slot's 4,096 tokens on the second turn: the tiny tokenizer
+# spends a token per byte and three per space. Exposing a light would add HA's live-context
+# prompt, the area overview, HassLightSet and GetLiveContext: about 7,000 tokens.
+DEFAULT_INSTRUCTIONS_PROMPT = (
+    "You are a voice assistant for Home Assistant.\n"
+    "Answer questions about the world truthfully.\n"
+    "Answer in plain text. Keep it simple and to the point.\n"
+)
+NO_ENTITIES_PROMPT = (
+    "Only if the user wants to control a device, tell them to expose entities to their voice assistant in Home Assistant."
+)
+# chat_log joins the rendered parts with newlines; Jinja drops a template's last newline.
+SYSTEM = "\n".join([DEFAULT_INSTRUCTIONS_PROMPT.rstrip("\n"), NO_ENTITIES_PROMPT])
+# Without an LLM API there are no tools, and the date goes into the prompt instead of GetDateTime.
+SYSTEM_NO_API = "\n".join(
+    [DEFAULT_INSTRUCTIONS_PROMPT.rstrip("\n"), "Current time is 18:30:00. Today's date is 2026-02-14."]
+)
+
+# ServiceIntentHandler.slot_schema: vol.Any("name", "area", "floor") unfolded into three
+# optional properties, the domain list, and the device classes HassTurnOn/Off can target.
+TARGET = {
+    slot: {"minLength": 1, "description": "At least one of ['name', 'area', 'floor'] must be provided", "type": "string"}
+    for slot in ("name", "area", "floor")
+}
+ON_OFF_DEVICE_CLASSES = [
+    *["identify", "restart", "update"],  # button
+    *["awning", "blind", "curtain", "damper", "door", "garage", "gate", "shade", "shutter", "window"],  # cover
+    *["water", "gas"],  # valve
+    *["outlet", "switch"],  # switch
+    *["tv", "speaker", "receiver"],  # media_player
+]
+ON_OFF_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        **TARGET,
+        "domain": {"type": "array", "items": {"type": "string"}},
+        "device_class": {"type": "array", "items": {"enum": ON_OFF_DEVICE_CLASSES}},
     },
+    "required": [],
+}
+
+
+def ha_tool(name, parameters, description):
+    """HA's _format_tool: name, parameters, then the description when there is one."""
+    return {"type": "function", "function": {"name": name, "parameters": parameters, "description": description}}
+
+
+TOOLS = [
+    ha_tool(
+        "HassTurnOn",
+        ON_OFF_PARAMETERS,
+        "Turns on/opens/presses a device or entity. For locks, this performs a 'lock' action. "
+        "Use for requests like 'turn on', 'activate', 'enable', or 'lock'.",
+    ),
+    ha_tool(
+        "HassTurnOff",
+        ON_OFF_PARAMETERS,
+        "Turns off/closes a device or entity. For locks, this performs an 'unlock' action. "
+        "Use for requests like 'turn off', 'deactivate', 'disable', or 'unlock'.",
+    ),
+    ha_tool("GetDateTime", {"type": "object", "properties": {}, "required": []}, "Provides the current date and time."),
+    # A script exposed to Assist: its fields become the parameters, its description the tool's.
+    ha_tool(
+        "get_weather",
+        {"type": "object", "properties": {"city": {"description": "City name", "type": "string"}}, "required": ["city"]},
+        "Get the weather",
+    ),
 ]
 
 
@@ -105,13 +165,15 @@ async def turn(client, messages, tools, stream):
     # HA itself ignores the final chunk; check it is Ollama's all the same.
     final = responses[-1]
     check_that(f"final chunk {'stream' if stream else 'whole'}", final.done and final.done_reason == "stop" and type(final.eval_count) is int and final.eval_count > 0, final)
-    return content, calls
+    return content, calls, final
 
 
 async def conversation(client, stream):
     label = "stream" if stream else "whole"
     history = [Message(role="system", content=SYSTEM), Message(role="user", content="What is the weather in Paris?")]
-    content, calls = await turn(client, history, TOOLS, stream)
+    content, calls, final = await turn(client, history, TOOLS, stream)
+    # The whole prompt reached llama-server: instructions, tool preamble and the four schemas.
+    check_that(f"{label} prompt of HA's size", 2500 < final.prompt_eval_count <= 4096, final.prompt_eval_count)
     check(f"{label} tool call", calls, [(said["tool_call"]["name"], said["tool_call"]["arguments"])])
     check(f"{label} tool call turn text", content, "")
     history.append(
@@ -125,7 +187,7 @@ async def conversation(client, stream):
     # HA's json_dumps is compact; the tool message has no tool_name and no tool_call_id.
     result = {"success": True, "result": {"weather": "sunny", "city": calls[0][1]["city"]}}
     history.append(Message(role="tool", content=json.dumps(result, separators=(",", ":"))))
-    content, calls = await turn(client, history, TOOLS, stream)
+    content, calls, _ = await turn(client, history, TOOLS, stream)
     check(f"{label} answer after tool", (content, calls), (said["after_tool"], []))
 
 
@@ -151,7 +213,7 @@ async def main():
     await conversation(client, stream=False)
 
     # No LLM API selected: tools=None, which the client sends as "tools": [].
-    content, calls = await turn(client, [Message(role="system", content=SYSTEM), Message(role="user", content="Hi")], None, True)
+    content, calls, _ = await turn(client, [Message(role="system", content=SYSTEM_NO_API), Message(role="user", content="Hi")], None, True)
     check("no tools answer", (content, calls), (said["text"], []))
 
     # The dev branch's coordinator polls ps() for its sensors.

@@ -153,7 +153,11 @@ impl Bridge {
     pub async fn start(mut config: Value) -> Bridge {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("ollabridge.db");
-        config["server"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
+        if config.get("server").is_none() {
+            config["server"] = serde_json::json!({});
+        }
+        config["server"]["host"] = "127.0.0.1".into();
+        config["server"]["port"] = 0.into();
         config["database"] = serde_json::json!({"path": db});
         if config.get("admin").is_none() {
             config["admin"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
@@ -256,4 +260,36 @@ pub async fn post(url: &str, body: Value) -> (u16, String, String) {
         .map(|v| v.to_str().unwrap_or("").to_owned())
         .unwrap_or_default();
     (status, ct, r.text().await.expect("body"))
+}
+
+impl Bridge {
+    /// Like [`Bridge::start`], on an existing database file `db` inside `dir` (which
+    /// the bridge keeps until it is dropped), e.g. one made with an older schema.
+    pub async fn start_with_db(mut config: Value, dir: tempfile::TempDir, db: PathBuf) -> Bridge {
+        config["server"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
+        config["database"] = serde_json::json!({"path": db});
+        if config.get("admin").is_none() {
+            config["admin"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
+        }
+        let config = ollabridge::config::Config::from_json(&config.to_string()).expect("valid config");
+        let server = ollabridge::start(config).await.expect("start ollabridge");
+        let url = format!("http://{}", server.addr);
+        let admin_url = server.admin_addr.map(|a| format!("http://{a}")).unwrap_or_default();
+        Bridge {
+            server: Some(server),
+            url,
+            admin_url,
+            db,
+            _dir: dir,
+        }
+    }
+}
+
+/// GETs `url` and returns the status and the JSON body.
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"));
+    (status, body)
 }

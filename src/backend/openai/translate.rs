@@ -552,10 +552,14 @@ impl Translator {
 }
 
 /// Splits text with inlined `<think>…</think>` into answer and thinking, even when a
-/// tag is cut across chunks: a trailing piece that may start a tag is held back.
+/// tag is cut across chunks: a trailing piece that may start a tag is held back. Like
+/// Ollama's parser it drops the whitespace right after each tag and at the end of the
+/// thinking, so `<think>\nPlan\n</think>\n\nHi` gives "Plan" and "Hi".
 #[derive(Debug, Default)]
 struct ThinkTags {
     inside: bool,
+    /// Just past a tag: leading whitespace is dropped.
+    after_tag: bool,
     held: String,
 }
 
@@ -567,17 +571,32 @@ impl ThinkTags {
         let mut rest = std::mem::take(&mut self.held) + text;
         let (mut content, mut thinking) = (String::new(), String::new());
         loop {
+            if self.after_tag {
+                let trimmed = rest.trim_start();
+                if trimmed.is_empty() {
+                    return (content, thinking);
+                }
+                rest = trimmed.to_owned();
+                self.after_tag = false;
+            }
             let tag = if self.inside { Self::CLOSE } else { Self::OPEN };
             let out = if self.inside { &mut thinking } else { &mut content };
             if let Some(at) = rest.find(tag) {
-                out.push_str(&rest[..at]);
+                let before = &rest[..at];
+                out.push_str(if self.inside { before.trim_end() } else { before });
                 rest = rest[at + tag.len()..].to_owned();
                 self.inside = !self.inside;
+                self.after_tag = true;
                 continue;
             }
-            let keep = (1..tag.len()).rev().find(|n| rest.ends_with(&tag[..*n])).unwrap_or(0);
-            out.push_str(&rest[..rest.len() - keep]);
-            self.held = rest[rest.len() - keep..].to_owned();
+            let partial_tag = (1..tag.len()).rev().find(|n| rest.ends_with(&tag[..*n])).unwrap_or(0);
+            let mut cut = rest.len() - partial_tag;
+            // Inside, trailing whitespace waits: it is dropped if the closing tag follows.
+            if self.inside {
+                cut = rest[..cut].trim_end().len();
+            }
+            out.push_str(&rest[..cut]);
+            self.held = rest[cut..].to_owned();
             return (content, thinking);
         }
     }
@@ -586,7 +605,7 @@ impl ThinkTags {
     fn flush(&mut self) -> (String, String) {
         let held = std::mem::take(&mut self.held);
         if self.inside {
-            (String::new(), held)
+            (String::new(), held.trim_end().to_owned())
         } else {
             (held, String::new())
         }

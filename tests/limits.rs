@@ -1,0 +1,121 @@
+//! Limits that keep one client from hurting the others: the request body size, and
+//! the number of requests sent to the backend at once (with a bounded queue wait).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use common::Bridge;
+use serde_json::{Value, json};
+
+/// An OpenAI backend that takes `delay` per answer and records how many requests it
+/// served at once, at most.
+async fn slow_backend(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, p) = (now.clone(), peak.clone());
+    let app = Router::new()
+        .route("/v1/models", get(|| async { axum::Json(json!({"data": [{"id": "m"}]})) }))
+        .route(
+            "/v1/chat/completions",
+            post(move || {
+                let (now, peak) = (n.clone(), p.clone());
+                async move {
+                    let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(current, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    axum::Json(json!({
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1}
+                    }))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, peak)
+}
+
+async fn chat(url: &str) -> (u16, Option<String>, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/chat"))
+        .json(&json!({"model": "m", "stream": false, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_concurrency_is_capped_and_the_queue_waits() {
+    let (backend, peak) = slow_backend(Duration::from_millis(100)).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": backend, "max_concurrent": 2, "queue_timeout": 10},
+    }))
+    .await;
+    let results = futures::future::join_all((0..6).map(|_| chat(&bridge.url))).await;
+    assert!(results.iter().all(|(status, _, _)| *status == 200), "{results:?}");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "never more than max_concurrent at the backend"
+    );
+    assert_eq!(bridge.rows().await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let (backend, _) = slow_backend(Duration::from_millis(600)).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": backend, "max_concurrent": 1, "queue_timeout": 0.1},
+    }))
+    .await;
+    let (first, second) = tokio::join!(chat(&bridge.url), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        chat(&bridge.url).await
+    });
+    assert_eq!(first.0, 200);
+    assert_eq!(
+        second,
+        (
+            503,
+            Some("1".to_owned()),
+            json!({"error": "backend busy: 1 requests in flight and none finished within 0.1s; retry shortly"})
+        )
+    );
+    let rows = bridge.rows().await;
+    let statuses: Vec<&Value> = rows.iter().map(|r| &r["status_code"]).collect();
+    assert_eq!(statuses, [&json!(503), &json!(200)]);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_ollamas_shape() {
+    let (backend, _) = slow_backend(Duration::ZERO).await;
+    let bridge = Bridge::start(json!({
+        "server": {"max_body_bytes": 1000},
+        "backend": {"type": "openai", "endpoint": backend},
+    }))
+    .await;
+    let big = "x".repeat(2000);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/chat", bridge.url))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "request body is larger than server.max_body_bytes (1000 bytes)"})
+    );
+    let (status, _, _) = chat(&bridge.url).await;
+    assert_eq!(status, 200, "small bodies still pass");
+}
