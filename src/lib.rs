@@ -34,6 +34,9 @@ pub struct Telemetry {
     pub logger: Logger,
     pub metrics: metrics::Metrics,
     pub pricing: Vec<(String, config::Price)>,
+    /// Cancelled when the shutdown grace period is over: answers still streaming end
+    /// with an error line and are logged as cut off by the shutdown.
+    pub cut_off: CancellationToken,
     /// Requests starting and ending, for live views (`/api/events` on admin).
     pub events: tokio::sync::broadcast::Sender<metrics::RequestEvent>,
 }
@@ -66,6 +69,8 @@ pub struct Server {
     /// The admin listener (metrics, log API), when enabled.
     pub admin_addr: Option<SocketAddr>,
     stop: CancellationToken,
+    grace: Duration,
+    telemetry: Arc<Telemetry>,
     serving: Vec<JoinHandle<std::io::Result<()>>>,
     writer: Writer,
 }
@@ -86,6 +91,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         metrics: metrics::Metrics::new(),
         pricing: config.pricing.clone(),
         events: tokio::sync::broadcast::channel(1024).0,
+        cut_off: CancellationToken::new(),
     });
     let stop = CancellationToken::new();
     let mut serving = Vec::new();
@@ -106,6 +112,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     } else {
         None
     };
+    let grace = config.server.shutdown_grace;
+    let server_telemetry = telemetry.clone();
     let state = Arc::new(AppState {
         backend_slots: config
             .backend
@@ -123,6 +131,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         addr,
         admin_addr: admin,
         stop,
+        grace,
+        telemetry: server_telemetry,
         serving,
         writer,
     })
@@ -158,13 +168,23 @@ impl Server {
     /// Stops accepting, lets requests in flight finish, then stores every queued log record.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        for task in self.serving {
-            match task.await {
+        let mut serving = futures::future::join_all(self.serving);
+        let results = match tokio::time::timeout(self.grace, &mut serving).await {
+            Ok(results) => results,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "requests still running after the shutdown grace period; cutting them off");
+                self.telemetry.cut_off.cancel();
+                serving.await
+            }
+        };
+        for result in results {
+            match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
                 Err(e) => tracing::error!(error = %e, "server task failed"),
             }
         }
+        drop(self.telemetry);
         if tokio::time::timeout(DRAIN_TIMEOUT, self.writer.close()).await.is_err() {
             tracing::error!("log queue did not drain within {DRAIN_TIMEOUT:?}");
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use common::Bridge;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// An OpenAI backend that takes `delay` per answer and records how many requests it
@@ -118,4 +119,79 @@ async fn an_oversized_body_is_413_in_ollamas_shape() {
     );
     let (status, _, _) = chat(&bridge.url).await;
     assert_eq!(status, 200, "small bodies still pass");
+}
+
+/// A backend that sends one chunk, then goes quiet for a long time.
+async fn stalling_backend() -> String {
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once\"}}]}\n\n";
+            let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first.to_owned()) }).chain(
+                futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok("data: [DONE]\n\n".to_owned())
+                }),
+            );
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(body),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Shutdown waits for answers in flight, but only for `server.shutdown_grace`: then
+/// they end with an error line and are logged as cut off, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_off_streams_after_the_grace_period() {
+    let backend = stalling_backend().await;
+    let mut bridge = Bridge::start(json!({
+        "server": {"shutdown_grace": 0.3},
+        "backend": {"type": "openai", "endpoint": backend},
+        "models": {"mappings": {"m": "m"}},
+    }))
+    .await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/chat", bridge.url))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("\"Once\""));
+
+    let started = std::time::Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Some(Ok(bytes)) = body.next().await {
+            rest.extend_from_slice(&bytes);
+        }
+        String::from_utf8(rest).unwrap()
+    });
+    bridge.stop().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "waited the grace period: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "did not wait for the stalled backend: {waited:?}"
+    );
+    assert_eq!(
+        reader.await.unwrap(),
+        "{\"error\":\"the server is shutting down; the answer was cut off\"}\n"
+    );
+
+    let rows = bridge.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["error"], "the server is shutting down; the answer was cut off");
+    assert_eq!(rows[0]["response"], "Once");
 }

@@ -20,6 +20,9 @@ pub enum BackendError {
     /// 502: the stream stopped before the backend said it was finished.
     #[error("backend stream ended before the response was complete")]
     Truncated,
+    /// 503: the server shut down before the answer was complete.
+    #[error("the server is shutting down; the answer was cut off")]
+    ShuttingDown,
     /// 500: the backend section of the config cannot be used.
     #[error("{0}")]
     Config(String),
@@ -34,6 +37,7 @@ impl BackendError {
             BackendError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             BackendError::Status { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             BackendError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BackendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -149,7 +149,7 @@ fn example_config_has_the_documented_values() {
         "database": {"path": "./ollabridge.db", "max_body_bytes": 1_048_576, "queue_capacity": 4096},
         "models": {
             "default": "tiny-chat",
-            "mappings": [["tiny-chat", "tiny-chat.gguf"], ["llama2", "llama-2-7b-chat"]],
+            "mappings": [["tiny-chat", "tiny-chat"], ["llama2", "llama-2-7b-chat"]],
         },
     });
     let inline = Config::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -116,6 +116,11 @@ impl Recorder {
         }
     }
 
+    /// Fires when the shutdown grace period is over.
+    pub fn cut_off(&self) -> tokio_util::sync::CancellationToken {
+        self.telemetry.cut_off.clone()
+    }
+
     /// Size of the client's request body.
     pub fn request_bytes(&mut self, n: usize) {
         self.record.request_bytes = n as u64;

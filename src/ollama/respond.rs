@@ -33,7 +33,12 @@ pub struct Answer {
 
 impl Answer {
     pub async fn respond(self, mut chunks: ChunkStream, mut recorder: Recorder) -> Response {
-        let first = match chunks.next().await {
+        let cut_off = recorder.cut_off();
+        let first = tokio::select! {
+            first = chunks.next() => first,
+            () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
+        };
+        let first = match first {
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) => return recorder.reject(e.into()),
             None => return recorder.reject(BackendError::Truncated.into()),
@@ -50,7 +55,12 @@ impl Answer {
                 return Some((Ok::<_, Infallible>(line), (answer, chunks, recorder, None)));
             }
             let mut rec = recorder.take()?;
-            let line = match chunks.next().await {
+            let cut_off = rec.cut_off();
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
+            };
+            let line = match next {
                 Some(Ok(chunk)) => {
                     rec.observe(&chunk);
                     let line = answer.line(&chunk, &mut rec);
@@ -83,7 +93,12 @@ impl Answer {
             if last.done.is_some() {
                 break;
             }
-            match chunks.next().await {
+            let cut_off = recorder.cut_off();
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     last = chunk;
                     count += 1;
