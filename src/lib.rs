@@ -105,6 +105,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             telemetry: telemetry.clone(),
             pool: reader,
             stop: stop.clone(),
+            token: config.admin.token.clone(),
         });
         serving.push(serve(admin_listener, admin::router(admin_state), &stop));
         tracing::info!(addr = %admin_addr, "admin listening (metrics, log API)");

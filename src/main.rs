@@ -30,6 +30,12 @@ struct Cli {
 enum Command {
     /// Print the latest requests from the log database, oldest first.
     Logs(LogsArgs),
+    /// Validate a config file and print the effective config (environment overrides
+    /// applied, secrets masked); exits 2 when it is invalid.
+    CheckConfig {
+        /// The file to check [default: --config].
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,12 +63,12 @@ struct LogsArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Logs(args)) = cli.command {
-        return run_logs(&cli.config, args).await;
+    match cli.command {
+        Some(Command::Logs(args)) => return run_logs(&cli.config, args).await,
+        Some(Command::CheckConfig { path }) => return check_config(path.as_deref().unwrap_or(&cli.config)),
+        None => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("OLLABRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    init_tracing();
     let config = match ollabridge::config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -81,6 +87,36 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down: finishing requests in flight and writing the log");
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// `OLLABRIDGE_LOG` filters (env-filter syntax); `OLLABRIDGE_LOG_FORMAT=json` writes one
+/// JSON object per line for log shippers.
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("OLLABRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("OLLABRIDGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match ollabridge::config::Config::load(path) {
+        Ok(config) => {
+            let mut out = std::io::stdout().lock();
+            let written = writeln!(out, "{} is valid; effective config:\n{config:#?}", path.display());
+            if written.is_err() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("ollabridge: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -158,3 +158,68 @@ fn bad_auth_config_is_refused_with_the_key_named() {
     let shown = format!("{config:?}");
     assert!(shown.contains("\"a\"") && !shown.contains(KEY));
 }
+
+/// The admin listener serves prompts and answers: with `admin.token` set, every route
+/// but `/health` needs it; a non-loopback admin address without a token is refused.
+#[tokio::test]
+async fn the_admin_listener_has_its_own_token() {
+    let llama = LlamaServer::start("tiny-chat").await;
+    let bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": llama.url},
+        "admin": {"host": "127.0.0.1", "port": 0, "token": "admin-token-123"},
+    }))
+    .await;
+    let http = reqwest::Client::new();
+    for path in ["/metrics", "/api/logs", "/api/stats"] {
+        let url = format!("{}{path}", bridge.admin_url);
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 401, "{path}");
+        assert_eq!(
+            http.get(&url)
+                .bearer_auth("wrong-token-1")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            http.get(&url)
+                .bearer_auth("admin-token-123")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+    let health = http
+        .get(format!("{}/health", bridge.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(health, 200);
+    // The Ollama port is unaffected by the admin token.
+    assert_eq!(
+        http.get(format!("{}/api/tags", bridge.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let exposed =
+        json!({"backend": {"type": "openai", "endpoint": "http://127.0.0.1:1"}, "admin": {"host": "0.0.0.0"}});
+    let err = ollabridge::config::Config::from_json(&exposed.to_string()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config <inline>: admin.host: '0.0.0.0' is not a loopback address; set admin.token before \
+         exposing the admin listener (it serves prompts and answers)"
+    );
+    let mut with_token = exposed;
+    with_token["admin"]["token"] = "admin-token-123".into();
+    assert!(ollabridge::config::Config::from_json(&with_token.to_string()).is_ok());
+}

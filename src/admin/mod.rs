@@ -38,6 +38,8 @@ pub struct AdminState {
     /// Cancelled when the server shuts down: ends the event streams, which would
     /// otherwise hold their connections (and the graceful shutdown) open forever.
     pub stop: CancellationToken,
+    /// `admin.token`, when set.
+    pub token: Option<crate::config::ClientKey>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -53,7 +55,27 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/stats/timeseries", get(stats::timeseries_handler))
         .route("/api/events", get(events::events_handler))
         .fallback(|| async { AdminError::NotFound("not found".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// With `admin.token` set, every route but `/health` needs it as a bearer token.
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    match crate::ollama::auth::bearer_token(request.headers()) {
+        Some(presented) if token.matches(presented) => next.run(request).await,
+        Some(_) => crate::ollama::auth::unauthorized("invalid admin token"),
+        None => crate::ollama::auth::unauthorized("missing admin token"),
+    }
 }
 
 async fn metrics_handler(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -47,6 +47,16 @@ pub struct ClientKey {
     pub sha256: [u8; 32],
 }
 
+impl ClientKey {
+    /// Whether `token` is this key, compared as SHA-256 digests in constant time.
+    pub fn matches(&self, token: &str) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        self.sha256.ct_eq(&digest).into()
+    }
+}
+
 impl fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ClientKey {{ id: {:?}, sha256: \"***\" }}", self.id)
@@ -54,11 +64,13 @@ impl fmt::Debug for ClientKey {
 }
 
 /// The admin listener: metrics and the log API, apart from the public Ollama port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub enabled: bool,
     pub host: String,
     pub port: u16,
+    /// Required (as `Authorization: Bearer`) on every admin route but `/health` when set.
+    pub token: Option<ClientKey>,
 }
 
 /// Price per million tokens, in whatever currency the user thinks in.
@@ -115,7 +127,7 @@ pub enum ThinkingStyle {
     None,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackendConfig {
     /// Requests sent to the backend at once (`None`: no limit); the rest queue.
     pub max_concurrent: Option<usize>,
@@ -126,6 +138,25 @@ pub struct BackendConfig {
     /// Longest silence tolerated from the backend (connect, or between two reads).
     pub timeout: Duration,
     pub api_key: Option<Secret>,
+}
+
+/// Written by hand so the endpoint prints as a URL, with any password in it masked.
+impl fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut endpoint = self.endpoint.clone();
+        if endpoint.password().is_some() {
+            let _ = endpoint.set_password(Some("***"));
+        }
+        f.debug_struct("BackendConfig")
+            .field("kind", &self.kind)
+            .field("endpoint", &endpoint.as_str())
+            .field("timeout", &self.timeout)
+            .field("api_key", &self.api_key)
+            .field("thinking", &self.thinking)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("queue_timeout", &self.queue_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +272,7 @@ struct RawAdmin {
     enabled: bool,
     host: String,
     port: i64,
+    token: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -249,6 +281,7 @@ impl Default for RawAdmin {
             enabled: true,
             host: "127.0.0.1".into(),
             port: 11435,
+            token: None,
         }
     }
 }
@@ -442,12 +475,32 @@ impl RawConfig {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let auth = auth(self.auth)?;
+        let admin_token = self
+            .admin
+            .token
+            .as_deref()
+            .map(|t| secret_key("admin.token", "admin", t))
+            .transpose()?;
+        let loopback = matches!(self.admin.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+            || self
+                .admin
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.admin.enabled && !loopback && admin_token.is_none() {
+            return Err(format!(
+                "admin.host: '{}' is not a loopback address; set admin.token before exposing the admin \
+                 listener (it serves prompts and answers)",
+                self.admin.host
+            ));
+        }
         Ok(Config {
             auth,
             admin: AdminConfig {
                 enabled: self.admin.enabled,
                 host: self.admin.host,
                 port: admin_port,
+                token: admin_token,
             },
             pricing,
             server: ServerConfig {
@@ -484,7 +537,6 @@ impl RawConfig {
 }
 
 fn auth(raw: RawAuth) -> Result<AuthConfig, String> {
-    use sha2::Digest;
     let mut keys: Vec<ClientKey> = Vec::new();
     for (i, key) in raw.keys.into_iter().enumerate() {
         if key.id.is_empty() {
@@ -493,15 +545,7 @@ fn auth(raw: RawAuth) -> Result<AuthConfig, String> {
         if keys.iter().any(|k| k.id == key.id) {
             return Err(format!("auth.keys[{i}].id: '{}' is used twice", key.id));
         }
-        let sha256 = match key.key.strip_prefix("sha256:") {
-            Some(hex) => parse_sha256(hex)
-                .ok_or_else(|| format!("auth.keys[{i}].key: 'sha256:' must be followed by 64 hex digits"))?,
-            None if key.key.len() < 8 => {
-                return Err(format!("auth.keys[{i}].key: too short (use at least 8 characters)"));
-            }
-            None => sha2::Sha256::digest(key.key.as_bytes()).into(),
-        };
-        keys.push(ClientKey { id: key.id, sha256 });
+        keys.push(secret_key(&format!("auth.keys[{i}].key"), &key.id, &key.key)?);
     }
     let allow_unauthenticated_from = raw
         .allow_unauthenticated_from
@@ -516,6 +560,22 @@ fn auth(raw: RawAuth) -> Result<AuthConfig, String> {
     Ok(AuthConfig {
         keys,
         allow_unauthenticated_from,
+    })
+}
+
+/// A key as written in the config: the key itself, or `sha256:<64 hex>` of it.
+fn secret_key(field: &str, id: &str, text: &str) -> Result<ClientKey, String> {
+    use sha2::Digest;
+    let sha256 = match text.strip_prefix("sha256:") {
+        Some(hex) => {
+            parse_sha256(hex).ok_or_else(|| format!("{field}: 'sha256:' must be followed by 64 hex digits"))?
+        }
+        None if text.len() < 8 => return Err(format!("{field}: too short (use at least 8 characters)")),
+        None => sha2::Sha256::digest(text.as_bytes()).into(),
+    };
+    Ok(ClientKey {
+        id: id.to_owned(),
+        sha256,
     })
 }
 

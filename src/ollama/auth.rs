@@ -9,8 +9,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::context::RequestContext;
 use crate::AppState;
@@ -21,12 +19,7 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
     if auth.keys.is_empty() || request.uri().path() == "/health" {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let presented = bearer_token(request.headers());
     let key_sent = presented.is_some();
     let key_id = presented
         .and_then(|token| matching_key(&auth.keys, token))
@@ -57,14 +50,22 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
 
 /// Every key is compared, so the time taken does not tell which one nearly matched.
 fn matching_key<'a>(keys: &'a [ClientKey], token: &str) -> Option<&'a ClientKey> {
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     keys.iter().fold(None, |found, key| {
-        let equal: bool = key.sha256.ct_eq(&digest).into();
+        let equal = key.matches(token);
         found.or(equal.then_some(key))
     })
 }
 
-fn unauthorized(reason: &str) -> Response {
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+pub fn unauthorized(reason: &str) -> Response {
     let mut response = (
         StatusCode::UNAUTHORIZED,
         axum::Json(

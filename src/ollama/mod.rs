@@ -1,7 +1,7 @@
 //! The Ollama-shaped frontend: routes, handlers, wire types, NDJSON encoding, and the
 //! recorder that turns each exchange into one log row.
 
-mod auth;
+pub mod auth;
 mod context;
 mod embed;
 pub mod error;
