@@ -72,6 +72,7 @@ pub struct Server {
     grace: Duration,
     telemetry: Arc<Telemetry>,
     serving: Vec<JoinHandle<std::io::Result<()>>>,
+    retention: Option<JoinHandle<()>>,
     writer: Writer,
 }
 
@@ -85,6 +86,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.database.queue_capacity,
         config.database.max_body_bytes,
     );
+    let logger = logger.redacting(config.database.redact);
     let backend = AnyBackend::new(&config.backend)?;
     let telemetry = Arc::new(Telemetry {
         logger,
@@ -95,7 +97,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     });
     let stop = CancellationToken::new();
     let mut serving = Vec::new();
+    let mut retention = None;
 
+    if let Some(policy) = config.database.retention.clone() {
+        retention = Some(store::spawn_retention(pool.clone(), policy, stop.clone()));
+    }
     let (listener, addr) = bind(&config.server.host, config.server.port).await?;
     let admin = if config.admin.enabled {
         let (admin_listener, admin_addr) = bind(&config.admin.host, config.admin.port).await?;
@@ -135,6 +141,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         grace,
         telemetry: server_telemetry,
         serving,
+        retention,
         writer,
     })
 }
@@ -186,6 +193,9 @@ impl Server {
             }
         }
         drop(self.telemetry);
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
         if tokio::time::timeout(DRAIN_TIMEOUT, self.writer.close()).await.is_err() {
             tracing::error!("log queue did not drain within {DRAIN_TIMEOUT:?}");
         }

@@ -166,6 +166,19 @@ pub struct DatabaseConfig {
     pub max_body_bytes: usize,
     /// Log records waiting for the writer; beyond this they are dropped and counted.
     pub queue_capacity: usize,
+    /// Store metadata only: no prompt, response, thinking or tool calls.
+    pub redact: bool,
+    pub retention: Option<Retention>,
+}
+
+/// How much of the log to keep; enforced by a background task in small batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_rows: Option<u64>,
+    /// Bytes of used database pages.
+    pub max_bytes: Option<u64>,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -351,6 +364,25 @@ struct RawDatabase {
     path: PathBuf,
     max_body_bytes: usize,
     queue_capacity: usize,
+    redact: bool,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default)]
+    max_age_days: Option<f64>,
+    #[serde(default)]
+    max_rows: Option<u64>,
+    #[serde(default)]
+    max_bytes: Option<u64>,
+    #[serde(default = "default_retention_interval")]
+    interval: f64,
+}
+
+fn default_retention_interval() -> f64 {
+    60.0
 }
 
 impl Default for RawDatabase {
@@ -359,6 +391,8 @@ impl Default for RawDatabase {
             path: "./ollabridge.db".into(),
             max_body_bytes: 1 << 20,
             queue_capacity: 4096,
+            redact: false,
+            retention: None,
         }
     }
 }
@@ -527,6 +561,8 @@ impl RawConfig {
                 path: self.database.path,
                 max_body_bytes: self.database.max_body_bytes,
                 queue_capacity: self.database.queue_capacity,
+                redact: self.database.redact,
+                retention: self.database.retention.map(retention).transpose()?,
             },
             models: ModelsConfig {
                 default: self.models.default.filter(|d| !d.is_empty()),
@@ -636,6 +672,21 @@ fn seconds(key: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {
             };
             format!("{key}: {value} must be {expected} seconds")
         })
+}
+
+fn retention(raw: RawRetention) -> Result<Retention, String> {
+    if raw.max_age_days.is_none() && raw.max_rows.is_none() && raw.max_bytes.is_none() {
+        return Err("database.retention: set max_age_days, max_rows or max_bytes".into());
+    }
+    Ok(Retention {
+        max_age: raw
+            .max_age_days
+            .map(|days| seconds("database.retention.max_age_days", days * 86_400.0, false))
+            .transpose()?,
+        max_rows: raw.max_rows,
+        max_bytes: raw.max_bytes,
+        interval: seconds("database.retention.interval", raw.interval, false)?,
+    })
 }
 
 fn is_dotted_version(v: &str) -> bool {

@@ -3,6 +3,7 @@
 //! them in batches. Shutting down drains the queue before the process exits.
 
 pub mod query;
+pub mod retention;
 mod writer;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+pub use retention::spawn_retention;
 pub use writer::{StoreError, Writer, open};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -57,11 +59,26 @@ pub struct Logger {
     tx: mpsc::Sender<LogRecord>,
     dropped: Arc<AtomicU64>,
     max_body_bytes: usize,
+    redact: bool,
 }
 
 impl Logger {
-    /// Cuts prompt, response and thinking to `database.max_body_bytes`.
+    /// With `database.redact`, rows keep metadata only.
+    pub fn redacting(mut self, redact: bool) -> Logger {
+        self.redact = redact;
+        self
+    }
+
+    /// Cuts prompt, response and thinking to `database.max_body_bytes`, or drops them
+    /// (and the tool calls) when redacting.
     pub fn cap_bodies(&self, record: &mut LogRecord) {
+        if self.redact {
+            record.prompt = None;
+            record.response = None;
+            record.thinking = None;
+            record.tool_calls = None;
+            return;
+        }
         for text in [&mut record.prompt, &mut record.response, &mut record.thinking]
             .into_iter()
             .flatten()

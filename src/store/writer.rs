@@ -39,7 +39,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // New databases give deleted pages back to the file system (retention).
+        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
     let pool = SqlitePoolOptions::new()
         .max_connections(2)
         .connect_with(options)
@@ -67,6 +69,7 @@ impl Writer {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
             max_body_bytes,
+            redact: false,
         };
         let handle = tokio::spawn(write_loop(pool, rx));
         (logger, Writer { handle })

@@ -158,7 +158,10 @@ impl Bridge {
         }
         config["server"]["host"] = "127.0.0.1".into();
         config["server"]["port"] = 0.into();
-        config["database"] = serde_json::json!({"path": db});
+        if config.get("database").is_none() {
+            config["database"] = serde_json::json!({});
+        }
+        config["database"]["path"] = serde_json::json!(db);
         if config.get("admin").is_none() {
             config["admin"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
         }
@@ -267,7 +270,10 @@ impl Bridge {
     /// the bridge keeps until it is dropped), e.g. one made with an older schema.
     pub async fn start_with_db(mut config: Value, dir: tempfile::TempDir, db: PathBuf) -> Bridge {
         config["server"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
-        config["database"] = serde_json::json!({"path": db});
+        if config.get("database").is_none() {
+            config["database"] = serde_json::json!({});
+        }
+        config["database"]["path"] = serde_json::json!(db);
         if config.get("admin").is_none() {
             config["admin"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
         }
