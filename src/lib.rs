@@ -12,6 +12,7 @@ mod json;
 pub mod metrics;
 pub mod models;
 pub mod ollama;
+pub mod reload;
 pub mod store;
 
 use std::future::IntoFuture;
@@ -41,7 +42,7 @@ pub struct Telemetry {
     pub events: tokio::sync::broadcast::Sender<metrics::RequestEvent>,
 }
 
-/// What every handler shares.
+/// What every handler shares; replaced whole when the config is reloaded.
 pub struct AppState {
     pub config: Config,
     pub backend: AnyBackend,
@@ -51,6 +52,22 @@ pub struct AppState {
     pub backend_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// Reported as `modified_at` for models we describe ourselves.
     pub started_at: String,
+}
+
+impl AppState {
+    pub fn new(config: Config, backend: AnyBackend, telemetry: Arc<Telemetry>, started_at: String) -> AppState {
+        AppState {
+            backend_slots: config
+                .backend
+                .max_concurrent
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            models: Models::new(&config.models),
+            config,
+            backend,
+            telemetry,
+            started_at,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +89,9 @@ pub struct Server {
     grace: Duration,
     telemetry: Arc<Telemetry>,
     serving: Vec<JoinHandle<std::io::Result<()>>>,
+    live: Arc<reload::Live>,
+    /// Watches the config file while reloading is enabled.
+    watcher: Option<reload::Watcher>,
     retention: Option<JoinHandle<()>>,
     writer: Writer,
 }
@@ -103,15 +123,25 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         retention = Some(store::spawn_retention(pool.clone(), policy, stop.clone()));
     }
     let (listener, addr) = bind(&config.server.host, config.server.port).await?;
-    let admin = if config.admin.enabled {
-        let (admin_listener, admin_addr) = bind(&config.admin.host, config.admin.port).await?;
+    let grace = config.server.shutdown_grace;
+    let admin_config = config.admin.clone();
+    let database_path = config.database.path.clone();
+    let live = Arc::new(reload::Live::new(AppState::new(
+        config,
+        backend,
+        telemetry.clone(),
+        ollama::types::now_rfc3339(),
+    )));
+    let admin = if admin_config.enabled {
+        let (admin_listener, admin_addr) = bind(&admin_config.host, admin_config.port).await?;
         // Its own read-only connections, so slow reads never hold up the log writer's.
-        let reader = store::query::open_reader(&config.database.path, 4).await?;
+        let reader = store::query::open_reader(&database_path, 4).await?;
         let admin_state = Arc::new(admin::AdminState {
             telemetry: telemetry.clone(),
             pool: reader,
             stop: stop.clone(),
-            token: config.admin.token.clone(),
+            token: admin_config.token.clone(),
+            live: live.clone(),
         });
         serving.push(serve(admin_listener, admin::router(admin_state), &stop));
         tracing::info!(addr = %admin_addr, "admin listening (metrics, log API)");
@@ -119,27 +149,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     } else {
         None
     };
-    let grace = config.server.shutdown_grace;
-    let server_telemetry = telemetry.clone();
-    let state = Arc::new(AppState {
-        backend_slots: config
-            .backend
-            .max_concurrent
-            .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-        models: Models::new(&config.models),
-        config,
-        backend,
-        telemetry,
-        started_at: ollama::types::now_rfc3339(),
-    });
-    serving.push(serve(listener, ollama::router(state), &stop));
+    serving.push(serve(listener, ollama::router(live.clone()), &stop));
     tracing::info!(addr = %addr, "ollabridge listening");
     Ok(Server {
         addr,
         admin_addr: admin,
         stop,
         grace,
-        telemetry: server_telemetry,
+        telemetry,
+        live,
+        watcher: None,
         serving,
         retention,
         writer,
@@ -173,6 +192,24 @@ fn serve(listener: TcpListener, app: axum::Router, stop: &CancellationToken) -> 
 }
 
 impl Server {
+    /// Reloads `path` when it changes (and on [`Server::reload`]): new requests use the
+    /// new config, answers in flight finish on the old one.
+    pub fn enable_reload(&mut self, path: &std::path::Path) -> Result<(), String> {
+        self.live.set_path(path);
+        if !self.live.load().config.server.watch_config {
+            return Ok(());
+        }
+        let watcher =
+            reload::watch(self.live.clone(), path).map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
+        self.watcher = Some(watcher);
+        Ok(())
+    }
+
+    /// Reads the config file again now (SIGHUP).
+    pub fn reload(&self) {
+        self.live.reload_logged();
+    }
+
     /// Stops accepting, lets requests in flight finish, then stores every queued log record.
     pub async fn shutdown(self) {
         self.stop.cancel();
@@ -192,6 +229,10 @@ impl Server {
                 Err(e) => tracing::error!(error = %e, "server task failed"),
             }
         }
+        // The writer ends when the last logger handle is gone: the watcher's and the
+        // live config's hold one too.
+        drop(self.watcher);
+        drop(self.live);
         drop(self.telemetry);
         if let Some(retention) = self.retention {
             let _ = retention.await;

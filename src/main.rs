@@ -76,14 +76,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match ollabridge::start(config).await {
+    let mut server = match ollabridge::start(config).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ollabridge: {e}");
             return ExitCode::FAILURE;
         }
     };
-    shutdown_signal().await;
+    if let Err(e) = server.enable_reload(&cli.config) {
+        tracing::warn!(error = %e, "config changes will need a restart (SIGHUP and POST /api/reload still work)");
+    }
+    shutdown_signal(&server).await;
     tracing::info!("shutting down: finishing requests in flight and writing the log");
     server.shutdown().await;
     ExitCode::SUCCESS
@@ -119,30 +122,31 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the config meanwhile.
+async fn shutdown_signal(server: &ollabridge::Server) {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            tracing::error!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    server.reload();
+                }
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    {
+        let _ = server;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

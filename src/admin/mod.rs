@@ -40,6 +40,8 @@ pub struct AdminState {
     pub stop: CancellationToken,
     /// `admin.token`, when set.
     pub token: Option<crate::config::ClientKey>,
+    /// The live config, for `POST /api/reload`.
+    pub live: Arc<crate::reload::Live>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -54,6 +56,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/stats", get(stats::stats_handler))
         .route("/api/stats/timeseries", get(stats::timeseries_handler))
         .route("/api/events", get(events::events_handler))
+        .route("/api/reload", axum::routing::post(reload_handler))
         .fallback(|| async { AdminError::NotFound("not found".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -75,6 +78,27 @@ async fn require_token(
         Some(presented) if token.matches(presented) => next.run(request).await,
         Some(_) => crate::ollama::auth::unauthorized("invalid admin token"),
         None => crate::ollama::auth::unauthorized("missing admin token"),
+    }
+}
+
+/// Reads the config file again: 200 with what still needs a restart, or 400 with why
+/// the file was refused (the old config stays).
+async fn reload_handler(State(state): State<Arc<AdminState>>) -> Response {
+    let live = state.live.clone();
+    match tokio::task::spawn_blocking(move || live.reload()).await {
+        Ok(Ok(needs_restart)) => {
+            axum::Json(serde_json::json!({ "status": "reloaded", "needs_restart": needs_restart })).into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 

@@ -95,6 +95,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// At shutdown, how long requests in flight may take to finish before they are cut.
     pub shutdown_grace: Duration,
+    /// Reload the config file when it changes (SIGHUP and `POST /api/reload` always work).
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +161,7 @@ impl fmt::Debug for BackendConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseConfig {
     pub path: PathBuf,
     /// Prompts and responses longer than this are cut before they are stored.
@@ -311,6 +313,7 @@ struct RawServer {
     version: String,
     max_body_bytes: usize,
     shutdown_grace: f64,
+    watch_config: bool,
 }
 
 impl Default for RawServer {
@@ -325,6 +328,7 @@ impl Default for RawServer {
             version: "0.12.0".into(),
             max_body_bytes: 32 << 20,
             shutdown_grace: 30.0,
+            watch_config: true,
         }
     }
 }
@@ -417,6 +421,11 @@ impl Config {
             std::io::ErrorKind::NotFound => fail("file not found".into()),
             _ => fail(format!("cannot read it: {e}")),
         })?;
+        // Syntax first, worded as for inline configs; the config crate's own message
+        // would not say the file is not JSON.
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+            return Err(fail(format!("invalid JSON: {e}")));
+        }
         // Env values stay strings here; the deserializer converts them where a field
         // wants a number, so an API key like 0123 keeps its leading zero.
         let raw: RawConfig = config::Config::builder()
@@ -547,6 +556,7 @@ impl RawConfig {
                 version: self.server.version,
                 max_body_bytes: self.server.max_body_bytes,
                 shutdown_grace: seconds("server.shutdown_grace", self.server.shutdown_grace, true)?,
+                watch_config: self.server.watch_config,
             },
             backend: BackendConfig {
                 kind,

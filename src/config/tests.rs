@@ -331,7 +331,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "invalid config <inline>: server.prot: unknown field `prot`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace` at line 1 column 86",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config` at line 1 column 86",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -553,7 +553,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "unknown field `prot`, expected one of `host`, `port`, `enable_cors`, `log_messages`, \
-             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace` for key `server`",
+             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config` for key `server`",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -571,12 +571,18 @@ fn load_syntax_and_type_errors() {
     // The first part is what matters and is pinned; the config crate then repeats the
     // file as a path relative to the working directory (reported as a poor message).
     let cases: Vec<(String, &str)> = vec![
-        (format!("{{{BACKEND},}}"), "trailing comma at line 1 column 69"),
+        (
+            format!("{{{BACKEND},}}"),
+            "invalid JSON: trailing comma at line 1 column 69",
+        ),
         (
             "{\n  \"backend\": {\"type\": \"openai\",\n \"endpoint\": \"http://x\" \n \"x\": 1}}".into(),
-            "expected `,` or `}` at line 4 column 2",
+            "invalid JSON: expected `,` or `}` at line 4 column 2",
         ),
-        (String::new(), "EOF while parsing a value at line 1 column 0"),
+        (
+            String::new(),
+            "invalid JSON: EOF while parsing a value at line 1 column 0",
+        ),
         (
             with_backend(r#""server": {"port": "abc"}"#),
             "invalid type: string \"abc\", expected an integer for key `server.port`",
@@ -608,7 +614,7 @@ fn load_errors_name_the_file_once() {
     let (file, message) = load_error(&format!("{{{BACKEND},}}"));
     assert_eq!(
         message,
-        format!("invalid config {file}: trailing comma at line 1 column 69")
+        format!("invalid config {file}: invalid JSON: trailing comma at line 1 column 69")
     );
 }
 
@@ -705,7 +711,7 @@ fn environment_overrides_the_file() {
         message,
         format!(
             "invalid config {}: unknown field `nope`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace` for key `server`",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config` for key `server`",
             file.path.display()
         )
     );

@@ -11,10 +11,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::context::RequestContext;
-use crate::AppState;
 use crate::config::ClientKey;
+use crate::reload::Live;
 
-pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+pub async fn require_key(State(live): State<Arc<Live>>, mut request: Request, next: Next) -> Response {
+    let state = live.load();
     let auth = &state.config.auth;
     if auth.keys.is_empty() || request.uri().path() == "/health" {
         return next.run(request).await;

@@ -1,12 +1,11 @@
 //! `/api/embed` and the legacy `/api/embeddings`, over `/v1/embeddings` for OpenAI
 //! backends and passed through for Ollama ones.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::Extension;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -20,6 +19,7 @@ use crate::AppState;
 use crate::backend::AnyBackend;
 use crate::backend::openai::OpenAiBackend;
 use crate::models::Resolved;
+use crate::reload::Snapshot;
 
 #[derive(Debug, Deserialize)]
 struct EmbedRequest {
@@ -45,7 +45,7 @@ struct LegacyEmbeddingsRequest {
 }
 
 pub async fn embed_handler(
-    State(state): State<Arc<AppState>>,
+    Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     method: Method,
     uri: Uri,
@@ -85,7 +85,7 @@ pub async fn embed_handler(
 
 /// The legacy route: one `prompt`, one `embedding`, not normalised (as Ollama does).
 pub async fn embeddings_handler(
-    State(state): State<Arc<AppState>>,
+    Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     method: Method,
     uri: Uri,

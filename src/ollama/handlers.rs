@@ -21,8 +21,11 @@ use crate::AppState;
 use crate::backend::{AnyBackend, BackendError, Call, ChunkStream};
 use crate::config::BackendKind;
 use crate::models::Resolved;
+use crate::reload::{Live, Snapshot};
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(live: Arc<Live>) -> Router {
+    // Read once: these need a restart to change.
+    let state = live.load();
     let mut router = Router::new()
         .route("/", get(root_handler))
         .route("/health", get(health_handler))
@@ -40,14 +43,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pull", post(models_routes::pull_handler))
         .route("/api/{*rest}", any(models_routes::other_api_handler))
         .layer(axum::middleware::map_response_with_state(
-            state.clone(),
+            live.clone(),
             body_too_large_as_json,
         ))
         // Images make bodies big; the default allows far more than axum's 2 MB.
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .layer(axum::middleware::from_fn_with_state(live.clone(), auth::require_key))
         .layer(axum::middleware::from_fn(with_request_context))
-        .with_state(state.clone());
+        .with_state(live);
     if state.config.server.enable_cors {
         router = router.layer(tower_http::cors::CorsLayer::permissive());
     }
@@ -55,10 +58,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// axum refuses an oversized body with plain text; clients expect Ollama's JSON.
-async fn body_too_large_as_json(State(state): State<Arc<AppState>>, response: Response) -> Response {
+async fn body_too_large_as_json(State(live): State<Arc<Live>>, response: Response) -> Response {
     if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
+    let state = live.load();
     let limit = state.config.server.max_body_bytes;
     let error = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
     (response.status(), axum::Json(serde_json::json!({ "error": error }))).into_response()
@@ -73,7 +77,7 @@ async fn health_handler() -> axum::Json<Value> {
 }
 
 async fn chat_handler(
-    State(state): State<Arc<AppState>>,
+    Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
 ) -> Response {
@@ -106,7 +110,7 @@ async fn chat_handler(
 }
 
 async fn generate_handler(
-    State(state): State<Arc<AppState>>,
+    Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
 ) -> Response {

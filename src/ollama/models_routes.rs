@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, Query};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
@@ -22,6 +22,7 @@ use crate::backend::ollama::translate::rename_model;
 use crate::backend::{AnyBackend, BackendModel};
 use crate::config::ModelMapping;
 use crate::models::{ResolveError, listed_name, normalize};
+use crate::reload::Snapshot;
 
 /// Context length reported when neither the config nor the backend tells.
 const FALLBACK_CONTEXT: u64 = 4096;
@@ -31,12 +32,12 @@ const ARCHITECTURE: &str = "llama";
 /// The backend keeps its models loaded; Ollama shows `keep_alive: -1` as a far future.
 const KEPT_LOADED_UNTIL: &str = "2318-01-01T00:00:00Z";
 
-pub async fn version_handler(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn version_handler(Snapshot(state): Snapshot) -> Json<Value> {
     Json(json!({ "version": state.config.server.version }))
 }
 
 /// Every mapped name, plus every model the backend offers under its own name.
-pub async fn tags_handler(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn tags_handler(Snapshot(state): Snapshot) -> Json<Value> {
     let offered = offered_or_empty(&state).await;
     let entries: Vec<Value> = described(&state, &offered).iter().map(|m| m.entry(&state)).collect();
     Json(json!({ "models": entries }))
@@ -50,7 +51,7 @@ pub struct ShowRequest {
     name: Option<String>,
 }
 
-pub async fn show_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn show_handler(Snapshot(state): Snapshot, body: Bytes) -> Response {
     let request: ShowRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -61,7 +62,7 @@ pub async fn show_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Re
 }
 
 /// Zed asks `GET /api/show?model=...`.
-pub async fn show_query_handler(State(state): State<Arc<AppState>>, Query(request): Query<ShowRequest>) -> Response {
+pub async fn show_query_handler(Snapshot(state): Snapshot, Query(request): Query<ShowRequest>) -> Response {
     show(&state, request, None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -104,7 +105,7 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
     .into_response())
 }
 
-pub async fn ps_handler(State(state): State<Arc<AppState>>) -> Response {
+pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
     if let AnyBackend::Ollama(backend) = &state.backend {
         return match backend.forward(Method::GET, "api/ps", None).await {
             Ok(response) => relay(response),
@@ -128,7 +129,7 @@ pub async fn ps_handler(State(state): State<Arc<AppState>>) -> Response {
 /// Other `/api/*` routes: forwarded to an Ollama backend (model name mapped);
 /// an OpenAI backend cannot serve them.
 pub async fn other_api_handler(
-    State(state): State<Arc<AppState>>,
+    Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     method: Method,
     uri: Uri,
@@ -164,7 +165,7 @@ pub struct PullRequest {
 /// backend already serves is "pulled" at once with Ollama's progress sequence; any
 /// other cannot be, because ollabridge does not download models.
 pub async fn pull_handler(
-    State(state): State<Arc<AppState>>,
+    Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     method: Method,
     uri: Uri,
