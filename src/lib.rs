@@ -14,6 +14,7 @@ pub mod models;
 pub mod ollama;
 pub mod reload;
 pub mod store;
+mod tls;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -124,6 +127,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     }
     let (listener, addr) = bind(&config.server.host, config.server.port).await?;
     let grace = config.server.shutdown_grace;
+    let tls = config.server.tls.clone();
     let admin_config = config.admin.clone();
     let database_path = config.database.path.clone();
     let live = Arc::new(reload::Live::new(AppState::new(
@@ -149,7 +153,28 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     } else {
         None
     };
-    serving.push(serve(listener, ollama::router(live.clone()), &stop));
+    let app = ollama::router(live.clone());
+    match &tls {
+        Some(files) => {
+            let acceptor = tls::acceptor(&files.cert, &files.key).map_err(StartError::Tls)?;
+            // Tapped so that axum's ConnectInfo<SocketAddr> works; also sets TCP_NODELAY.
+            let listener = tls::TlsListener {
+                tcp: listener,
+                acceptor,
+            }
+            .tap_io(|tls| {
+                if let Err(e) = tls.get_ref().0.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            serving.push(tokio::spawn(
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .into_future(),
+            ));
+        }
+        None => serving.push(serve(listener, app, &stop)),
+    }
     tracing::info!(addr = %addr, "ollabridge listening");
     Ok(Server {
         addr,

@@ -97,6 +97,15 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Reload the config file when it changes (SIGHUP and `POST /api/reload` always work).
     pub watch_config: bool,
+    /// HTTPS on the Ollama port: PEM certificate chain and private key.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +323,7 @@ struct RawServer {
     max_body_bytes: usize,
     shutdown_grace: f64,
     watch_config: bool,
+    tls: Option<TlsFiles>,
 }
 
 impl Default for RawServer {
@@ -329,6 +339,7 @@ impl Default for RawServer {
             max_body_bytes: 32 << 20,
             shutdown_grace: 30.0,
             watch_config: true,
+            tls: None,
         }
     }
 }
@@ -557,6 +568,7 @@ impl RawConfig {
                 max_body_bytes: self.server.max_body_bytes,
                 shutdown_grace: seconds("server.shutdown_grace", self.server.shutdown_grace, true)?,
                 watch_config: self.server.watch_config,
+                tls: self.server.tls,
             },
             backend: BackendConfig {
                 kind,

@@ -331,7 +331,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "invalid config <inline>: server.prot: unknown field `prot`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config` at line 1 column 86",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config`, `tls` at line 1 column 86",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -553,7 +553,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "unknown field `prot`, expected one of `host`, `port`, `enable_cors`, `log_messages`, \
-             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config` for key `server`",
+             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -711,7 +711,7 @@ fn environment_overrides_the_file() {
         message,
         format!(
             "invalid config {}: unknown field `nope`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config` for key `server`",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
             file.path.display()
         )
     );
