@@ -73,13 +73,16 @@ async fn backend_concurrency_is_capped_and_the_queue_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_with_retry_after() {
-    let (backend, _) = slow_backend(Duration::from_millis(600)).await;
+    let (backend, served) = slow_backend(Duration::from_millis(600)).await;
     let mut bridge = Bridge::start(json!({
         "backend": {"type": "openai", "endpoint": backend, "max_concurrent": 1, "queue_timeout": 0.1},
     }))
     .await;
     let (first, second) = tokio::join!(chat(&bridge.url), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Only once the first request holds the one slot (the backend has it).
+        while served.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         chat(&bridge.url).await
     });
     assert_eq!(first.0, 200);
