@@ -168,24 +168,25 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
         .map_err(|e| BackendError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Sends a request; once more if a pooled keep-alive connection turned out to be closed
-/// before any answer came. llama-server closes connections after every stream while
-/// announcing keep-alive, so the next request may be written to a dead socket; the
-/// server never saw it, which makes the retry safe.
+/// Sends a request; again (up to 3 tries) when a pooled keep-alive connection turns out
+/// to be closed before any answer came. llama-server closes connections after every
+/// stream while announcing keep-alive, so under load several pooled connections can be
+/// dead at once; the server never saw the request, which makes the retry safe.
 pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Result<reqwest::Response, BackendError> {
-    let retry = request.try_clone();
-    match request.send().await {
-        Err(e) if is_stale_connection(&e) => match retry {
-            Some(retry) => {
-                tracing::debug!(
-                    backend = label,
-                    "pooled connection was closed; sending again on a new one"
-                );
-                retry.send().await.map_err(|e| BackendError::from_reqwest(label, &e))
+    const TRIES: usize = 3;
+    let (mut request, mut attempt) = (request, 1);
+    loop {
+        let retry = request.try_clone();
+        match request.send().await {
+            Err(e) if attempt < TRIES && is_stale_connection(&e) => {
+                let Some(next) = retry else {
+                    return Err(BackendError::from_reqwest(label, &e));
+                };
+                tracing::debug!(backend = label, attempt, "pooled connection was closed; sending again");
+                (request, attempt) = (next, attempt + 1);
             }
-            None => Err(BackendError::from_reqwest(label, &e)),
-        },
-        result => result.map_err(|e| BackendError::from_reqwest(label, &e)),
+            result => return result.map_err(|e| BackendError::from_reqwest(label, &e)),
+        }
     }
 }
 

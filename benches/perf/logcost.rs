@@ -1,0 +1,694 @@
+//! The request log's cost, in process, through ollabridge's public API.
+//!
+//! `writer`: rows per second the SQLite writer (`store::open` + `Writer::spawn`) stores.
+//! All rows are queued at once (the queue holds them all, so none is dropped) and the
+//! clock runs until `Writer::close` returns, i.e. until the queue has drained and the
+//! last batch is committed. CPU per row is the whole process's `utime + stime` over that
+//! time (it includes the SQLite worker threads, which exit when the pool closes).
+//!
+//! `logcost`: CPU per request of what ollabridge does to log a request. The calling
+//! thread plays the request path: it repeats what `src/ollama/recorder.rs` does for one
+//! streamed chat (`Recorder::new` … `send`) with the same public pieces (the recorder
+//! module is private, so this is a copy: keep it in step). Its own CPU time (its
+//! `schedstat`) is the request-path cost; the writer stores the rows meanwhile on the
+//! runtime's threads, and the process's CPU beyond the calling thread's, until the
+//! writer has drained, is the writer's cost per row. Each piece is also timed alone.
+//!
+//! These are lower bounds: one thread, no contention. The request line in particular
+//! costs far more in the server, where two workers share stdout's lock and every line is a
+//! `write(2)`; `scripts/bench.sh` measures that end to end (an ollabridge without the line,
+//! same load, CPU per request compared).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ollabridge::Telemetry;
+use ollabridge::metrics::{Metrics, RequestEvent};
+use ollabridge::models::normalize;
+use ollabridge::ollama::types::{Message, now_rfc3339};
+use ollabridge::store::{self, LogRecord, Writer, timestamp_now};
+use serde::{Deserialize, Serialize};
+
+use crate::procfs;
+use crate::stats::median;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriterArgs {
+    /// The database file (created; removed first, with its -wal and -shm).
+    #[arg(long)]
+    db: PathBuf,
+    #[arg(long, default_value_t = 20_000)]
+    rows: usize,
+    /// Approximate bytes of text per row (prompt and response).
+    #[arg(long, default_value_t = 2048)]
+    row_bytes: usize,
+    /// Runs, each on a fresh database.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Runtime worker threads (ollabridge uses one per core).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// A name for the database's location in reports (e.g. disk, tmpfs).
+    #[arg(long, default_value = "disk")]
+    label: String,
+    /// `ollabridge`: the real `Writer`. `multirow`: a prototype of a possible fix, the same
+    /// batching but one multi-row INSERT per 64 rows instead of one per row (each `execute`
+    /// is a round trip to sqlx's SQLite thread).
+    #[arg(long, value_enum, default_value_t = Variant::Ollabridge)]
+    variant: Variant,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Ollabridge,
+    Multirow,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriterRun {
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    pub cpu_us_per_row: f64,
+    /// Time to queue all rows (`Logger::log` calls), per row.
+    pub enqueue_us_per_row: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriterResult {
+    pub kind: String,
+    pub label: String,
+    #[serde(default)]
+    pub variant: Option<Variant>,
+    pub rows: usize,
+    pub row_bytes: usize,
+    pub runs: Vec<WriterRun>,
+    pub median_rows_per_s: f64,
+    pub median_cpu_us_per_row: f64,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogcostArgs {
+    /// The database file (created; removed first, with its -wal and -shm).
+    #[arg(long)]
+    db: PathBuf,
+    /// Requests logged per full-path run.
+    #[arg(long, default_value_t = 20_000)]
+    iters: usize,
+    /// Streamed chunks per request (the load's 16-chunk workload).
+    #[arg(long, default_value_t = 16)]
+    chunks: usize,
+    /// Length of the one user message (as the load driver sends).
+    #[arg(long, default_value_t = 200)]
+    prompt_bytes: usize,
+    /// Milliseconds each single piece is timed for.
+    #[arg(long, default_value_t = 300)]
+    piece_ms: u64,
+    /// Where the request lines go when tracing is on (ollabridge prints them on stdout).
+    #[arg(long, default_value = "/dev/null")]
+    tracing_log: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value = "disk")]
+    label: String,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    /// CPU microseconds per call.
+    pub us: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogcostResult {
+    pub kind: String,
+    pub label: String,
+    pub iters: usize,
+    pub chunks: usize,
+    pub prompt_bytes: usize,
+    pub components: Vec<Component>,
+    /// The calling thread's CPU per request, tracing on (as ollabridge runs by default).
+    pub request_path_us: f64,
+    pub request_path_no_tracing_us: f64,
+    /// The rest of the process (writer task, SQLite threads) per row.
+    pub writer_us_per_row: f64,
+    pub total_us: f64,
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+}
+
+/// A row like a chat's: the messages as JSON and the answer, `text_bytes` together.
+fn sample_row(text_bytes: usize) -> LogRecord {
+    let filler = |n: usize| -> String { "lorem ipsum dolor sit amet ".chars().cycle().take(n).collect() };
+    let prompt_len = text_bytes * 55 / 100;
+    let prompt = serde_json::json!([{"role": "user", "content": filler(prompt_len.saturating_sub(30))}]).to_string();
+    LogRecord {
+        timestamp: timestamp_now(),
+        endpoint: "/api/chat".into(),
+        method: "POST".into(),
+        model: Some("mock".into()),
+        backend_model: Some("mock".into()),
+        prompt: Some(prompt),
+        response: Some(filler(text_bytes - prompt_len)),
+        status_code: 200,
+        latency_ms: 12,
+        stream: true,
+        backend_type: "openai".into(),
+        done_reason: Some("stop".into()),
+        prompt_tokens: Some(120),
+        completion_tokens: Some(200),
+        request_id: format!("{:032x}", 0x1234_5678_9abc_def0_u128),
+        ttft_ms: Some(3.5),
+        prompt_eval_ms: Some(1.0),
+        eval_ms: Some(20.0),
+        tokens_per_second: Some(10_000.0),
+        request_bytes: 1200,
+        response_bytes: 9000,
+        client_addr: Some("127.0.0.1:54321".into()),
+        ..Default::default()
+    }
+}
+
+fn row_text_bytes(r: &LogRecord) -> usize {
+    [&r.prompt, &r.response, &r.thinking, &r.tool_calls]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum()
+}
+
+pub fn run_writer(args: WriterArgs) -> crate::Result<ExitCode> {
+    let rt = runtime(args.threads)?;
+    let template = sample_row(args.row_bytes);
+    let mut result = WriterResult {
+        kind: "writer".into(),
+        label: args.label.clone(),
+        rows: args.rows,
+        row_bytes: row_text_bytes(&template),
+        variant: Some(args.variant),
+        ..Default::default()
+    };
+    for _ in 0..args.repeat.max(1) {
+        remove_db(&args.db);
+        let records: Vec<LogRecord> = (0..args.rows).map(|_| template.clone()).collect();
+        let pool = rt
+            .block_on(store::open(&args.db))
+            .map_err(|e| format!("cannot open the database: {e}"))?;
+        let _guard = rt.enter();
+        let pid = std::process::id();
+        let cpu_before = procfs::process_cpu_us(pid).unwrap_or(0);
+        let started = Instant::now();
+        let enqueued = match args.variant {
+            Variant::Ollabridge => {
+                let (logger, writer) = Writer::spawn(pool, args.rows.max(1), 1 << 20);
+                for record in records {
+                    logger.log(record);
+                }
+                let enqueued = started.elapsed();
+                result.dropped += logger.dropped();
+                drop(logger);
+                rt.block_on(writer.close());
+                enqueued
+            }
+            Variant::Multirow => {
+                let (tx, rx) = tokio::sync::mpsc::channel(args.rows.max(1));
+                let writer = tokio::spawn(multirow::write_loop(pool, rx));
+                for record in records {
+                    if tx.try_send(record).is_err() {
+                        result.dropped += 1;
+                    }
+                }
+                let enqueued = started.elapsed();
+                drop(tx);
+                rt.block_on(writer).map_err(|e| format!("writer task failed: {e}"))??;
+                enqueued
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = procfs::process_cpu_us(pid).unwrap_or(0).saturating_sub(cpu_before);
+        let stored = rt.block_on(count_rows(&args.db))?;
+        if stored != args.rows as i64 {
+            return Err(format!("writer stored {stored} rows of {}", args.rows));
+        }
+        result.runs.push(WriterRun {
+            seconds,
+            rows_per_s: args.rows as f64 / seconds,
+            cpu_us_per_row: cpu as f64 / args.rows as f64,
+            enqueue_us_per_row: enqueued.as_secs_f64() * 1e6 / args.rows as f64,
+        });
+    }
+    let rates: Vec<f64> = result.runs.iter().map(|r| r.rows_per_s).collect();
+    let cpus: Vec<f64> = result.runs.iter().map(|r| r.cpu_us_per_row).collect();
+    result.median_rows_per_s = median(&rates);
+    result.median_cpu_us_per_row = median(&cpus);
+    crate::report::print_writer_result(&result);
+    if let Some(path) = &args.json {
+        crate::write_json(path, &result)?;
+    }
+    Ok(if result.dropped > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn runtime(threads: usize) -> crate::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build runtime: {e}"))
+}
+
+async fn count_rows(db: &Path) -> crate::Result<i64> {
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .map_err(|e| format!("cannot reopen {}: {e}", db.display()))?;
+    let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM logs")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| format!("cannot count rows: {e}"))?;
+    pool.close().await;
+    Ok(n.0)
+}
+
+/// What one request brings to the log path.
+struct Input {
+    id: String,
+    addr: SocketAddr,
+    model: String,
+    backend_model: String,
+    messages: Vec<Message>,
+    body_len: usize,
+    /// The chunks' text and the length of the NDJSON line each became.
+    chunks: Vec<(String, usize)>,
+}
+
+impl Input {
+    fn new(args: &LogcostArgs) -> Input {
+        let content: String = "Tell me about the weather in Paris today. "
+            .chars()
+            .cycle()
+            .take(args.prompt_bytes.max(1))
+            .collect();
+        let messages = vec![Message {
+            role: "user".into(),
+            content,
+            ..Default::default()
+        }];
+        Input {
+            id: format!("{:032x}", 0xfeed_beef_u128),
+            addr: SocketAddr::from(([127, 0, 0, 1], 40_000)),
+            model: "mock".into(),
+            backend_model: "mock".into(),
+            body_len: serde_json::to_string(&messages).map_or(0, |s| s.len() + 60),
+            messages,
+            chunks: (0..args.chunks).map(|_| ("abcd".to_owned(), 130)).collect(),
+        }
+    }
+}
+
+/// One request's log path, as `src/ollama/recorder.rs` runs it for a streamed chat that
+/// ended well (plus the handler's `serde_json::to_string(messages)` for the prompt).
+fn request_path(t: &Telemetry, input: &Input) {
+    let started = Instant::now();
+    // Recorder::new
+    let _ = t.events.send(RequestEvent::Started {
+        request_id: input.id.clone(),
+        endpoint: "/api/chat".to_owned(),
+        timestamp: timestamp_now(),
+    });
+    let inflight = t.metrics.inflight();
+    let mut r = LogRecord {
+        timestamp: timestamp_now(),
+        endpoint: "/api/chat".to_owned(),
+        method: "POST".to_owned(),
+        backend_type: "openai".to_owned(),
+        status_code: 200,
+        request_id: input.id.clone(),
+        client_addr: Some(input.addr.to_string()),
+        client_key: None,
+        ..Default::default()
+    };
+    r.request_bytes = input.body_len as u64;
+    // chat_handler: recorder.request(…), recorder.resolved(…)
+    r.model = Some(input.model.clone());
+    r.prompt = serde_json::to_string(&input.messages).ok();
+    r.stream = true;
+    r.model = Some(input.model.clone());
+    r.backend_model = Some(input.backend_model.clone());
+    // observe + sent_bytes, per chunk
+    let mut content = String::new();
+    let mut first_output = None;
+    let mut output_chunks = 0u64;
+    for (text, line_len) in &input.chunks {
+        first_output.get_or_insert_with(Instant::now);
+        output_chunks += 1;
+        content.push_str(text);
+        r.response_bytes += *line_len as u64;
+    }
+    // send(): the backend reported usage and timings (llama.cpp, the mock)
+    let first = first_output.unwrap_or_else(Instant::now);
+    r.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    r.response = Some(content);
+    r.done_reason = Some("stop".into());
+    r.prompt_tokens = Some(32);
+    r.completion_tokens = Some(output_chunks);
+    r.prompt_eval_ms = Some(1.0);
+    r.eval_ms = Some(output_chunks as f64 * 0.1);
+    r.tokens_per_second = r.completion_tokens.map(|n| n as f64 / (output_chunks as f64 * 0.1e-3));
+    r.ttft_ms = Some((first - started).as_secs_f64() * 1000.0);
+    r.cost = price(&t.pricing, &r);
+    tracing::info!(
+        endpoint = %r.endpoint,
+        model = r.model.as_deref().unwrap_or(""),
+        status = r.status_code,
+        latency_ms = r.latency_ms,
+        error = r.error.as_deref().unwrap_or(""),
+        "request"
+    );
+    t.metrics.observe(&r);
+    let mut record = std::mem::take(&mut r);
+    t.logger.cap_bodies(&mut record);
+    if t.events.receiver_count() > 0 {
+        let _ = t.events.send(RequestEvent::Finished(Box::new(record.clone())));
+    }
+    t.logger.log(record);
+    drop(inflight);
+}
+
+/// recorder.rs `price`: the row's names normalised, looked up in the price list.
+fn price(pricing: &[(String, ollabridge::config::Price)], r: &LogRecord) -> Option<f64> {
+    [r.model.as_deref(), r.backend_model.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(|name| {
+            let key = normalize(name);
+            pricing
+                .iter()
+                .find(|(model, _)| normalize(model) == key)
+                .map(|(_, p)| p.input + p.output)
+        })
+}
+
+fn new_telemetry(rt: &tokio::runtime::Runtime, db: &Path, capacity: usize) -> crate::Result<(Arc<Telemetry>, Writer)> {
+    remove_db(db);
+    let pool = rt
+        .block_on(store::open(db))
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let _guard = rt.enter();
+    let (logger, writer) = Writer::spawn(pool, capacity, 1 << 20);
+    let telemetry = Arc::new(Telemetry {
+        logger,
+        metrics: Metrics::new(),
+        pricing: Vec::new(),
+        events: tokio::sync::broadcast::channel(1024).0,
+        cut_off: tokio_util::sync::CancellationToken::new(),
+    });
+    Ok((telemetry, writer))
+}
+
+/// Calls `f` for at least `length` of wall time; CPU microseconds per call of this thread.
+fn time_piece(length: Duration, mut f: impl FnMut()) -> f64 {
+    for _ in 0..64 {
+        f();
+    }
+    let deadline = Instant::now() + length;
+    let cpu_before = procfs::this_thread_ns();
+    let mut calls = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..64 {
+            f();
+        }
+        calls += 64;
+    }
+    (procfs::this_thread_ns() - cpu_before) as f64 / 1000.0 / calls as f64
+}
+
+/// The full path `iters` times with a fresh writer: (request-path us, writer us) per request.
+fn full_path(rt: &tokio::runtime::Runtime, args: &LogcostArgs, input: &Input) -> crate::Result<(f64, f64)> {
+    let (telemetry, writer) = new_telemetry(rt, &args.db, args.iters + 16)?;
+    let pid = std::process::id();
+    let process_before = procfs::process_cpu_us(pid).unwrap_or(0);
+    let thread_before = procfs::this_thread_ns();
+    for _ in 0..args.iters {
+        request_path(&telemetry, input);
+    }
+    let thread_us = (procfs::this_thread_ns() - thread_before) as f64 / 1000.0;
+    let dropped = telemetry.logger.dropped();
+    drop(telemetry);
+    rt.block_on(writer.close());
+    let process_us = procfs::process_cpu_us(pid).unwrap_or(0).saturating_sub(process_before) as f64;
+    if dropped > 0 {
+        return Err(format!("{dropped} records dropped"));
+    }
+    let stored = rt.block_on(count_rows(&args.db))?;
+    if stored != args.iters as i64 {
+        return Err(format!("writer stored {stored} rows of {}", args.iters));
+    }
+    let n = args.iters.max(1) as f64;
+    Ok((thread_us / n, (process_us - thread_us).max(0.0) / n))
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
+    let rt = runtime(args.threads)?;
+    let input = Input::new(&args);
+    let piece = Duration::from_millis(args.piece_ms);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.tracing_log)
+        .map_err(|e| format!("{}: {e}", args.tracing_log.display()))?;
+    // As ollabridge's main.rs sets it up (stdout there, this file here): `info` by default,
+    // `warn` for OLLABRIDGE_LOG=warn. Both exist before any event, so every callsite's
+    // cached interest covers both (with only one, tracing caches "never" for a callsite
+    // first hit outside it, and the request line would silently never be written).
+    let file = Arc::new(file);
+    let subscriber = |filter: &str| {
+        tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(file.clone())
+                .finish(),
+        )
+    };
+    let dispatch = subscriber("info");
+    let dispatch_off = subscriber("warn");
+
+    let mut components = Vec::new();
+    let mut piece_of = |name: &str, us: f64| {
+        components.push(Component { name: name.into(), us });
+    };
+    piece_of(
+        "timestamp_now() (2 per request)",
+        time_piece(piece, || {
+            black_box(timestamp_now());
+        }),
+    );
+    piece_of(
+        "now_rfc3339() (1 per NDJSON line; not logging)",
+        time_piece(piece, || {
+            black_box(now_rfc3339());
+        }),
+    );
+    piece_of(
+        "prompt for the row: serde_json::to_string(messages)",
+        time_piece(piece, || {
+            black_box(serde_json::to_string(&input.messages).ok());
+        }),
+    );
+    let (telemetry, writer) = new_telemetry(&rt, &args.db, 1024)?;
+    piece_of(
+        "cut_off token: clone + cancelled() polled + dropped (per chunk; not logging)",
+        time_piece(piece, || {
+            let token = telemetry.cut_off.clone();
+            black_box(futures::FutureExt::now_or_never(token.cancelled()));
+        }),
+    );
+    piece_of(
+        "Started event (broadcast, no listener) + timestamp",
+        time_piece(piece, || {
+            let _ = telemetry.events.send(RequestEvent::Started {
+                request_id: input.id.clone(),
+                endpoint: "/api/chat".to_owned(),
+                timestamp: timestamp_now(),
+            });
+        }),
+    );
+    let row = {
+        let mut r = sample_row(args.prompt_bytes + args.chunks * 4);
+        r.model = Some(input.model.clone());
+        r
+    };
+    piece_of(
+        "metrics.observe(row)",
+        time_piece(piece, || telemetry.metrics.observe(&row)),
+    );
+    piece_of(
+        "tracing::info! request line (1 thread, to a file; e2e: see table)",
+        tracing::dispatcher::with_default(&dispatch, || {
+            time_piece(piece, || {
+                tracing::info!(
+                    endpoint = %row.endpoint,
+                    model = row.model.as_deref().unwrap_or(""),
+                    status = row.status_code,
+                    latency_ms = row.latency_ms,
+                    error = row.error.as_deref().unwrap_or(""),
+                    "request"
+                );
+            })
+        }),
+    );
+    drop(telemetry);
+    rt.block_on(writer.close());
+    {
+        // Logger::log alone: prebuilt rows, the writer draining meanwhile.
+        let n = args.iters;
+        let (telemetry, writer) = new_telemetry(&rt, &args.db, n + 16)?;
+        let rows: Vec<LogRecord> = (0..n).map(|_| row.clone()).collect();
+        let before = procfs::this_thread_ns();
+        for r in rows {
+            telemetry.logger.log(r);
+        }
+        let us = (procfs::this_thread_ns() - before) as f64 / 1000.0 / n.max(1) as f64;
+        piece_of("Logger::log(row) (cap + try_send)", us);
+        drop(telemetry);
+        rt.block_on(writer.close());
+    }
+    let lines_before = line_count(&args.tracing_log);
+    let (on_us, writer_us) = tracing::dispatcher::with_default(&dispatch, || full_path(&rt, &args, &input))?;
+    piece_of("whole request path, tracing on (default)", on_us);
+    let (off_us, _) = tracing::dispatcher::with_default(&dispatch_off, || full_path(&rt, &args, &input))?;
+    piece_of("whole request path, OLLABRIDGE_LOG=warn (filter check only)", off_us);
+    let lines = line_count(&args.tracing_log).saturating_sub(lines_before);
+    if args.tracing_log != Path::new("/dev/null") && lines != args.iters {
+        return Err(format!(
+            "expected {} request lines in the tracing log, got {lines}",
+            args.iters
+        ));
+    }
+    piece_of("writer: process CPU beyond the request thread, per row", writer_us);
+
+    let result = LogcostResult {
+        kind: "logcost".into(),
+        label: args.label.clone(),
+        iters: args.iters,
+        chunks: args.chunks,
+        prompt_bytes: args.prompt_bytes,
+        components,
+        request_path_us: on_us,
+        request_path_no_tracing_us: off_us,
+        writer_us_per_row: writer_us,
+        total_us: on_us + writer_us,
+    };
+    crate::report::print_logcost_result(&result);
+    if let Some(path) = &args.json {
+        crate::write_json(path, &result)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A prototype of a cheaper writer, to measure what it would gain: `src/store/writer.rs`
+/// with `insert_batch` sending one multi-row INSERT per [`ROWS_PER_STATEMENT`] rows.
+mod multirow {
+    use std::time::Duration;
+
+    use ollabridge::store::LogRecord;
+    use sqlx::sqlite::SqlitePool;
+    use sqlx::{QueryBuilder, Sqlite};
+    use tokio::sync::mpsc;
+
+    const BATCH_WINDOW: Duration = Duration::from_millis(50);
+    const MAX_BATCH: usize = 512;
+    /// 64 rows x 28 columns = 1792 parameters, well under SQLite's 32766.
+    const ROWS_PER_STATEMENT: usize = 64;
+
+    pub async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<LogRecord>) -> crate::Result<()> {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(record)) => batch.push(record),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            insert_batch(&pool, &batch)
+                .await
+                .map_err(|e| format!("cannot insert: {e}"))?;
+            batch.clear();
+        }
+        pool.close().await;
+        Ok(())
+    }
+
+    async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx::Error> {
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut tx = pool.begin().await?;
+        for rows in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
+                 tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
+                 completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
+                 tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key) ",
+            );
+            query.push_values(rows, |mut b, r| {
+                b.push_bind(&r.timestamp)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.method)
+                    .push_bind(&r.model)
+                    .push_bind(&r.backend_model)
+                    .push_bind(&r.prompt)
+                    .push_bind(&r.response)
+                    .push_bind(&r.thinking)
+                    .push_bind(&r.tool_calls)
+                    .push_bind(i64::from(r.status_code))
+                    .push_bind(to_i64(r.latency_ms))
+                    .push_bind(r.stream)
+                    .push_bind(&r.backend_type)
+                    .push_bind(&r.done_reason)
+                    .push_bind(r.prompt_tokens.map(to_i64))
+                    .push_bind(r.completion_tokens.map(to_i64))
+                    .push_bind(&r.error)
+                    .push_bind(&r.request_id)
+                    .push_bind(r.ttft_ms)
+                    .push_bind(r.prompt_eval_ms)
+                    .push_bind(r.eval_ms)
+                    .push_bind(r.tokens_per_second)
+                    .push_bind(r.tokens_estimated)
+                    .push_bind(to_i64(r.request_bytes))
+                    .push_bind(to_i64(r.response_bytes))
+                    .push_bind(&r.client_addr)
+                    .push_bind(r.cost)
+                    .push_bind(&r.client_key);
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+}

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# The benchmark suite, one command:
+#
+#   scripts/bench.sh             full run: about 2-3 minutes after the build
+#   scripts/bench.sh --smoke     every workload a few requests only (seconds); exits non-zero
+#                                if any request, log row or step fails (for CI)
+#
+# Options: --no-llama (skip the real llama-server workloads), --out DIR (default
+# target/bench/<date>), --release / --debug (build profile; full runs default to release,
+# --smoke to debug, which reuses the test build).
+#
+# This machine is shared and has 2 cores: run it 2-3 times and compare, e.g.
+#   cargo bench --bench perf -- report --spread target/bench/<run1> target/bench/<run2> ...
+#
+# It builds ollabridge and the bench tool (benches/perf, a `harness = false` bench target),
+# starts the mock OpenAI backend (`perf mock`) and ollabridge as a separate process
+# (`ollabridge --config ...`, so its CPU can be read from /proc), then for each workload
+# sends the same requests through ollabridge (/api/chat) and straight to the backend
+# (/v1/chat/completions), in alternating batches (`perf load`). Then the same against a real
+# llama-server (scripts/build-llama-server.sh, scripts/tiny-models.sh), the log writer's
+# rows/s (`perf writer`, on disk and on tmpfs) and the CPU the logging path costs per
+# request (`perf logcost`). It prints one table (`perf report`) and keeps every result as
+# JSON in the output directory, with the processes' logs.
+#
+# Everything listens on 127.0.0.1 only, every load is bounded in time and count, and every
+# process started here is stopped (by its pid) on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SMOKE=0
+LLAMA=1
+OUT=""
+PROFILE=""
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --no-llama) LLAMA=0 ;;
+    --out) OUT="$2"; shift ;;
+    --release) PROFILE=release ;;
+    --debug) PROFILE=dev ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -z "$PROFILE" ]; then
+  if [ "$SMOKE" = 1 ]; then PROFILE=dev; else PROFILE=release; fi
+fi
+if [ -z "$OUT" ]; then
+  OUT="$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)$([ "$SMOKE" = 1 ] && echo -smoke || true)"
+fi
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+# Every process started here, stopped by pid on exit.
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -f "/dev/shm/ollabridge-bench-$$.db" "/dev/shm/ollabridge-bench-$$.db-wal" "/dev/shm/ollabridge-bench-$$.db-shm"
+}
+trap cleanup EXIT
+
+FAILED=()
+step() { # step NAME COMMAND...: runs it, notes a failure, carries on
+  local name="$1"
+  shift
+  if ! "$@"; then
+    echo "bench: $name failed" >&2
+    FAILED+=("$name")
+  fi
+}
+
+# --- build --------------------------------------------------------------------------------
+echo "bench: building ($PROFILE profile)" >&2
+cargo build --profile "$PROFILE" --locked --bin ollabridge --bench perf \
+  --message-format=json-render-diagnostics > "$OUT/build.log"
+PERF="$(grep -o '"executable":"[^"]*/perf-[0-9a-f]*"' "$OUT/build.log" | tail -n1 | sed 's/^"executable":"//; s/"$//')"
+BRIDGE_BIN="$(grep -o '"executable":"[^"]*/ollabridge"' "$OUT/build.log" | tail -n1 | sed 's/^"executable":"//; s/"$//')"
+[ -x "$PERF" ] && [ -x "$BRIDGE_BIN" ] || { echo "bench: build did not produce the binaries" >&2; exit 1; }
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "mode: $([ "$SMOKE" = 1 ] && echo smoke || echo full), profile $PROFILE"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+  echo "cpus: $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} > "$OUT/machine.txt"
+
+# --- helpers --------------------------------------------------------------------------------
+# wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN
+wait_for() {
+  local file="$1" pattern="$2" deadline=$((SECONDS + $3))
+  until grep -aq "$pattern" "$file" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "bench: timed out waiting for '$pattern' in $file" >&2
+      tail -n 20 "$file" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# start_bridge NAME ENDPOINT MAPPINGS_JSON [OLLABRIDGE_LOG] [QUEUE_CAPACITY]: ollabridge as its
+# own process on a free port; sets BRIDGE_URL, ADMIN_URL (its metrics) and BRIDGE_PID.
+start_bridge() {
+  local name="$1" endpoint="$2" mappings="$3" log="${4:-info}" queue="${5:-4096}"
+  cat > "$OUT/$name.config.json" <<EOF
+{
+  "server": {"host": "127.0.0.1", "port": 0},
+  "backend": {"type": "openai", "endpoint": "$endpoint", "timeout": 60},
+  "database": {"path": "$OUT/$name.db", "queue_capacity": $queue},
+  "admin": {"host": "127.0.0.1", "port": 0},
+  "models": {"mappings": $mappings}
+}
+EOF
+  OLLABRIDGE_LOG="$log" "$BRIDGE_BIN" --config "$OUT/$name.config.json" > "$OUT/$name.log" 2>&1 &
+  BRIDGE_PID=$!
+  PIDS+=("$BRIDGE_PID")
+  wait_for "$OUT/$name.log" "ollabridge listening" 20
+  BRIDGE_URL="http://$(grep -a "ollabridge listening" "$OUT/$name.log" | grep -o '127\.0\.0\.1:[0-9]*' | tail -n1)"
+  wait_for "$OUT/$name.log" "admin listening" 5
+  ADMIN_URL="http://$(grep -a "admin listening" "$OUT/$name.log" | grep -o '127\.0\.0\.1:[0-9]*' | tail -n1)"
+}
+
+rss_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+
+# rows NAME DB: the bridge's log rows and those with an error, after it stopped
+check_rows() {
+  local name="$1" db="$2" expected_min="$3"
+  if command -v sqlite3 > /dev/null; then
+    local rows errors
+    rows="$(sqlite3 "$db" 'SELECT COUNT(*) FROM logs')"
+    errors="$(sqlite3 "$db" 'SELECT COUNT(*) FROM logs WHERE error IS NOT NULL')"
+    echo "bench: $name logged $rows rows, $errors with an error" >&2
+    if [ "$rows" -lt "$expected_min" ] || [ "$errors" -ne 0 ]; then
+      echo "bench: $name: expected at least $expected_min rows and no error" >&2
+      return 1
+    fi
+  fi
+}
+
+if [ "$SMOKE" = 1 ]; then
+  LOAD=(--rounds 1 --batch-requests 3 --batch-ms 10000 --warmup-requests 1 --warmup-ms 10000)
+  WRITER=(--rows 500 --repeat 1)
+  LOGCOST=(--iters 500 --piece-ms 20)
+else
+  LOAD=(--rounds 4 --batch-ms 1000 --warmup-ms 300)
+  WRITER=(--rows 20000 --repeat 3)
+  LOGCOST=(--iters 20000 --piece-ms 300)
+fi
+
+# --- mock backend ---------------------------------------------------------------------------
+"$PERF" mock --port 0 --threads 1 > "$OUT/mock.out" 2> "$OUT/mock.err" &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+wait_for "$OUT/mock.out" "^listening " 10
+MOCK_URL="$(sed -n 's/^listening //p' "$OUT/mock.out")"
+start_bridge bridge-mock "$MOCK_URL" '{"mock": "mock", "mock-paced": "mock+delay=2000"}'
+sleep 0.5
+IDLE_RSS="$(rss_kb "$BRIDGE_PID" VmRSS)"
+echo "bench: mock at $MOCK_URL, ollabridge at $BRIDGE_URL (pid $BRIDGE_PID, idle RSS $IDLE_RSS KiB)" >&2
+
+n=0
+for shape in nonstream stream16 stream256; do
+  case "$shape" in
+    nonstream) SHAPE=(--chunks 16) ;;
+    stream16) SHAPE=(--stream --chunks 16) ;;
+    stream256) SHAPE=(--stream --chunks 256) ;;
+  esac
+  for c in 1 8 64; do
+    n=$((n + 1))
+    name="$(printf '%02d' "$n")-mock-$shape-c$c"
+    echo "bench: $name" >&2
+    step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock \
+      "${SHAPE[@]}" --concurrency "$c" "${LOAD[@]}" \
+      --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-$shape" --json "$OUT/$name.json" > "$OUT/$name.txt"
+  done
+done
+# Paced like a real model: 2 ms between tokens, so each chunk arrives on its own.
+n=$((n + 1))
+name="$(printf '%02d' "$n")-mock-stream16-paced2ms-c8"
+echo "bench: $name" >&2
+step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock-paced --backend-model 'mock+delay=2000' \
+  --stream --chunks 16 --concurrency 8 "${LOAD[@]}" \
+  --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-stream16-2ms" --json "$OUT/$name.json" > "$OUT/$name.txt"
+# Open loop: a fixed arrival rate, whatever is in flight (scheduling lag reported apart).
+n=$((n + 1))
+name="$(printf '%02d' "$n")-mock-stream16-r1000"
+echo "bench: $name" >&2
+if [ "$SMOKE" = 1 ]; then RATE=(--rate 50); else RATE=(--rate 1000); fi
+step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock \
+  --stream --chunks 16 "${RATE[@]}" "${LOAD[@]}" \
+  --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-stream16" --json "$OUT/$name.json" > "$OUT/$name.txt"
+AFTER_RSS="$(rss_kb "$BRIDGE_PID" VmRSS)"
+PEAK_RSS="$(rss_kb "$BRIDGE_PID" VmHWM)"
+printf '{"kind": "rss", "label": "mock backend", "idle_kb": %s, "after_kb": %s, "peak_kb": %s}\n' \
+  "$IDLE_RSS" "$AFTER_RSS" "$PEAK_RSS" > "$OUT/19-rss.json"
+kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
+step "bridge-mock log rows" check_rows bridge-mock "$OUT/bridge-mock.db" 1
+
+# What the per-request log line (recorder.rs `tracing::info!`, stdout to a file) costs end to
+# end: two ollabridges alike but for that line, loaded in turn (line, quiet, line, quiet) with
+# the non-streamed c8 workload; both have a queue large enough that neither drops log rows.
+start_bridge bridge-ab-line "$MOCK_URL" '{"mock": "mock"}' info 1000000
+LINE=("$BRIDGE_URL" "$ADMIN_URL" "$BRIDGE_PID")
+start_bridge bridge-ab-quiet "$MOCK_URL" '{"mock": "mock"}' "info,ollabridge::ollama::recorder=warn" 1000000
+QUIET=("$BRIDGE_URL" "$ADMIN_URL" "$BRIDGE_PID")
+for round in 1 2; do
+  for variant in line quiet; do
+    if [ "$variant" = line ]; then AB=("${LINE[@]}"); else AB=("${QUIET[@]}"); fi
+    n=$((n + 1))
+    name="$(printf '%02d' "$n")-mock-nonstream-c8-$variant-$round"
+    echo "bench: $name" >&2
+    step "$name" "$PERF" load --through "${AB[0]}" --direct "$MOCK_URL" --model mock --chunks 16 --concurrency 8 \
+      "${LOAD[@]}" --pid "${AB[2]}" --admin "${AB[1]}" --backend-pid "$MOCK_PID" --name "mock-nonstream-$variant" \
+      --json "$OUT/$name.json" > "$OUT/$name.txt"
+  done
+  [ "$SMOKE" = 1 ] && break
+done
+kill "${LINE[2]}" "${QUIET[2]}" && wait "${LINE[2]}" "${QUIET[2]}" || true
+
+# --- the real llama-server --------------------------------------------------------------------
+if [ "$LLAMA" = 1 ]; then
+  LLAMA_BIN="$(scripts/build-llama-server.sh)"
+  MODELS="$(scripts/tiny-models.sh "$ROOT/target/tiny-models")"
+  PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  # One thread: llama.cpp's workers spin while waiting, which on 2 cores would take the
+  # CPU ollabridge and the driver need (LLAMA_THREADS to change).
+  "$LLAMA_BIN" -m "$MODELS/tiny-chat.gguf" --alias tiny-chat --host 127.0.0.1 --port "$PORT" \
+    --jinja -c 16384 -np 4 -t "${LLAMA_THREADS:-1}" --no-webui > "$OUT/llama-server.log" 2>&1 &
+  LLAMA_PID=$!
+  PIDS+=("$LLAMA_PID")
+  LLAMA_URL="http://127.0.0.1:$PORT"
+  for _ in $(seq 1 300); do
+    curl -sf "$LLAMA_URL/health" > /dev/null 2>&1 && break
+    sleep 0.1
+  done
+  if curl -sf "$LLAMA_URL/health" > /dev/null 2>&1; then
+    start_bridge bridge-llama "$LLAMA_URL" '{"tiny-chat": "tiny-chat"}'
+    for c in 1 32; do
+      n=$((n + 1))
+      name="$(printf '%02d' "$n")-llama-stream-c$c"
+      echo "bench: $name" >&2
+      step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$LLAMA_URL" --model tiny-chat \
+        --stream --concurrency "$c" "${LOAD[@]}" \
+        --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$LLAMA_PID" --name "llama-stream" --json "$OUT/$name.json" > "$OUT/$name.txt"
+    done
+    kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
+    step "bridge-llama log rows" check_rows bridge-llama "$OUT/bridge-llama.db" 1
+  else
+    echo "bench: llama-server did not become healthy (see $OUT/llama-server.log)" >&2
+    FAILED+=("llama-server")
+  fi
+  kill "$LLAMA_PID" 2>/dev/null && wait "$LLAMA_PID" 2>/dev/null || true
+fi
+
+# --- the request log ------------------------------------------------------------------------
+echo "bench: log writer" >&2
+step "writer (disk)" "$PERF" writer --db "$OUT/writer.db" --label "disk, target/bench" "${WRITER[@]}" \
+  --json "$OUT/20-writer-disk.json" > "$OUT/20-writer-disk.txt"
+if [ -d /dev/shm ]; then
+  step "writer (tmpfs)" "$PERF" writer --db "/dev/shm/ollabridge-bench-$$.db" --label "tmpfs, /dev/shm" \
+    "${WRITER[@]}" --json "$OUT/21-writer-tmpfs.json" > "$OUT/21-writer-tmpfs.txt"
+fi
+echo "bench: logging cost" >&2
+step "logcost" "$PERF" logcost --db "$OUT/logcost.db" --tracing-log "$OUT/logcost-tracing.log" --label disk \
+  "${LOGCOST[@]}" --json "$OUT/30-logcost.json" > "$OUT/30-logcost.txt"
+
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+
+# --- report ----------------------------------------------------------------------------------
+echo
+cat "$OUT/machine.txt"
+"$PERF" report "$OUT" || FAILED+=("report")
+echo "results: $OUT"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "bench: FAILED: ${FAILED[*]}" >&2
+  exit 1
+fi
