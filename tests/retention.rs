@@ -64,9 +64,9 @@ async fn max_rows_holds_during_a_long_insert_run() {
     }
     drop(logger);
     writer.close().await;
-    retention::enforce(&pool, &policy).await.unwrap();
     stop.cancel();
     task.await.unwrap();
+    retention::enforce(&pool, &policy).await.unwrap();
 
     // 3,000 rows went in; the newest 200 are what is left.
     assert_eq!(count(&pool).await, 200);

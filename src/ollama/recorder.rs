@@ -275,6 +275,7 @@ impl Recorder {
             (r.prompt_tokens.unwrap_or(0) as f64 * input + r.completion_tokens.unwrap_or(0) as f64 * output) / 1e6
         });
         tracing::info!(
+            request_id = %r.request_id,
             endpoint = %r.endpoint,
             model = r.model.as_deref().unwrap_or(""),
             status = r.status_code,

@@ -52,13 +52,24 @@ pub async fn enforce(pool: &SqlitePool, policy: &Retention) -> Result<u64, sqlx:
         }
     }
     if let Some(max_rows) = policy.max_rows {
+        // Everything older than the newest `max_rows` rows: a bound on ids rather than a
+        // count to delete, so two passes at once can never delete too much.
+        let keep_from = i64::try_from(max_rows.max(1) - 1).unwrap_or(i64::MAX);
         loop {
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM logs").fetch_one(pool).await?;
-            let excess = count - i64::try_from(max_rows).unwrap_or(i64::MAX);
-            if excess <= 0 {
+            let n = sqlx::query(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs \
+                 WHERE id < (SELECT id FROM logs ORDER BY id DESC LIMIT 1 OFFSET ?) ORDER BY id LIMIT ?)",
+            )
+            .bind(keep_from)
+            .bind(BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < BATCH as u64 {
                 break;
             }
-            deleted += delete_oldest(pool, excess.min(BATCH)).await?;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
     if let Some(max_bytes) = policy.max_bytes {

@@ -102,46 +102,51 @@ async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<LogRecord>) {
     pool.close().await;
 }
 
+/// Rows per INSERT statement: each statement is a round trip to sqlx's SQLite thread,
+/// which costs more than SQLite's own work (28 columns × 64 rows stays far below
+/// SQLite's limit of 32,766 bound values).
+const ROWS_PER_STATEMENT: usize = 64;
+
 async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    for r in batch {
-        sqlx::query(
+    for rows in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
              tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
              completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
-             tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.timestamp)
-        .bind(&r.endpoint)
-        .bind(&r.method)
-        .bind(&r.model)
-        .bind(&r.backend_model)
-        .bind(&r.prompt)
-        .bind(&r.response)
-        .bind(&r.thinking)
-        .bind(&r.tool_calls)
-        .bind(i64::from(r.status_code))
-        .bind(to_i64(r.latency_ms))
-        .bind(r.stream)
-        .bind(&r.backend_type)
-        .bind(&r.done_reason)
-        .bind(r.prompt_tokens.map(to_i64))
-        .bind(r.completion_tokens.map(to_i64))
-        .bind(&r.error)
-        .bind(&r.request_id)
-        .bind(r.ttft_ms)
-        .bind(r.prompt_eval_ms)
-        .bind(r.eval_ms)
-        .bind(r.tokens_per_second)
-        .bind(r.tokens_estimated)
-        .bind(to_i64(r.request_bytes))
-        .bind(to_i64(r.response_bytes))
-        .bind(&r.client_addr)
-        .bind(r.cost)
-        .bind(&r.client_key)
-        .execute(&mut *tx)
-        .await?;
+             tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key) ",
+        );
+        insert.push_values(rows, |mut row, r| {
+            row.push_bind(&r.timestamp)
+                .push_bind(&r.endpoint)
+                .push_bind(&r.method)
+                .push_bind(&r.model)
+                .push_bind(&r.backend_model)
+                .push_bind(&r.prompt)
+                .push_bind(&r.response)
+                .push_bind(&r.thinking)
+                .push_bind(&r.tool_calls)
+                .push_bind(i64::from(r.status_code))
+                .push_bind(to_i64(r.latency_ms))
+                .push_bind(r.stream)
+                .push_bind(&r.backend_type)
+                .push_bind(&r.done_reason)
+                .push_bind(r.prompt_tokens.map(to_i64))
+                .push_bind(r.completion_tokens.map(to_i64))
+                .push_bind(&r.error)
+                .push_bind(&r.request_id)
+                .push_bind(r.ttft_ms)
+                .push_bind(r.prompt_eval_ms)
+                .push_bind(r.eval_ms)
+                .push_bind(r.tokens_per_second)
+                .push_bind(r.tokens_estimated)
+                .push_bind(to_i64(r.request_bytes))
+                .push_bind(to_i64(r.response_bytes))
+                .push_bind(&r.client_addr)
+                .push_bind(r.cost)
+                .push_bind(&r.client_key);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await
 }
