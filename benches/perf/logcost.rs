@@ -55,20 +55,8 @@ pub struct WriterArgs {
     /// A name for the database's location in reports (e.g. disk, tmpfs).
     #[arg(long, default_value = "disk")]
     label: String,
-    /// `ollabridge`: the real `Writer`. `multirow`: a prototype of a possible fix, the same
-    /// batching but one multi-row INSERT per 64 rows instead of one per row (each `execute`
-    /// is a round trip to sqlx's SQLite thread).
-    #[arg(long, value_enum, default_value_t = Variant::Ollabridge)]
-    variant: Variant,
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    Ollabridge,
-    Multirow,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,8 +72,6 @@ pub struct WriterRun {
 pub struct WriterResult {
     pub kind: String,
     pub label: String,
-    #[serde(default)]
-    pub variant: Option<Variant>,
     pub rows: usize,
     pub row_bytes: usize,
     pub runs: Vec<WriterRun>,
@@ -204,7 +190,6 @@ pub fn run_writer(args: WriterArgs) -> crate::Result<ExitCode> {
         label: args.label.clone(),
         rows: args.rows,
         row_bytes: row_text_bytes(&template),
-        variant: Some(args.variant),
         ..Default::default()
     };
     for _ in 0..args.repeat.max(1) {
@@ -217,32 +202,14 @@ pub fn run_writer(args: WriterArgs) -> crate::Result<ExitCode> {
         let pid = std::process::id();
         let cpu_before = procfs::process_cpu_us(pid).unwrap_or(0);
         let started = Instant::now();
-        let enqueued = match args.variant {
-            Variant::Ollabridge => {
-                let (logger, writer) = Writer::spawn(pool, args.rows.max(1), 1 << 20);
-                for record in records {
-                    logger.log(record);
-                }
-                let enqueued = started.elapsed();
-                result.dropped += logger.dropped();
-                drop(logger);
-                rt.block_on(writer.close());
-                enqueued
-            }
-            Variant::Multirow => {
-                let (tx, rx) = tokio::sync::mpsc::channel(args.rows.max(1));
-                let writer = tokio::spawn(multirow::write_loop(pool, rx));
-                for record in records {
-                    if tx.try_send(record).is_err() {
-                        result.dropped += 1;
-                    }
-                }
-                let enqueued = started.elapsed();
-                drop(tx);
-                rt.block_on(writer).map_err(|e| format!("writer task failed: {e}"))??;
-                enqueued
-            }
-        };
+        let (logger, writer) = Writer::spawn(pool, args.rows.max(1), 1 << 20);
+        for record in records {
+            logger.log(record);
+        }
+        let enqueued = started.elapsed();
+        result.dropped += logger.dropped();
+        drop(logger);
+        rt.block_on(writer.close());
         let seconds = started.elapsed().as_secs_f64();
         let cpu = procfs::process_cpu_us(pid).unwrap_or(0).saturating_sub(cpu_before);
         let stored = rt.block_on(count_rows(&args.db))?;
@@ -610,85 +577,4 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
         crate::write_json(path, &result)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A prototype of a cheaper writer, to measure what it would gain: `src/store/writer.rs`
-/// with `insert_batch` sending one multi-row INSERT per [`ROWS_PER_STATEMENT`] rows.
-mod multirow {
-    use std::time::Duration;
-
-    use ollabridge::store::LogRecord;
-    use sqlx::sqlite::SqlitePool;
-    use sqlx::{QueryBuilder, Sqlite};
-    use tokio::sync::mpsc;
-
-    const BATCH_WINDOW: Duration = Duration::from_millis(50);
-    const MAX_BATCH: usize = 512;
-    /// 64 rows x 28 columns = 1792 parameters, well under SQLite's 32766.
-    const ROWS_PER_STATEMENT: usize = 64;
-
-    pub async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<LogRecord>) -> crate::Result<()> {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-            while batch.len() < MAX_BATCH {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(record)) => batch.push(record),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            insert_batch(&pool, &batch)
-                .await
-                .map_err(|e| format!("cannot insert: {e}"))?;
-            batch.clear();
-        }
-        pool.close().await;
-        Ok(())
-    }
-
-    async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx::Error> {
-        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let mut tx = pool.begin().await?;
-        for rows in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
-                 tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
-                 completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
-                 tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key) ",
-            );
-            query.push_values(rows, |mut b, r| {
-                b.push_bind(&r.timestamp)
-                    .push_bind(&r.endpoint)
-                    .push_bind(&r.method)
-                    .push_bind(&r.model)
-                    .push_bind(&r.backend_model)
-                    .push_bind(&r.prompt)
-                    .push_bind(&r.response)
-                    .push_bind(&r.thinking)
-                    .push_bind(&r.tool_calls)
-                    .push_bind(i64::from(r.status_code))
-                    .push_bind(to_i64(r.latency_ms))
-                    .push_bind(r.stream)
-                    .push_bind(&r.backend_type)
-                    .push_bind(&r.done_reason)
-                    .push_bind(r.prompt_tokens.map(to_i64))
-                    .push_bind(r.completion_tokens.map(to_i64))
-                    .push_bind(&r.error)
-                    .push_bind(&r.request_id)
-                    .push_bind(r.ttft_ms)
-                    .push_bind(r.prompt_eval_ms)
-                    .push_bind(r.eval_ms)
-                    .push_bind(r.tokens_per_second)
-                    .push_bind(r.tokens_estimated)
-                    .push_bind(to_i64(r.request_bytes))
-                    .push_bind(to_i64(r.response_bytes))
-                    .push_bind(&r.client_addr)
-                    .push_bind(r.cost)
-                    .push_bind(&r.client_key);
-            });
-            query.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await
-    }
 }

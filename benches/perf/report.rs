@@ -227,12 +227,8 @@ fn print_quiet_difference(loads: &[LoadResult]) {
 
 pub fn print_writer_result(w: &WriterResult) {
     let runs: Vec<String> = w.runs.iter().map(|r| format!("{:.0}", r.rows_per_s)).collect();
-    let variant = match w.variant {
-        Some(crate::logcost::Variant::Multirow) => " [prototype: multi-row INSERT]",
-        _ => "",
-    };
     println!(
-        "log writer{variant} ({}): {} rows of {} B: {:.0} rows/s median (runs: {}), {:.1} us CPU per row, dropped {}",
+        "log writer ({}): {} rows of {} B: {:.0} rows/s median (runs: {}), {:.1} us CPU per row, dropped {}",
         w.label,
         w.rows,
         w.row_bytes,
