@@ -150,32 +150,10 @@ pub struct Bridge {
 
 impl Bridge {
     /// `config` is the JSON config minus `server` and `database`, which are filled in.
-    pub async fn start(mut config: Value) -> Bridge {
+    pub async fn start(config: Value) -> Bridge {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("ollabridge.db");
-        if config.get("server").is_none() {
-            config["server"] = serde_json::json!({});
-        }
-        config["server"]["host"] = "127.0.0.1".into();
-        config["server"]["port"] = 0.into();
-        if config.get("database").is_none() {
-            config["database"] = serde_json::json!({});
-        }
-        config["database"]["path"] = serde_json::json!(db);
-        if config.get("admin").is_none() {
-            config["admin"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
-        }
-        let config = ollabridge::config::Config::from_json(&config.to_string()).expect("valid config");
-        let server = ollabridge::start(config).await.expect("start ollabridge");
-        let url = format!("http://{}", server.addr);
-        let admin_url = server.admin_addr.map(|a| format!("http://{a}")).unwrap_or_default();
-        Bridge {
-            server: Some(server),
-            url,
-            admin_url,
-            db,
-            _dir: dir,
-        }
+        Bridge::start_with_db(config, dir, db).await
     }
 
     pub async fn openai(backend_url: &str, mappings: Value) -> Bridge {
@@ -269,7 +247,11 @@ impl Bridge {
     /// Like [`Bridge::start`], on an existing database file `db` inside `dir` (which
     /// the bridge keeps until it is dropped), e.g. one made with an older schema.
     pub async fn start_with_db(mut config: Value, dir: tempfile::TempDir, db: PathBuf) -> Bridge {
-        config["server"] = serde_json::json!({"host": "127.0.0.1", "port": 0});
+        if config.get("server").is_none() {
+            config["server"] = serde_json::json!({});
+        }
+        config["server"]["host"] = "127.0.0.1".into();
+        config["server"]["port"] = 0.into();
         if config.get("database").is_none() {
             config["database"] = serde_json::json!({});
         }
