@@ -10,10 +10,13 @@
 //! | `GET /api/stats` | counts, error rate, percentiles per model and overall ([`stats`]) |
 //! | `GET /api/stats/timeseries` | the same in time buckets |
 //! | `GET /api/events` | requests starting and finishing, as Server-Sent Events ([`events`]) |
+//! | `/ollama/api/...` | the Ollama API, for the dashboard's playground and replay |
+//! | `GET /`, `GET /<file>` | the dashboard ([`dashboard`]) |
 //!
 //! Errors are Ollama's shape, `{"error": "..."}`: 400 naming the bad parameter, 404
 //! for an unknown row or route, 500 when the database fails.
 
+pub mod dashboard;
 pub mod events;
 pub mod logs;
 pub mod stats;
@@ -57,12 +60,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/stats/timeseries", get(stats::timeseries_handler))
         .route("/api/events", get(events::events_handler))
         .route("/api/reload", axum::routing::post(reload_handler))
-        .fallback(|| async { AdminError::NotFound("not found".into()) })
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async { AdminError::NotFound("not found".into()) }),
+        )
+        .nest_service("/ollama", crate::ollama::dashboard_router(state.live.clone()))
+        .fallback(dashboard::asset_handler)
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
-/// With `admin.token` set, every route but `/health` needs it as a bearer token.
+/// With `admin.token` set, every route but `/health` and the dashboard's own files
+/// needs it as a bearer token.
 async fn require_token(
     State(state): State<Arc<AdminState>>,
     request: axum::extract::Request,
@@ -71,7 +80,7 @@ async fn require_token(
     let Some(token) = &state.token else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/health" {
+    if request.uri().path() == "/health" || dashboard::is_public(request.uri().path()) {
         return next.run(request).await;
     }
     match crate::ollama::auth::bearer_token(request.headers()) {

@@ -18,6 +18,8 @@ pub struct RequestContext {
     pub received: Instant,
     /// The id of the API key the client authenticated with.
     pub client_key: Option<String>,
+    /// The log row this request replays (dashboard replay).
+    pub replay_of: Option<i64>,
 }
 
 impl RequestContext {
@@ -28,6 +30,7 @@ impl RequestContext {
             client_addr,
             received: Instant::now(),
             client_key: None,
+            replay_of: None,
         }
     }
 }

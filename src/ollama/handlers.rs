@@ -23,10 +23,48 @@ use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::{Live, Snapshot};
 
+/// The Ollama API for clients: API keys checked, CORS when configured.
 pub fn router(live: Arc<Live>) -> Router {
-    // Read once: these need a restart to change.
-    let state = live.load();
-    let mut router = Router::new()
+    let cors = live.load().config.server.enable_cors;
+    let router = routes(live.clone())
+        .layer(axum::middleware::from_fn_with_state(live, auth::require_key))
+        .layer(axum::middleware::from_fn(with_request_context));
+    if cors {
+        return router.layer(tower_http::cors::CorsLayer::permissive());
+    }
+    router
+}
+
+/// The same API for the dashboard on the admin listener (playground and replay), which
+/// checked the admin token already: logged like any client, as key id `dashboard`.
+pub fn dashboard_router(live: Arc<Live>) -> Router {
+    routes(live)
+        .layer(axum::middleware::from_fn(from_dashboard))
+        .layer(axum::middleware::from_fn(with_request_context))
+}
+
+async fn from_dashboard(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let replay_of = request
+        .headers()
+        .get(REPLAY_OF)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
+        context.client_key = Some(DASHBOARD_KEY_ID.to_owned());
+        context.replay_of = replay_of;
+    }
+    next.run(request).await
+}
+
+/// The log row a replayed request repeats; honoured on the dashboard router only.
+pub const REPLAY_OF: &str = "x-ollabridge-replay-of";
+/// `client_key` of requests made from the dashboard.
+pub const DASHBOARD_KEY_ID: &str = "dashboard";
+
+fn routes(live: Arc<Live>) -> Router {
+    // Read once: needs a restart to change.
+    let max_body_bytes = live.load().config.server.max_body_bytes;
+    Router::new()
         .route("/", get(root_handler))
         .route("/health", get(health_handler))
         .route("/api/version", get(models_routes::version_handler))
@@ -47,14 +85,8 @@ pub fn router(live: Arc<Live>) -> Router {
             body_too_large_as_json,
         ))
         // Images make bodies big; the default allows far more than axum's 2 MB.
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(live.clone(), auth::require_key))
-        .layer(axum::middleware::from_fn(with_request_context))
-        .with_state(live);
-    if state.config.server.enable_cors {
-        router = router.layer(tower_http::cors::CorsLayer::permissive());
-    }
-    router
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(live)
 }
 
 /// axum refuses an oversized body with plain text; clients expect Ollama's JSON.

@@ -11,4 +11,4 @@ mod recorder;
 mod respond;
 pub mod types;
 
-pub use handlers::router;
+pub use handlers::{DASHBOARD_KEY_ID, REPLAY_OF, dashboard_router, router};
