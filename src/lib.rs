@@ -143,6 +143,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let admin_state = Arc::new(admin::AdminState {
             telemetry: telemetry.clone(),
             pool: reader,
+            write_pool: pool.clone(),
             stop: stop.clone(),
             token: admin_config.token.clone(),
             live: live.clone(),

@@ -245,7 +245,11 @@ fn table_row(r: &LogSummary) -> String {
     let dash = || "-".to_owned();
     let time: String = r.timestamp.chars().take(19).collect();
     let model = r.model.as_deref().map_or_else(dash, |m| cut(m, MODEL_WIDTH));
-    let status = r.status_code.map_or_else(dash, |s| s.to_string());
+    let status = match r.status_code {
+        _ if r.in_flight => "…".to_owned(),
+        Some(s) => s.to_string(),
+        None => dash(),
+    };
     let latency = r.latency_ms.map_or_else(dash, |l| l.to_string());
     let ttft = r.ttft_ms.map_or_else(dash, |t| format!("{t:.0}"));
     let count = |n: Option<i64>| n.map_or_else(dash, |n| n.to_string());
@@ -298,6 +302,9 @@ mod tests {
             tokens_per_second: None,
             cost: None,
             error: None,
+            in_flight: false,
+            starred: false,
+            replay_of: None,
             prompt_preview: None,
             response_preview: Some("Hello\nfrom the tiny scripted model, and then some more".into()),
         };

@@ -494,7 +494,7 @@ async fn logs_filter_search_and_page() {
             "endpoint": "/api/chat", "method": "POST", "model": "alpha", "backend_model": "alpha-backend",
             "status_code": 200, "latency_ms": 30, "ttft_ms": 12.5, "stream": true, "done_reason": "stop",
             "prompt_tokens": 11, "completion_tokens": 22, "tokens_per_second": 40.0, "cost": 0.5, "error": null,
-            "prompt_preview": "file a_b.txt", "response_preview": "Hello World",
+            "in_flight": false, "starred": false, "replay_of": null, "prompt_preview": "file a_b.txt", "response_preview": "Hello World",
         })
     );
     // Previews are the first 200 characters (not bytes).
@@ -562,7 +562,7 @@ async fn logs_filter_search_and_page() {
     .await;
     bad_request(
         &format!("{admin}/api/logs?error_only=true"),
-        "unknown parameter 'error_only' (known: model, status, errors_only, since, until, q, limit, cursor)",
+        "unknown parameter 'error_only' (known: model, status, errors_only, since, until, q, limit, cursor, starred)",
     )
     .await;
     bad_request(
@@ -615,7 +615,8 @@ async fn one_log_row_with_everything_in_it() {
             "latency_ms": 321, "ttft_ms": 45.25, "prompt_eval_ms": 3.5, "eval_ms": 120.0,
             "tokens_per_second": 100.0, "prompt_tokens": 30, "completion_tokens": 12, "tokens_estimated": false,
             "request_bytes": 77, "response_bytes": 555, "client_addr": "127.0.0.1:5555", "client_key": null,
-            "cost": 0.0001,
+            "cost": 0.0001, "in_flight": false, "starred": false, "replay_of": null, "replays": [],
+            "request_body": null, "backend_request": null, "backend_response": null,
         })
     );
     let (_, two) = get_json(&format!("{}/api/logs/2", bridge.admin_url)).await;
@@ -1238,12 +1239,26 @@ async fn events_stream_started_then_finished_and_end_at_shutdown() {
     let body = r.text().await.unwrap();
     assert_eq!(ndjson(&body).last().unwrap()["done"], true);
 
-    let seen = events_for(&mut events, "evt-1", 2).await;
+    let mut seen = events_for(&mut events, "evt-1", 3).await;
+    while seen.last().unwrap().0 == "progress" {
+        seen.extend(events_for(&mut events, "evt-1", 1).await);
+    }
     assert_eq!(seen[0].0, "started");
     assert_eq!(seen[0].1["type"], "started");
     assert_eq!(seen[0].1["endpoint"], "/api/chat");
-    assert_eq!(seen[1].0, "finished");
-    let finished = &seen[1].1;
+    assert_eq!(seen[0].1["model"], "m");
+    // Progress from the first token on, at most every 250 ms: growing counts.
+    assert_eq!((seen[1].0.as_str(), &seen[1].1["tokens"]), ("progress", &json!(1)));
+    let progress: Vec<u64> = seen[1..seen.len() - 1]
+        .iter()
+        .map(|(name, data)| {
+            assert_eq!(name, "progress");
+            data["tokens"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(progress.is_sorted() && progress.len() <= 4, "{progress:?}");
+    let (name, finished) = seen.last().unwrap();
+    assert_eq!(name, "finished");
     assert_eq!(finished["type"], "finished");
     assert_eq!(finished["status_code"], 200);
     assert_eq!(finished["model"], "m");
@@ -1330,14 +1345,15 @@ async fn logs_command_prints_json_lines_and_a_table() {
         "endpoint": "/api/generate", "method": "POST", "model": "beta", "backend_model": "beta-backend",
         "status_code": 502, "latency_ms": 15, "ttft_ms": null, "stream": false, "done_reason": null,
         "prompt_tokens": null, "completion_tokens": null, "tokens_per_second": null, "cost": null,
-        "error": "backend answered HTTP 502", "prompt_preview": "p2", "response_preview": null,
+        "error": "backend answered HTTP 502", "in_flight": false, "starred": false, "replay_of": null,
+        "prompt_preview": "p2", "response_preview": null,
     });
     let third = json!({
         "id": 3, "timestamp": "2026-11-20 10:02:00.000", "request_id": "req 2026-11-20 10:02:00.000",
         "endpoint": "/api/chat", "method": "POST", "model": "alpha", "backend_model": "alpha-backend",
         "status_code": 200, "latency_ms": 2000, "ttft_ms": 1500.25, "stream": true, "done_reason": "length",
         "prompt_tokens": 7, "completion_tokens": 3, "tokens_per_second": null, "cost": 0.5, "error": null,
-        "prompt_preview": "three", "response_preview": "A response that is longer than forty\ncharacters, to be cut",
+        "in_flight": false, "starred": false, "replay_of": null, "prompt_preview": "three", "response_preview": "A response that is longer than forty\ncharacters, to be cut",
     });
     // The latest two, oldest first, one JSON object a line.
     let out = run_cli(&["logs", "--db", db_arg, "--json", "--limit", "2"]).await;

@@ -304,6 +304,7 @@ fn request_path(t: &Telemetry, input: &Input) {
         request_id: input.id.clone(),
         endpoint: "/api/chat".to_owned(),
         timestamp: timestamp_now(),
+        model: None,
     });
     let inflight = t.metrics.inflight();
     let mut r = LogRecord {
@@ -503,6 +504,7 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
                 request_id: input.id.clone(),
                 endpoint: "/api/chat".to_owned(),
                 timestamp: timestamp_now(),
+                model: None,
             });
         }),
     );

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! event: started
-//! data: {"type":"started","request_id":"…","endpoint":"/api/chat","timestamp":"…"}
+//! data: {"type":"started","request_id":"…","endpoint":"/api/chat","timestamp":"…","model":"…"}
+//!
+//! event: progress
+//! data: {"type":"progress","request_id":"…","tokens":42}
 //!
 //! event: finished
 //! data: {"type":"finished", …every field of the log row except its id…}
@@ -63,6 +66,7 @@ fn named_events(
 fn named(event: &RequestEvent) -> (&'static str, String) {
     let name = match event {
         RequestEvent::Started { .. } => "started",
+        RequestEvent::Progress { .. } => "progress",
         RequestEvent::Finished(_) => "finished",
     };
     // Strings and numbers only: serialising cannot fail.
@@ -83,6 +87,7 @@ mod tests {
             request_id: format!("r{n}"),
             endpoint: "/api/chat".into(),
             timestamp: "2026-01-01 00:00:00.000".into(),
+            model: Some("m".into()),
         }
     }
 
@@ -98,8 +103,25 @@ mod tests {
         for n in 6..10 {
             let (name, data) = events.next().await.unwrap();
             assert_eq!(name, "started");
-            assert!(data.contains(&format!(r#""request_id":"r{n}""#)), "{data}");
+            assert_eq!(
+                data,
+                format!(
+                    r#"{{"type":"started","request_id":"r{n}","endpoint":"/api/chat","timestamp":"2026-01-01 00:00:00.000","model":"m"}}"#
+                )
+            );
         }
+        tx.send(RequestEvent::Progress {
+            request_id: "r9".into(),
+            tokens: 3,
+        })
+        .unwrap();
+        assert_eq!(
+            events.next().await.unwrap(),
+            (
+                "progress",
+                r#"{"type":"progress","request_id":"r9","tokens":3}"#.to_owned()
+            )
+        );
         let finished = RequestEvent::Finished(Box::default());
         tx.send(finished).unwrap();
         let (name, data) = events.next().await.unwrap();

@@ -12,6 +12,10 @@
 //! | `q` | substring of the prompt or the response (ASCII case-insensitive) |
 //! | `limit` | rows per page, default 50, at most 500 (more is cut to 500) |
 //! | `cursor` | the `next_cursor` of the previous page: rows with a smaller id |
+//! | `starred` | `true`: only starred rows |
+//!
+//! Rows of requests still running (over a second) are included with `in_flight: true`
+//! and no status yet; when the request ends its final row replaces them (new id).
 //!
 //! Answer: `{"logs": [summary, ...], "next_cursor": id | null}`, newest first.
 
@@ -26,7 +30,7 @@ use crate::store::query::{self, LogDetail, LogFilter, LogPage, MAX_LIMIT, Status
 
 const DEFAULT_LIMIT: u32 = 50;
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "model",
     "status",
     "errors_only",
@@ -35,6 +39,7 @@ const KNOWN: [&str; 8] = [
     "q",
     "limit",
     "cursor",
+    "starred",
 ];
 
 pub async fn list_handler(
@@ -49,6 +54,7 @@ pub async fn list_handler(
         since: params.parse("since", query::parse_time)?,
         until: params.parse("until", query::parse_time)?,
         search: params.get("q").map(str::to_owned),
+        starred: params.parse("starred", parse_bool)?.unwrap_or(false),
     };
     let limit = params.parse("limit", parse_limit)?.unwrap_or(DEFAULT_LIMIT);
     let cursor = params.parse("cursor", parse_id)?;
@@ -64,6 +70,34 @@ pub async fn get_handler(
         Some(row) => Ok(Json(row)),
         None => Err(AdminError::NotFound(format!("log {id} not found"))),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Star {
+    starred: bool,
+}
+
+/// `PUT /api/logs/{id}/starred` with `{"starred": true|false}`: starred rows are kept
+/// by retention and can be listed with `starred=true`.
+pub async fn star_handler(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let id = parse_id(&id).map_err(|message| AdminError::param("id", message))?;
+    let Star { starred } = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}; expected {{\"starred\": true}} or false")))?;
+    let changed = sqlx::query("UPDATE logs SET starred = ? WHERE id = ?")
+        .bind(starred)
+        .bind(id)
+        .execute(&state.write_pool)
+        .await?
+        .rows_affected();
+    if changed == 0 {
+        return Err(AdminError::NotFound(format!("log {id} not found")));
+    }
+    Ok(Json(serde_json::json!({ "id": id, "starred": starred })))
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {
@@ -82,7 +116,7 @@ fn parse_limit(text: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_id(text: &str) -> Result<i64, String> {
+pub fn parse_id(text: &str) -> Result<i64, String> {
     match text.parse::<i64>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected a row id (a whole number from 1), got '{text}'")),

@@ -7,6 +7,8 @@
 //! | `GET /health` | `{"status":"ok"}` |
 //! | `GET /api/logs` | rows, newest first, filtered and paged ([`logs`]) |
 //! | `GET /api/logs/{id}` | one row with everything in it |
+//! | `PUT /api/logs/{id}/starred` | `{"starred": true}` stars a row (kept by retention) |
+//! | `POST /api/replay/{id}` | runs a logged request again ([`replay`]) |
 //! | `GET /api/stats` | counts, error rate, percentiles per model and overall ([`stats`]) |
 //! | `GET /api/stats/timeseries` | the same in time buckets |
 //! | `GET /api/events` | requests starting and finishing, as Server-Sent Events ([`events`]) |
@@ -19,6 +21,7 @@
 pub mod dashboard;
 pub mod events;
 pub mod logs;
+pub mod replay;
 pub mod stats;
 
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct AdminState {
     pub telemetry: Arc<Telemetry>,
     /// The log database, for reading.
     pub pool: SqlitePool,
+    /// The writer's pool, for the few changes the admin API makes (stars).
+    pub write_pool: SqlitePool,
     /// Cancelled when the server shuts down: ends the event streams, which would
     /// otherwise hold their connections (and the graceful shutdown) open forever.
     pub stop: CancellationToken,
@@ -56,6 +61,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/api/logs", get(logs::list_handler))
         .route("/api/logs/{id}", get(logs::get_handler))
+        .route("/api/logs/{id}/starred", axum::routing::put(logs::star_handler))
+        .route("/api/replay/{id}", axum::routing::post(replay::replay_handler))
         .route("/api/stats", get(stats::stats_handler))
         .route("/api/stats/timeseries", get(stats::timeseries_handler))
         .route("/api/events", get(events::events_handler))

@@ -6,7 +6,7 @@
 //! default now), and for the time series `bucket` (`1m`, `5m`, `15m`, `1h`, `1d`…;
 //! default `1h`, at least `1m`).
 //!
-//! Every row in the window counts, failed ones included (as in `/metrics`); a value a
+//! Every finished row in the window counts, failed ones included (as in `/metrics`); a value a
 //! row lacks (no TTFT for an error, no rate without a generation time) is left out of
 //! that value's percentiles and mean only.
 
@@ -212,7 +212,7 @@ async fn fetch_stat_rows(
 ) -> Result<Vec<StatRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT model, error IS NOT NULL AS failed, latency_ms, ttft_ms, tokens_per_second, prompt_tokens, \
-         completion_tokens, cost FROM logs WHERE timestamp >= ? AND timestamp < ? ORDER BY id",
+         completion_tokens, cost FROM logs WHERE timestamp >= ? AND timestamp < ? AND in_flight = 0 ORDER BY id",
     )
     .bind(stored(since))
     .bind(stored(until))
@@ -281,7 +281,7 @@ pub async fn timeseries_handler(
     let start = DateTime::from_timestamp_millis(first).ok_or_else(|| AdminError::param("until", "out of range"))?;
     let rows: Vec<SeriesRow> = sqlx::query_as(
         "SELECT timestamp, error IS NOT NULL AS failed, latency_ms, prompt_tokens, completion_tokens, cost \
-         FROM logs WHERE timestamp >= ? AND timestamp < ? ORDER BY id",
+         FROM logs WHERE timestamp >= ? AND timestamp < ? AND in_flight = 0 ORDER BY id",
     )
     .bind(stored(&start))
     .bind(stored(&until))

@@ -3,6 +3,7 @@
 //! real Ollama through. Dispatch is an enum so a new backend is a compile error at
 //! every place that must handle it.
 
+pub mod capture;
 pub mod error;
 pub mod ollama;
 pub mod openai;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
 
+pub use capture::Capture;
 pub use error::BackendError;
 
 use crate::config::{BackendConfig, BackendKind};
@@ -71,6 +73,8 @@ pub struct Call<R> {
     pub request: R,
     /// The client's JSON body, for pass-through (unknown keys survive).
     pub body: Bytes,
+    /// Where the bytes exchanged with the backend go, with `database.store_bodies`.
+    pub capture: Option<Capture>,
 }
 
 pub type ChatCall = Call<ChatRequest>;
@@ -148,6 +152,18 @@ impl AnyBackend {
             AnyBackend::Ollama(b) => b.models().await,
         }
     }
+}
+
+/// The response's bytes, copied into `capture` as they pass when there is one.
+pub(crate) fn captured<S, E>(bytes: S, capture: Option<Capture>) -> impl Stream<Item = Result<Bytes, E>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+{
+    futures::StreamExt::inspect(bytes, move |item| {
+        if let (Some(capture), Ok(bytes)) = (&capture, item) {
+            capture.response(bytes);
+        }
+    })
 }
 
 /// One pooled client per backend. `TCP_NODELAY` keeps Nagle's algorithm from holding

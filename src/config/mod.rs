@@ -179,6 +179,9 @@ pub struct DatabaseConfig {
     pub queue_capacity: usize,
     /// Store metadata only: no prompt, response, thinking or tool calls.
     pub redact: bool,
+    /// Also store the client's request body and the backend's request and response
+    /// bodies as they went over the wire (each cut to `max_body_bytes`).
+    pub store_bodies: bool,
     pub retention: Option<Retention>,
 }
 
@@ -380,6 +383,7 @@ struct RawDatabase {
     max_body_bytes: usize,
     queue_capacity: usize,
     redact: bool,
+    store_bodies: bool,
     retention: Option<RawRetention>,
 }
 
@@ -407,6 +411,7 @@ impl Default for RawDatabase {
             max_body_bytes: 1 << 20,
             queue_capacity: 4096,
             redact: false,
+            store_bodies: false,
             retention: None,
         }
     }
@@ -584,6 +589,7 @@ impl RawConfig {
                 max_body_bytes: self.database.max_body_bytes,
                 queue_capacity: self.database.queue_capacity,
                 redact: self.database.redact,
+                store_bodies: self.database.store_bodies,
                 retention: self.database.retention.map(retention).transpose()?,
             },
             models: ModelsConfig {

@@ -193,6 +193,12 @@ pub enum RequestEvent {
         request_id: String,
         endpoint: String,
         timestamp: String,
+        model: Option<String>,
+    },
+    /// Output so far of a streaming answer (chunks with content), every ~250 ms.
+    Progress {
+        request_id: String,
+        tokens: u64,
     },
     Finished(Box<LogRecord>),
 }

@@ -18,7 +18,7 @@ use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
 use super::{embed, models_routes};
 use crate::AppState;
-use crate::backend::{AnyBackend, BackendError, Call, ChunkStream};
+use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream};
 use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::{Live, Snapshot};
@@ -216,7 +216,12 @@ async fn answer<R: Answered>(
     request: R,
     body: Bytes,
 ) -> Response {
+    let mut recorder = recorder;
+    let database = &state.config.database;
+    let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
+    recorder.capture(capture.clone());
     let call = Call {
+        capture,
         client_model: resolved.client,
         backend_model: resolved.backend,
         strip_think: resolved.strip_think,

@@ -11,4 +11,5 @@ mod recorder;
 mod respond;
 pub mod types;
 
+pub use context::REQUEST_ID;
 pub use handlers::{DASHBOARD_KEY_ID, REPLAY_OF, dashboard_router, router};

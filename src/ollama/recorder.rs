@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use super::context::RequestContext;
 use super::error::ApiError;
 use crate::Telemetry;
-use crate::backend::{BackendError, Chunk, Completion};
+use crate::backend::{BackendError, Capture, Chunk, Completion};
 use crate::metrics::{InflightGuard, RequestEvent};
 use crate::models::normalize;
 use crate::ollama::types::{FinalMetrics, ToolCall};
-use crate::store::{LogRecord, timestamp_now};
+use crate::store::{LogRecord, Ticket, timestamp_now};
 
 pub struct Recorder {
     telemetry: Arc<Telemetry>,
@@ -29,8 +29,16 @@ pub struct Recorder {
     first_output: Option<Instant>,
     output_chunks: u64,
     done: Option<Completion>,
+    capture: Option<Capture>,
+    /// Set once the request was announced to the log writer and live views.
+    ticket: Option<Ticket>,
+    /// When live views last heard how far the answer got.
+    last_progress: Option<Instant>,
     sent: bool,
 }
+
+/// How often live views hear a streaming answer's token count.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Recorder {
     pub fn new(
@@ -41,12 +49,6 @@ impl Recorder {
         backend_type: &str,
     ) -> Recorder {
         let timestamp = timestamp_now();
-        // No listener is fine: the event is for live views only.
-        let _ = telemetry.events.send(RequestEvent::Started {
-            request_id: context.id.clone(),
-            endpoint: endpoint.to_owned(),
-            timestamp: timestamp.clone(),
-        });
         Recorder {
             _inflight: telemetry.metrics.inflight(),
             _slot: None,
@@ -61,6 +63,7 @@ impl Recorder {
                 request_id: context.id.clone(),
                 client_addr: context.client_addr.map(|a| a.to_string()),
                 client_key: context.client_key.clone(),
+                replay_of: context.replay_of,
                 ..Default::default()
             },
             content: String::new(),
@@ -69,6 +72,9 @@ impl Recorder {
             first_output: None,
             output_chunks: 0,
             done: None,
+            capture: None,
+            ticket: None,
+            last_progress: None,
             sent: false,
         }
     }
@@ -89,7 +95,15 @@ impl Recorder {
             state.backend.kind().as_str(),
         );
         recorder.request_bytes(body.len());
+        if state.config.database.store_bodies {
+            recorder.record.request_body = Some(String::from_utf8_lossy(body).into_owned());
+        }
         recorder
+    }
+
+    /// The backend exchange's bytes, stored with the row when the answer ends.
+    pub fn capture(&mut self, capture: Option<Capture>) {
+        self.capture = capture;
     }
 
     /// Waits for a free backend slot when `backend.max_concurrent` is set, so one
@@ -146,19 +160,63 @@ impl Recorder {
     pub fn resolved(&mut self, resolved: &crate::models::Resolved) {
         self.record.model = Some(resolved.client.clone());
         self.backend_model(&resolved.backend);
+        self.announce();
+    }
+
+    /// Tells the log writer (for an in-flight row) and live views that the request
+    /// is under way, once its model is known.
+    fn announce(&mut self) {
+        let r = &self.record;
+        // No listener is fine: the event is for live views only.
+        let _ = self.telemetry.events.send(RequestEvent::Started {
+            request_id: r.request_id.clone(),
+            endpoint: r.endpoint.clone(),
+            timestamp: r.timestamp.clone(),
+            model: r.model.clone(),
+        });
+        let so_far = LogRecord {
+            timestamp: r.timestamp.clone(),
+            endpoint: r.endpoint.clone(),
+            method: r.method.clone(),
+            model: r.model.clone(),
+            backend_model: r.backend_model.clone(),
+            stream: r.stream,
+            backend_type: r.backend_type.clone(),
+            request_id: r.request_id.clone(),
+            request_bytes: r.request_bytes,
+            client_addr: r.client_addr.clone(),
+            client_key: r.client_key.clone(),
+            replay_of: r.replay_of,
+            ..Default::default()
+        };
+        self.ticket = Some(self.telemetry.logger.started(so_far));
     }
 
     pub fn observe(&mut self, chunk: &Chunk) {
         let delta = &chunk.delta;
         if !delta.is_empty() {
-            self.first_output.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            self.first_output.get_or_insert(now);
             self.output_chunks += 1;
+            if self.last_progress.is_none_or(|last| now - last >= PROGRESS_EVERY) {
+                self.last_progress = Some(now);
+                self.progress();
+            }
         }
         self.content.push_str(&delta.content);
         self.thinking.push_str(&delta.thinking);
         self.tool_calls.extend(delta.tool_calls.iter().cloned());
         if let Some(done) = &chunk.done {
             self.done = Some(done.clone());
+        }
+    }
+
+    fn progress(&self) {
+        if self.telemetry.events.receiver_count() > 0 {
+            let _ = self.telemetry.events.send(RequestEvent::Progress {
+                request_id: self.record.request_id.clone(),
+                tokens: self.output_chunks,
+            });
         }
     }
 
@@ -270,6 +328,9 @@ impl Recorder {
                 .filter(|_| metrics.eval_duration > 0)
                 .map(|n| n as f64 / (metrics.eval_duration as f64 / 1e9));
         }
+        if let Some(capture) = self.capture.take() {
+            (r.backend_request, r.backend_response) = capture.take();
+        }
         r.ttft_ms = self.first_output.map(|t| (t - self.started).as_secs_f64() * 1000.0);
         r.cost = price(&self.telemetry.pricing, r).map(|(input, output)| {
             (r.prompt_tokens.unwrap_or(0) as f64 * input + r.completion_tokens.unwrap_or(0) as f64 * output) / 1e6
@@ -293,7 +354,10 @@ impl Recorder {
                 .events
                 .send(RequestEvent::Finished(Box::new(record.clone())));
         }
-        self.telemetry.logger.log(record);
+        match self.ticket {
+            Some(ticket) => self.telemetry.logger.finished(ticket, record),
+            None => self.telemetry.logger.log(record),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 pub use retention::spawn_retention;
-pub use writer::{StoreError, Writer, open};
+pub use writer::{IN_FLIGHT_ROW_AFTER, StoreError, Writer, open};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LogRecord {
@@ -47,16 +47,42 @@ pub struct LogRecord {
     pub cost: Option<f64>,
     /// The id of the client's API key, never the key.
     pub client_key: Option<String>,
+    /// The row this request replayed (dashboard replay).
+    pub replay_of: Option<i64>,
+    /// With `database.store_bodies`: the client's body, and what went to and came
+    /// from the backend, as sent.
+    pub request_body: Option<String>,
+    pub backend_request: Option<String>,
+    pub backend_response: Option<String>,
 }
 
 pub fn timestamp_now() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
+/// What the writer receives: a request starting (stored as an in-flight row only if it
+/// is still running a moment later) or a request's final record.
+enum Entry {
+    Started {
+        ticket: Ticket,
+        at: tokio::time::Instant,
+        record: LogRecord,
+    },
+    Finished {
+        ticket: Option<Ticket>,
+        record: LogRecord,
+    },
+}
+
+/// Pairs a request's start with its end in the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
 /// The request path's handle on the log: cheap to clone, never waits.
 #[derive(Clone)]
 pub struct Logger {
-    tx: mpsc::Sender<LogRecord>,
+    tx: mpsc::Sender<Entry>,
+    tickets: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     max_body_bytes: usize,
     redact: bool,
@@ -69,27 +95,62 @@ impl Logger {
         self
     }
 
-    /// Cuts prompt, response and thinking to `database.max_body_bytes`, or drops them
-    /// (and the tool calls) when redacting.
+    /// Cuts the texts to `database.max_body_bytes`, or drops them (and the tool
+    /// calls) when redacting.
     pub fn cap_bodies(&self, record: &mut LogRecord) {
         if self.redact {
             record.prompt = None;
             record.response = None;
             record.thinking = None;
             record.tool_calls = None;
+            record.request_body = None;
+            record.backend_request = None;
+            record.backend_response = None;
             return;
         }
-        for text in [&mut record.prompt, &mut record.response, &mut record.thinking]
-            .into_iter()
-            .flatten()
+        for text in [
+            &mut record.prompt,
+            &mut record.response,
+            &mut record.thinking,
+            &mut record.request_body,
+            &mut record.backend_request,
+            // (`backend_response` is cut as it streams in: see `backend::Capture`.)
+        ]
+        .into_iter()
+        .flatten()
         {
             cap(text, self.max_body_bytes);
         }
     }
 
-    pub fn log(&self, mut record: LogRecord) {
+    /// A request has started; `record` holds what is known so far. Its row appears
+    /// only if the request is still running after a second, so short requests cost
+    /// one row write, not two.
+    pub fn started(&self, record: LogRecord) -> Ticket {
+        let ticket = Ticket(self.tickets.fetch_add(1, Ordering::Relaxed));
+        let started = Entry::Started {
+            ticket,
+            at: tokio::time::Instant::now(),
+            record,
+        };
+        // Lost when the queue is full: the request's final record stands alone then.
+        let _ = self.tx.try_send(started);
+        ticket
+    }
+
+    /// A request's final record; replaces its in-flight row when it has one.
+    pub fn finished(&self, ticket: Ticket, record: LogRecord) {
+        self.send(Some(ticket), record);
+    }
+
+    /// A final record for a request never announced by [`Logger::started`].
+    pub fn log(&self, record: LogRecord) {
+        self.send(None, record);
+    }
+
+    fn send(&self, ticket: Option<Ticket>, mut record: LogRecord) {
         self.cap_bodies(&mut record);
-        match self.tx.try_send(record) {
+        match self.tx.try_send(Entry::Finished { ticket, record }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;

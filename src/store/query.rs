@@ -70,6 +70,8 @@ pub struct LogFilter {
     /// Substring of the prompt or the response; ASCII letters match in any case
     /// (SQLite's `LIKE`), `%`, `_` and `\` match themselves.
     pub search: Option<String>,
+    /// Only starred rows.
+    pub starred: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,11 @@ pub struct LogSummary {
     pub tokens_per_second: Option<f64>,
     pub cost: Option<f64>,
     pub error: Option<String>,
+    /// The request is still running (no status or latency yet).
+    pub in_flight: bool,
+    pub starred: bool,
+    /// The row this request replayed.
+    pub replay_of: Option<i64>,
     /// The first [`PREVIEW_CHARS`] characters of the prompt.
     pub prompt_preview: Option<String>,
     /// The first [`PREVIEW_CHARS`] characters of the response.
@@ -170,6 +177,16 @@ pub struct LogDetail {
     /// The configured id of the client API key that made the request.
     pub client_key: Option<String>,
     pub cost: Option<f64>,
+    pub in_flight: bool,
+    pub starred: bool,
+    /// The row this request replayed, and the rows that replayed this one.
+    pub replay_of: Option<i64>,
+    pub replays: Vec<i64>,
+    /// With `database.store_bodies`: the client's body (JSON when it parses), and the
+    /// backend exchange as it went over the wire.
+    pub request_body: Option<Value>,
+    pub backend_request: Option<String>,
+    pub backend_response: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -203,6 +220,12 @@ struct DetailRow {
     client_addr: Option<String>,
     client_key: Option<String>,
     cost: Option<f64>,
+    in_flight: bool,
+    starred: bool,
+    replay_of: Option<i64>,
+    request_body: Option<String>,
+    backend_request: Option<String>,
+    backend_response: Option<String>,
 }
 
 /// Endpoints whose `prompt` column is plain text, not JSON.
@@ -248,13 +271,20 @@ impl From<DetailRow> for LogDetail {
             client_addr: r.client_addr,
             client_key: r.client_key,
             cost: r.cost,
+            in_flight: r.in_flight,
+            starred: r.starred,
+            replay_of: r.replay_of,
+            replays: Vec::new(),
+            request_body: r.request_body.map(as_json),
+            backend_request: r.backend_request,
+            backend_response: r.backend_response,
         }
     }
 }
 
 const SUMMARY_COLUMNS: &str = "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, status_code, \
      latency_ms, ttft_ms, stream, done_reason, prompt_tokens, completion_tokens, tokens_per_second, cost, error, \
-     substr(prompt, 1, ";
+     in_flight, starred, replay_of, substr(prompt, 1, ";
 const SUMMARY_COLUMNS_END: &str = ") AS response_preview FROM logs WHERE 1 = 1";
 
 fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
@@ -280,6 +310,9 @@ fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
     }
     if filter.errors_only {
         qb.push(" AND error IS NOT NULL");
+    }
+    if filter.starred {
+        qb.push(" AND starred = 1");
     }
     if let Some(since) = &filter.since {
         qb.push(" AND timestamp >= ").push_bind(since.clone());
@@ -327,7 +360,8 @@ pub async fn newer(
     limit: u32,
 ) -> Result<Vec<LogSummary>, sqlx::Error> {
     let mut qb = select_summaries(filter);
-    qb.push(" AND id > ")
+    // An in-flight row is replaced by a new one when its request ends.
+    qb.push(" AND in_flight = 0 AND id > ")
         .push_bind(after_id)
         .push(" ORDER BY id ASC LIMIT ")
         .push_bind(i64::from(limit.clamp(1, MAX_LIMIT)));
@@ -340,12 +374,19 @@ pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<LogDetail>, sqlx::
         "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, backend_type, status_code, error, \
          stream, done_reason, prompt, response, thinking, tool_calls, latency_ms, ttft_ms, prompt_eval_ms, eval_ms, \
          tokens_per_second, prompt_tokens, completion_tokens, tokens_estimated, request_bytes, response_bytes, \
-         client_addr, client_key, cost FROM logs WHERE id = ?",
+         client_addr, client_key, cost, in_flight, starred, replay_of, request_body, backend_request, \
+         backend_response FROM logs WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(LogDetail::from))
+    let Some(row) = row else { return Ok(None) };
+    let mut detail = LogDetail::from(row);
+    detail.replays = sqlx::query_scalar("SELECT id FROM logs WHERE replay_of = ? ORDER BY id")
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+    Ok(Some(detail))
 }
 
 /// `%text%` for `LIKE … ESCAPE '\'`, with the user's `\`, `%` and `_` escaped.

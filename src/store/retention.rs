@@ -10,6 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Retention;
 
+/// Rows retention may delete: starred rows are kept, and so are rows of requests
+/// still running (they are replaced when the request ends).
+macro_rules! deletable {
+    () => {
+        "starred = 0 AND in_flight = 0"
+    };
+}
+
 /// Rows deleted per statement: each takes the write lock only briefly.
 const BATCH: i64 = 500;
 
@@ -36,9 +44,11 @@ pub async fn enforce(pool: &SqlitePool, policy: &Retention) -> Result<u64, sqlx:
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
         let cutoff = cutoff.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
         loop {
-            let n = sqlx::query(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE timestamp < ? ORDER BY id LIMIT ?)",
-            )
+            let n = sqlx::query(concat!(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE timestamp < ? AND ",
+                deletable!(),
+                " ORDER BY id LIMIT ?)"
+            ))
             .bind(&cutoff)
             .bind(BATCH)
             .execute(pool)
@@ -56,10 +66,12 @@ pub async fn enforce(pool: &SqlitePool, policy: &Retention) -> Result<u64, sqlx:
         // count to delete, so two passes at once can never delete too much.
         let keep_from = i64::try_from(max_rows.max(1) - 1).unwrap_or(i64::MAX);
         loop {
-            let n = sqlx::query(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs \
-                 WHERE id < (SELECT id FROM logs ORDER BY id DESC LIMIT 1 OFFSET ?) ORDER BY id LIMIT ?)",
-            )
+            let n = sqlx::query(concat!(
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs ",
+                "WHERE id < (SELECT id FROM logs ORDER BY id DESC LIMIT 1 OFFSET ?) AND ",
+                deletable!(),
+                " ORDER BY id LIMIT ?)"
+            ))
             .bind(keep_from)
             .bind(BATCH)
             .execute(pool)
@@ -90,10 +102,14 @@ pub async fn enforce(pool: &SqlitePool, policy: &Retention) -> Result<u64, sqlx:
 }
 
 async fn delete_oldest(pool: &SqlitePool, n: i64) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query("DELETE FROM logs WHERE id IN (SELECT id FROM logs ORDER BY id LIMIT ?)")
-        .bind(n)
-        .execute(pool)
-        .await?;
+    let result = sqlx::query(concat!(
+        "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ",
+        deletable!(),
+        " ORDER BY id LIMIT ?)"
+    ))
+    .bind(n)
+    .execute(pool)
+    .await?;
     tokio::time::sleep(Duration::from_millis(1)).await;
     Ok(result.rows_affected())
 }

@@ -10,7 +10,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{LogRecord, Logger};
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+
+use super::{Entry, LogRecord, Logger, Ticket};
 
 /// How long the writer gathers records before committing them together.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
@@ -53,8 +57,31 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
     sqlx::migrate!("./migrations")
         .run(&pool)
         .await
-        .map_err(|source| StoreError::Migrate { path: shown, source })?;
+        .map_err(|source| StoreError::Migrate {
+            path: shown.clone(),
+            source,
+        })?;
+    let abandoned = close_abandoned_rows(&pool)
+        .await
+        .map_err(|source| StoreError::Open { path: shown, source })?;
+    if abandoned > 0 {
+        tracing::warn!(
+            rows = abandoned,
+            "requests left in flight by the previous run marked as stopped"
+        );
+    }
     Ok(pool)
+}
+
+/// Rows left in flight by a previous run that stopped without finishing them.
+pub async fn close_abandoned_rows(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE logs SET in_flight = 0, error = COALESCE(error, 'ollabridge stopped before the request finished') \
+         WHERE in_flight = 1",
+    )
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 /// The writer task; `close` waits for every queued record to be stored.
@@ -67,6 +94,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel(capacity);
         let logger = Logger {
             tx,
+            tickets: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             max_body_bytes,
             redact: false,
@@ -83,41 +111,167 @@ impl Writer {
     }
 }
 
-async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<LogRecord>) {
+/// How long a request runs before it gets an in-flight row.
+pub const IN_FLIGHT_ROW_AFTER: Duration = Duration::from_secs(1);
+
+/// Requests started but not finished: waiting to be due for an in-flight row, or
+/// holding one (by row id).
+#[derive(Default)]
+struct InFlight {
+    waiting: HashMap<Ticket, (Instant, LogRecord)>,
+    rows: HashMap<Ticket, i64>,
+}
+
+async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Entry>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    let mut in_flight = InFlight::default();
+    loop {
+        let due = in_flight
+            .waiting
+            .values()
+            .map(|(at, _)| *at + IN_FLIGHT_ROW_AFTER)
+            .min();
+        let received = match due {
+            None => rx.recv().await,
+            Some(due) => match tokio::time::timeout_at(due, rx.recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    write_in_flight_rows(&pool, &mut in_flight).await;
+                    continue;
+                }
+            },
+        };
+        let Some(first) = received else { break };
         batch.push(first);
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        let deadline = Instant::now() + BATCH_WINDOW;
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(record)) => batch.push(record),
+                Ok(Some(entry)) => batch.push(entry),
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Err(e) = insert_batch(&pool, &batch).await {
-            tracing::error!(error = %e, rows = batch.len(), "cannot write request log rows");
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut replacing = Vec::new();
+        for entry in batch.drain(..) {
+            match entry {
+                Entry::Started { ticket, at, record } => {
+                    in_flight.waiting.insert(ticket, (at, record));
+                }
+                Entry::Finished { ticket, record } => {
+                    let row = ticket.and_then(|t| {
+                        in_flight.waiting.remove(&t);
+                        in_flight.rows.remove(&t)
+                    });
+                    match row {
+                        Some(id) => replacing.push((id, record)),
+                        None => rows.push(record),
+                    }
+                }
+            }
         }
-        batch.clear();
+        if let Err(e) = store_finished(&pool, &rows, &replacing).await {
+            tracing::error!(error = %e, rows = rows.len() + replacing.len(), "cannot write request log rows");
+        }
+        write_in_flight_rows(&pool, &mut in_flight).await;
     }
     pool.close().await;
 }
 
+/// Rows for the requests that have run longer than [`IN_FLIGHT_ROW_AFTER`].
+async fn write_in_flight_rows(pool: &SqlitePool, in_flight: &mut InFlight) {
+    let now = Instant::now();
+    let due: Vec<Ticket> = in_flight
+        .waiting
+        .iter()
+        .filter(|(_, (at, _))| *at + IN_FLIGHT_ROW_AFTER <= now)
+        .map(|(ticket, _)| *ticket)
+        .collect();
+    for ticket in due {
+        let Some((_, record)) = in_flight.waiting.remove(&ticket) else {
+            continue;
+        };
+        let row = Row {
+            in_flight: true,
+            starred: false,
+            record: &record,
+        };
+        match insert(pool, &[row]).await {
+            Ok(id) => {
+                in_flight.rows.insert(ticket, id);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot write an in-flight request row"),
+        }
+    }
+}
+
+/// Final rows, in one transaction. A request with an in-flight row gets a new row
+/// (ids follow the order requests ended in, so `id > last seen` finds every new final
+/// row) and its in-flight row goes, passing on its star.
+async fn store_finished(
+    pool: &SqlitePool,
+    new: &[LogRecord],
+    replacing: &[(i64, LogRecord)],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut rows: Vec<Row> = new
+        .iter()
+        .map(|record| Row {
+            in_flight: false,
+            starred: false,
+            record,
+        })
+        .collect();
+    for (id, record) in replacing {
+        let starred: Option<bool> = sqlx::query_scalar("DELETE FROM logs WHERE id = ? RETURNING starred")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        rows.push(Row {
+            in_flight: false,
+            starred: starred.unwrap_or(false),
+            record,
+        });
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        insert(&mut *tx, chunk).await?;
+    }
+    tx.commit().await
+}
+
+struct Row<'a> {
+    in_flight: bool,
+    starred: bool,
+    record: &'a LogRecord,
+}
+
 /// Rows per INSERT statement: each statement is a round trip to sqlx's SQLite thread,
-/// which costs more than SQLite's own work (28 columns × 64 rows stays far below
+/// which costs more than SQLite's own work (35 columns × 64 rows stays far below
 /// SQLite's limit of 32,766 bound values).
 const ROWS_PER_STATEMENT: usize = 64;
 
-async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for rows in batch.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO logs (timestamp, endpoint, method, model, backend_model, prompt, response, thinking, \
-             tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
-             completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
-             tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key) ",
-        );
-        insert.push_values(rows, |mut row, r| {
-            row.push_bind(&r.timestamp)
+/// Inserts up to [`ROWS_PER_STATEMENT`] rows; returns the last row's id.
+async fn insert<'e, E>(executor: E, rows: &[Row<'_>]) -> Result<i64, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO logs (in_flight, starred, timestamp, endpoint, method, model, backend_model, prompt, \
+         response, thinking, tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
+         completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
+         tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key, replay_of, request_body, \
+         backend_request, backend_response) ",
+    );
+    insert.push_values(
+        rows,
+        |mut row,
+         Row {
+             in_flight,
+             starred,
+             record: r,
+         }| {
+            row.push_bind(*in_flight)
+                .push_bind(*starred)
+                .push_bind(&r.timestamp)
                 .push_bind(&r.endpoint)
                 .push_bind(&r.method)
                 .push_bind(&r.model)
@@ -126,8 +280,9 @@ async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx
                 .push_bind(&r.response)
                 .push_bind(&r.thinking)
                 .push_bind(&r.tool_calls)
-                .push_bind(i64::from(r.status_code))
-                .push_bind(to_i64(r.latency_ms))
+                // A request still running has neither yet.
+                .push_bind((!*in_flight).then(|| i64::from(r.status_code)))
+                .push_bind((!*in_flight).then(|| to_i64(r.latency_ms)))
                 .push_bind(r.stream)
                 .push_bind(&r.backend_type)
                 .push_bind(&r.done_reason)
@@ -144,11 +299,14 @@ async fn insert_batch(pool: &SqlitePool, batch: &[LogRecord]) -> Result<(), sqlx
                 .push_bind(to_i64(r.response_bytes))
                 .push_bind(&r.client_addr)
                 .push_bind(r.cost)
-                .push_bind(&r.client_key);
-        });
-        insert.build().execute(&mut *tx).await?;
-    }
-    tx.commit().await
+                .push_bind(&r.client_key)
+                .push_bind(r.replay_of)
+                .push_bind(&r.request_body)
+                .push_bind(&r.backend_request)
+                .push_bind(&r.backend_response);
+        },
+    );
+    Ok(insert.build().execute(executor).await?.last_insert_rowid())
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -55,14 +55,21 @@ impl OllamaBackend {
 
     async fn answer<R>(&self, path: &str, call: &Call<R>) -> Result<ChunkStream, BackendError> {
         let body = rename_model(&call.body, &call.backend_model)?;
+        if let Some(capture) = &call.capture {
+            capture.request(&body);
+        }
         let response = self.forward(Method::POST, path, Some(body)).await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
+            if let Some(capture) = &call.capture {
+                capture.response(&body);
+            }
             return Err(BackendError::from_status(status.as_u16(), &body));
         }
         let label = self.label.clone();
-        let reader = StreamReader::new(response.bytes_stream().map_err(std::io::Error::other));
+        let bytes = crate::backend::captured(response.bytes_stream(), call.capture.clone());
+        let reader = StreamReader::new(bytes.map_err(std::io::Error::other));
         let lines = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
         let (client_model, backend_model) = (call.client_model.clone(), call.backend_model.clone());
         let mut finished = false;

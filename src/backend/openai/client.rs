@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::translate::{self, Route, Translator};
 use super::types::{ModelList, Props};
-use crate::backend::{Backend, BackendError, BackendModel, ChatCall, ChunkStream, Embeddings, GenerateCall};
+use crate::backend::{Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall};
 use crate::config::{BackendConfig, BackendKind, ThinkingStyle};
 
 pub struct OpenAiBackend {
@@ -54,24 +54,36 @@ impl OpenAiBackend {
         body: Map<String, Value>,
         stream: bool,
         translator: Translator,
+        capture: Option<&Capture>,
     ) -> Result<ChunkStream, BackendError> {
-        let request = self.http.post(self.url(route.path())?).json(&body);
+        let body =
+            serde_json::to_vec(&body).map_err(|e| BackendError::Protocol(format!("cannot encode request: {e}")))?;
+        if let Some(capture) = capture {
+            capture.request(&body);
+        }
+        let request = self
+            .http
+            .post(self.url(route.path())?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         let response = crate::backend::send(request, &self.label).await?;
         let status = response.status();
-        if !status.is_success() {
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(BackendError::from_status(status.as_u16(), &body));
-        }
-        if !stream {
+        if !status.is_success() || !stream {
             let body = response
                 .bytes()
                 .await
                 .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+            if let Some(capture) = capture {
+                capture.response(&body);
+            }
+            if !status.is_success() {
+                return Err(BackendError::from_status(status.as_u16(), &body));
+            }
             let chunks = translator.on_body(&body)?;
             return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
         }
         let label = self.label.clone();
-        let events = response.bytes_stream().eventsource();
+        let events = crate::backend::captured(response.bytes_stream(), capture.cloned()).eventsource();
         Ok(sse_to_chunks(events, translator, label))
     }
 }
@@ -144,7 +156,8 @@ impl Backend for OpenAiBackend {
             translate::thinking_disabled(call.request.think.as_ref()),
             call.strip_think,
         );
-        self.send(Route::Chat, body, call.stream, translator).await
+        self.send(Route::Chat, body, call.stream, translator, call.capture.as_ref())
+            .await
     }
 
     async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError> {
@@ -154,7 +167,8 @@ impl Backend for OpenAiBackend {
             translate::thinking_disabled(call.request.think.as_ref()),
             call.strip_think,
         );
-        self.send(route, body, call.stream, translator).await
+        self.send(route, body, call.stream, translator, call.capture.as_ref())
+            .await
     }
 
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
