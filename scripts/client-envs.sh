@@ -4,6 +4,7 @@
 #   LANGCHAIN_PYTHON=<venv>/bin/python    ollama==0.6.3 + langchain-ollama
 #   NODE=<node binary>
 #   JS_DIR=tests/clients/js               with node_modules from its package-lock.json
+#   DASHBOARD_DIR=tests/dashboard         the same for the dashboard test (playwright-core, uplot, ollama)
 # The venvs live under ${OLLABRIDGE_CACHE:-~/.cache/ollabridge}/, one directory per content
 # hash of their requirements file (tests/clients/requirements-*.txt), so a changed file
 # builds a new venv and an unchanged one is reused. node_modules is reinstalled (npm ci)
@@ -45,19 +46,32 @@ venv() {
 py051="$(venv ollama-0.5.1 "$CLIENTS/requirements-ollama-0.5.1.txt")"
 pylc="$(venv langchain "$CLIENTS/requirements-langchain.txt")"
 
-# The ollama npm package, pinned by the committed lock file.
-command -v node >/dev/null || { log "node is missing (Node.js 18 or newer is needed)"; exit 1; }
+# npm packages, pinned by the committed lock files.
+command -v node >/dev/null || { log "node is missing (Node.js 20 or newer is needed)"; exit 1; }
 command -v npm >/dev/null || { log "npm is missing"; exit 1; }
+
+# npm_ci DIR: node_modules from DIR's package-lock.json, reinstalled when it changes.
+npm_ci() {
+  local dir="$1" want stamp
+  want="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1) $(node --version)"
+  stamp="$dir/node_modules/.ollabridge-stamp"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --prefer-offline --cache "$CACHE/npm" --loglevel=error >&2)
+    echo "$want" > "$stamp"
+  fi
+}
+
+# The ollama npm package.
 JS="$CLIENTS/js"
-want="$(cat "$JS/package.json" "$JS/package-lock.json" | sha256sum | cut -d' ' -f1) $(node --version)"
-stamp="$JS/node_modules/.ollabridge-stamp"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "npm ci in $JS"
-  (cd "$JS" && npm ci --no-audit --no-fund --prefer-offline --cache "$CACHE/npm" --loglevel=error >&2)
-  echo "$want" > "$stamp"
-fi
+npm_ci "$JS"
+# The dashboard test: playwright-core (drives Debian's chromium, downloads no browser),
+# uplot (to check web/vendor against) and ollama.
+DASHBOARD="$ROOT/tests/dashboard"
+npm_ci "$DASHBOARD"
 
 echo "OLLAMA_051_PYTHON=$py051"
 echo "LANGCHAIN_PYTHON=$pylc"
 echo "NODE=$(command -v node)"
 echo "JS_DIR=$JS"
+echo "DASHBOARD_DIR=$DASHBOARD"

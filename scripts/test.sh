@@ -3,7 +3,7 @@
 #   scripts/test.sh
 # It builds or reuses the llama-server bench and the scripted tiny models, then runs
 # formatting and lint checks and the whole cargo test suite (unit, mock-backend,
-# real-llama-server end to end, official Python client).
+# real-llama-server end to end, official Python client, the dashboard in chromium).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +11,10 @@ cd "$ROOT"
 
 OLLABRIDGE_LLAMA_SERVER="$(scripts/build-llama-server.sh)"
 OLLABRIDGE_TINY_MODELS="$(scripts/tiny-models.sh "$ROOT/target/tiny-models")"
-export OLLABRIDGE_LLAMA_SERVER OLLABRIDGE_TINY_MODELS
+# The browser tests/dashboard.rs drives (Debian's chromium package).
+OLLABRIDGE_CHROMIUM="${OLLABRIDGE_CHROMIUM:-$(command -v chromium || true)}"
+[ -n "$OLLABRIDGE_CHROMIUM" ] || { echo "test: chromium is missing (apt-get install chromium)" >&2; exit 1; }
+export OLLABRIDGE_LLAMA_SERVER OLLABRIDGE_TINY_MODELS OLLABRIDGE_CHROMIUM
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

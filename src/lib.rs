@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use backend::{AnyBackend, BackendError};
+use backend::{BackendError, Upstream};
 use config::Config;
 use models::Models;
 use store::{Logger, StoreError, Writer};
@@ -41,33 +41,40 @@ pub struct Telemetry {
     pub cut_off: CancellationToken,
     /// Requests starting and ending, for live views (`/api/events` on admin).
     pub events: tokio::sync::broadcast::Sender<metrics::RequestEvent>,
+    /// Each backend's health and breaker, by name; outlives config reloads.
+    pub health: backend::health::HealthRegistry,
 }
 
 /// What every handler shares; replaced whole when the config is reloaded.
 pub struct AppState {
     pub config: Config,
-    pub backend: AnyBackend,
+    /// The backends, in `config.backends` order (the first is the default).
+    pub backends: Vec<Upstream>,
     pub models: Models,
     pub telemetry: Arc<Telemetry>,
-    /// Free backend slots when `backend.max_concurrent` is set.
-    pub backend_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// Reported as `modified_at` for models we describe ourselves.
     pub started_at: String,
 }
 
 impl AppState {
-    pub fn new(config: Config, backend: AnyBackend, telemetry: Arc<Telemetry>, started_at: String) -> AppState {
-        AppState {
-            backend_slots: config
-                .backend
-                .max_concurrent
-                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-            models: Models::new(&config.models),
+    pub fn new(config: Config, telemetry: Arc<Telemetry>, started_at: String) -> Result<AppState, BackendError> {
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| Upstream::new(b.clone(), &telemetry.health))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AppState {
+            models: Models::new(&config.models, backends.len()),
+            backends,
             config,
-            backend,
             telemetry,
             started_at,
-        }
+        })
+    }
+
+    /// The default backend.
+    pub fn backend(&self) -> &Upstream {
+        &self.backends[0]
     }
 }
 
@@ -96,6 +103,7 @@ pub struct Server {
     /// Watches the config file while reloading is enabled.
     watcher: Option<reload::Watcher>,
     retention: Option<JoinHandle<()>>,
+    health_checks: JoinHandle<()>,
     writer: Writer,
 }
 
@@ -110,13 +118,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.database.max_body_bytes,
     );
     let logger = logger.redacting(config.database.redact);
-    let backend = AnyBackend::new(&config.backend)?;
     let telemetry = Arc::new(Telemetry {
         logger,
         metrics: metrics::Metrics::new(),
         pricing: config.pricing.clone(),
         events: tokio::sync::broadcast::channel(1024).0,
         cut_off: CancellationToken::new(),
+        health: Default::default(),
     });
     let stop = CancellationToken::new();
     let mut serving = Vec::new();
@@ -132,10 +140,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let database_path = config.database.path.clone();
     let live = Arc::new(reload::Live::new(AppState::new(
         config,
-        backend,
         telemetry.clone(),
         ollama::types::now_rfc3339(),
-    )));
+    )?));
+    let health_checks = spawn_health_checks(live.clone(), stop.clone());
     let admin = if admin_config.enabled {
         let (admin_listener, admin_addr) = bind(&admin_config.host, admin_config.port).await?;
         // Its own read-only connections, so slow reads never hold up the log writer's.
@@ -187,7 +195,53 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         watcher: None,
         serving,
         retention,
+        health_checks,
         writer,
+    })
+}
+
+/// Longest a health check may take; a backend slower than this to list its models
+/// counts as down.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks each backend every `health_interval` (the first check one interval after
+/// start) by listing its models, which also refreshes the list clients are offered.
+fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_checks: std::collections::HashMap<String, std::time::Instant> = Default::default();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let state = live.load();
+            let now = std::time::Instant::now();
+            for (index, upstream) in state.backends.iter().enumerate() {
+                let Some(interval) = upstream.config.health_interval else {
+                    continue;
+                };
+                let last = last_checks.entry(upstream.name().to_owned()).or_insert(now);
+                if now.duration_since(*last) < interval {
+                    continue;
+                }
+                *last = now;
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let check = state.models.offered(&state.backends, index, true);
+                    let outcome = match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, check).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no model list within {HEALTH_CHECK_TIMEOUT:?}")),
+                    };
+                    let upstream = &state.backends[index];
+                    if let Err(e) = &outcome {
+                        tracing::warn!(backend = upstream.name(), error = %e, "backend health check failed");
+                    }
+                    upstream.health.checked(outcome, std::time::Instant::now());
+                });
+            }
+        }
     })
 }
 
@@ -257,6 +311,7 @@ impl Server {
         }
         // The writer ends when the last logger handle is gone: the watcher's and the
         // live config's hold one too.
+        let _ = self.health_checks.await;
         drop(self.watcher);
         drop(self.live);
         drop(self.telemetry);

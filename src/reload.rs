@@ -12,7 +12,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::AppState;
-use crate::backend::AnyBackend;
 use crate::config::Config;
 
 /// The current [`AppState`], swapped whole on reload.
@@ -61,9 +60,8 @@ impl Live {
             .ok_or(ReloadError::NoFile)?;
         let config = Config::load(&path)?;
         let old = self.load();
-        let backend = AnyBackend::new(&config.backend)?;
         let needs_restart = needs_restart(&old.config, &config);
-        let state = AppState::new(config, backend, old.telemetry.clone(), old.started_at.clone());
+        let state = AppState::new(config, old.telemetry.clone(), old.started_at.clone())?;
         self.current.store(Arc::new(state));
         for what in &needs_restart {
             tracing::warn!(setting = %what, "config reloaded, but this change needs a restart");

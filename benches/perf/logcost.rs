@@ -392,6 +392,7 @@ fn new_telemetry(rt: &tokio::runtime::Runtime, db: &Path, capacity: usize) -> cr
         pricing: Vec::new(),
         events: tokio::sync::broadcast::channel(1024).0,
         cut_off: tokio_util::sync::CancellationToken::new(),
+        health: Default::default(),
     });
     Ok((telemetry, writer))
 }

@@ -100,7 +100,7 @@ pub async fn star_handler(
     Ok(Json(serde_json::json!({ "id": id, "starred": starred })))
 }
 
-fn parse_bool(text: &str) -> Result<bool, String> {
+pub fn parse_bool(text: &str) -> Result<bool, String> {
     match text {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),

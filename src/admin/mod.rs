@@ -12,12 +12,14 @@
 //! | `GET /api/stats` | counts, error rate, percentiles per model and overall ([`stats`]) |
 //! | `GET /api/stats/timeseries` | the same in time buckets |
 //! | `GET /api/events` | requests starting and finishing, as Server-Sent Events ([`events`]) |
+//! | `GET /api/backends` | each backend's health, breaker and models ([`backends`]) |
 //! | `/ollama/api/...` | the Ollama API, for the dashboard's playground and replay |
 //! | `GET /`, `GET /<file>` | the dashboard ([`dashboard`]) |
 //!
 //! Errors are Ollama's shape, `{"error": "..."}`: 400 naming the bad parameter, 404
 //! for an unknown row or route, 500 when the database fails.
 
+pub mod backends;
 pub mod dashboard;
 pub mod events;
 pub mod logs;
@@ -67,6 +69,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/stats/timeseries", get(stats::timeseries_handler))
         .route("/api/events", get(events::events_handler))
         .route("/api/reload", axum::routing::post(reload_handler))
+        .route("/api/backends", get(backends::backends_handler))
         .route(
             "/api/{*rest}",
             axum::routing::any(|| async { AdminError::NotFound("not found".into()) }),
@@ -119,7 +122,14 @@ async fn reload_handler(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics_handler(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let body = state.telemetry.metrics.render(&state.telemetry.logger);
+    let live = state.live.load();
+    let now = std::time::Instant::now();
+    let backends: Vec<_> = live
+        .backends
+        .iter()
+        .map(|b| (b.name().to_owned(), b.health.report(now)))
+        .collect();
+    let body = state.telemetry.metrics.render(&state.telemetry.logger, &backends);
     (
         [(
             header::CONTENT_TYPE,

@@ -23,6 +23,10 @@ pub enum BackendError {
     /// 503: the server shut down before the answer was complete.
     #[error("the server is shutting down; the answer was cut off")]
     ShuttingDown,
+    /// 503 with `Retry-After`: every slot of the backend stayed busy for the whole
+    /// `queue_timeout`.
+    #[error("{0}")]
+    Busy(String),
     /// 500: the backend section of the config cannot be used.
     #[error("{0}")]
     Config(String),
@@ -37,7 +41,21 @@ impl BackendError {
             BackendError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             BackendError::Status { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             BackendError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            BackendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            BackendError::ShuttingDown | BackendError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether another backend may be asked instead: the failure left nothing sent to
+    /// the client and is the backend's, not the request's.
+    pub fn may_fail_over(&self) -> bool {
+        match self {
+            BackendError::Unreachable { .. }
+            | BackendError::Timeout { .. }
+            | BackendError::Protocol(_)
+            | BackendError::Truncated
+            | BackendError::Busy(_) => true,
+            BackendError::Status { status, .. } => *status >= 500 || *status == 429,
+            BackendError::ShuttingDown | BackendError::Config(_) => false,
         }
     }
 

@@ -5,8 +5,10 @@
 
 pub mod capture;
 pub mod error;
+pub mod health;
 pub mod ollama;
 pub mod openai;
+pub mod upstream;
 
 use std::pin::Pin;
 
@@ -16,6 +18,7 @@ use serde_json::Value;
 
 pub use capture::Capture;
 pub use error::BackendError;
+pub use upstream::{Attempt, Failover, Upstream};
 
 use crate::config::{BackendConfig, BackendKind};
 use crate::ollama::types::{ChatRequest, GenerateRequest, ToolCall};
@@ -174,6 +177,12 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
         let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
             .map_err(|_| BackendError::Config("backend.api_key contains characters not allowed in a header".into()))?;
         headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    for (name, value) in &config.headers {
+        let bad = || BackendError::Config(format!("backend header '{name}' has a value not allowed in a header"));
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let value = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
+        headers.insert(name, value);
     }
     reqwest::Client::builder()
         .tcp_nodelay(true)

@@ -22,7 +22,8 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
-    pub backend: BackendConfig,
+    /// In file order; the first is the default, which serves plain string mappings.
+    pub backends: Vec<BackendConfig>,
     pub database: DatabaseConfig,
     pub models: ModelsConfig,
     pub admin: AdminConfig,
@@ -138,8 +139,10 @@ pub enum ThinkingStyle {
     None,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct BackendConfig {
+    /// The key in `backends`; for the single `backend` form, its type.
+    pub name: String,
     /// Requests sent to the backend at once (`None`: no limit); the rest queue.
     pub max_concurrent: Option<usize>,
     pub queue_timeout: Duration,
@@ -149,6 +152,58 @@ pub struct BackendConfig {
     /// Longest silence tolerated from the backend (connect, or between two reads).
     pub timeout: Duration,
     pub api_key: Option<Secret>,
+    /// Extra headers on every request (e.g. OpenRouter's `HTTP-Referer`).
+    pub headers: Vec<(String, Secret)>,
+    /// Where Ollama's `num_predict` goes: `max_tokens` or `max_completion_tokens`.
+    pub max_tokens_field: MaxTokensField,
+    /// Which of the backend's own models clients may ask for by name (`None`: only
+    /// mapped names reach this backend).
+    pub discover: Option<Discovery>,
+    /// How often the backend is checked (`None`: never; then only failures count).
+    pub health_interval: Option<Duration>,
+    pub breaker: Breaker,
+}
+
+/// The backend's own models, offered to clients under `prefix` + their name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Discovery {
+    pub prefix: String,
+    /// Wildcard patterns (`*`, `?`) on the backend's name; empty includes all.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Discovery {
+    /// Whether the backend's model `name` is offered.
+    pub fn offers(&self, name: &str) -> bool {
+        let matches = |p: &String| wildmatch::WildMatch::new(p).matches(name);
+        (self.include.is_empty() || self.include.iter().any(matches)) && !self.exclude.iter().any(matches)
+    }
+}
+
+/// Circuit breaker: after `failures` failed requests in a row the backend is skipped
+/// for `cooldown`, then one trial request decides whether it is back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Breaker {
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MaxTokensField {
+    #[default]
+    MaxTokens,
+    /// OpenAI's newer name, required by its reasoning models.
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
 }
 
 /// Written by hand so the endpoint prints as a URL, with any password in it masked.
@@ -159,6 +214,7 @@ impl fmt::Debug for BackendConfig {
             let _ = endpoint.set_password(Some("***"));
         }
         f.debug_struct("BackendConfig")
+            .field("name", &self.name)
             .field("kind", &self.kind)
             .field("endpoint", &endpoint.as_str())
             .field("timeout", &self.timeout)
@@ -166,6 +222,11 @@ impl fmt::Debug for BackendConfig {
             .field("thinking", &self.thinking)
             .field("max_concurrent", &self.max_concurrent)
             .field("queue_timeout", &self.queue_timeout)
+            .field("headers", &self.headers)
+            .field("max_tokens_field", &self.max_tokens_field)
+            .field("discover", &self.discover)
+            .field("health_interval", &self.health_interval)
+            .field("breaker", &self.breaker)
             .finish()
     }
 }
@@ -208,7 +269,10 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelMapping {
     pub name: String,
+    /// The backend model name on the first target.
     pub target: String,
+    /// Where to send it, in order: the mapping's backend and model, then its fallbacks.
+    pub targets: Vec<Target>,
     /// Reported by `/api/show`, `/api/tags`, `/api/ps` instead of the backend's value.
     pub context_length: Option<u64>,
     /// Reported by `/api/show` instead of what is read from the backend.
@@ -217,11 +281,23 @@ pub struct ModelMapping {
     pub strip_think: bool,
 }
 
+/// A model on a backend (by its index in [`Config::backends`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub backend: usize,
+    pub model: String,
+}
+
 impl ModelMapping {
+    /// A mapping to `target` on the default backend.
     pub fn new(name: &str, target: &str) -> ModelMapping {
         ModelMapping {
             name: name.to_owned(),
             target: target.to_owned(),
+            targets: vec![Target {
+                backend: 0,
+                model: target.to_owned(),
+            }],
             context_length: None,
             capabilities: None,
             strip_think: false,
@@ -237,11 +313,22 @@ pub const CAPABILITIES: &[&str] = &["completion", "tools", "insert", "vision", "
 struct RawMappingObject {
     model: String,
     #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    fallbacks: Vec<RawTarget>,
+    #[serde(default)]
     context_length: Option<u64>,
     #[serde(default)]
     capabilities: Option<Vec<String>>,
     #[serde(default)]
     strip_think: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    backend: String,
+    model: String,
 }
 
 /// A secret that never shows up in logs or debug output.
@@ -265,7 +352,11 @@ impl fmt::Debug for Secret {
 struct RawConfig {
     #[serde(default)]
     server: RawServer,
-    backend: RawBackend,
+    #[serde(default)]
+    backend: Option<RawBackend>,
+    /// serde_json's `preserve_order` map keeps the file's order: the first is the default.
+    #[serde(default)]
+    backends: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     database: RawDatabase,
     #[serde(default)]
@@ -366,6 +457,45 @@ struct RawBackend {
     /// How long a request may wait for a free slot before a 503.
     #[serde(default = "default_queue_timeout")]
     queue_timeout: f64,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    max_tokens_field: Option<String>,
+    /// `true`, `false`, or `{"prefix", "include", "exclude"}`.
+    #[serde(default)]
+    discover: Option<serde_json::Value>,
+    #[serde(default = "default_health_interval")]
+    health_interval: f64,
+    #[serde(default)]
+    breaker: RawBreaker,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBreaker {
+    failures: u32,
+    cooldown: f64,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        RawBreaker {
+            failures: 3,
+            cooldown: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDiscovery {
+    prefix: String,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+fn default_health_interval() -> f64 {
+    15.0
 }
 
 fn default_queue_timeout() -> f64 {
@@ -426,6 +556,11 @@ struct RawModels {
 }
 
 impl Config {
+    /// The default backend: the single `backend`, or the first of `backends`.
+    pub fn backend(&self) -> &BackendConfig {
+        &self.backends[0]
+    }
+
     /// Reads `path`, applies environment overrides and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -483,34 +618,27 @@ impl RawConfig {
                 self.server.version
             ));
         }
-        let kind = match self.backend.kind.as_str() {
-            "openai" => BackendKind::Openai,
-            "ollama" => BackendKind::Ollama,
-            other => {
-                return Err(format!(
-                    "backend.type: '{other}' is not a backend type (use openai or ollama)"
-                ));
+        let backends = match (self.backend, self.backends.is_empty()) {
+            (Some(raw), true) => {
+                let name = raw.kind.clone();
+                vec![backend("backend", name, raw)?]
+            }
+            (None, false) => self
+                .backends
+                .into_iter()
+                .map(|(name, value)| {
+                    let key = format!("backends.{name}");
+                    let raw: RawBackend = serde_json::from_value(value).map_err(|e| format!("{key}: {e}"))?;
+                    backend(&key, name, raw)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            (Some(_), false) => return Err("backend, backends: use one of them, not both".into()),
+            (None, true) => {
+                return Err(
+                    "backend: missing (set 'backend' for one backend, or 'backends' for several by name)".into(),
+                );
             }
         };
-        let thinking = match self.backend.thinking.as_deref() {
-            None | Some("chat_template_kwargs") => ThinkingStyle::ChatTemplateKwargs,
-            Some("reasoning_effort") => ThinkingStyle::ReasoningEffort,
-            Some("none") => ThinkingStyle::None,
-            Some(other) => {
-                return Err(format!(
-                    "backend.thinking: '{other}' is not a thinking style (use chat_template_kwargs, reasoning_effort or none)"
-                ));
-            }
-        };
-        let endpoint = Url::parse(&self.backend.endpoint)
-            .map_err(|e| format!("backend.endpoint: '{}' is not a URL ({e})", self.backend.endpoint))?;
-        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
-            return Err(format!(
-                "backend.endpoint: '{}' must be an http:// or https:// URL with a host",
-                self.backend.endpoint
-            ));
-        }
-        let timeout = seconds("backend.timeout", self.backend.timeout, false)?;
         if self.database.queue_capacity == 0 {
             return Err("database.queue_capacity: must be at least 1".into());
         }
@@ -518,7 +646,7 @@ impl RawConfig {
             .models
             .mappings
             .into_iter()
-            .map(|(name, value)| mapping(name, value))
+            .map(|(name, value)| mapping(name, value, &backends))
             .collect::<Result<Vec<_>, _>>()?;
         let admin_port = u16::try_from(self.admin.port)
             .map_err(|_| format!("admin.port: {} is out of range 0-65535", self.admin.port))?;
@@ -575,15 +703,7 @@ impl RawConfig {
                 watch_config: self.server.watch_config,
                 tls: self.server.tls,
             },
-            backend: BackendConfig {
-                kind,
-                thinking,
-                max_concurrent: (self.backend.max_concurrent > 0).then_some(self.backend.max_concurrent),
-                queue_timeout: seconds("backend.queue_timeout", self.backend.queue_timeout, true)?,
-                endpoint,
-                timeout,
-                api_key: self.backend.api_key.filter(|k| !k.is_empty()).map(Secret),
-            },
+            backends,
             database: DatabaseConfig {
                 path: self.database.path,
                 max_body_bytes: self.database.max_body_bytes,
@@ -654,7 +774,91 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn mapping(name: String, value: serde_json::Value) -> Result<ModelMapping, String> {
+/// One backend's section, `key` naming it in messages (`backend` or `backends.<name>`).
+fn backend(key: &str, name: String, raw: RawBackend) -> Result<BackendConfig, String> {
+    let kind = match raw.kind.as_str() {
+        "openai" => BackendKind::Openai,
+        "ollama" => BackendKind::Ollama,
+        other => {
+            return Err(format!(
+                "{key}.type: '{other}' is not a backend type (use openai or ollama)"
+            ));
+        }
+    };
+    let thinking = match raw.thinking.as_deref() {
+        None | Some("chat_template_kwargs") => ThinkingStyle::ChatTemplateKwargs,
+        Some("reasoning_effort") => ThinkingStyle::ReasoningEffort,
+        Some("none") => ThinkingStyle::None,
+        Some(other) => {
+            return Err(format!(
+                "{key}.thinking: '{other}' is not a thinking style (use chat_template_kwargs, reasoning_effort or none)"
+            ));
+        }
+    };
+    let endpoint =
+        Url::parse(&raw.endpoint).map_err(|e| format!("{key}.endpoint: '{}' is not a URL ({e})", raw.endpoint))?;
+    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
+        return Err(format!(
+            "{key}.endpoint: '{}' must be an http:// or https:// URL with a host",
+            raw.endpoint
+        ));
+    }
+    let max_tokens_field = match raw.max_tokens_field.as_deref() {
+        None | Some("max_tokens") => MaxTokensField::MaxTokens,
+        Some("max_completion_tokens") => MaxTokensField::MaxCompletionTokens,
+        Some(other) => {
+            return Err(format!(
+                "{key}.max_tokens_field: '{other}' is not one of max_tokens, max_completion_tokens"
+            ));
+        }
+    };
+    let discover = match raw.discover {
+        None | Some(serde_json::Value::Bool(true)) => Some(Discovery::default()),
+        Some(serde_json::Value::Bool(false)) => None,
+        Some(object @ serde_json::Value::Object(_)) => {
+            let d: RawDiscovery = serde_json::from_value(object).map_err(|e| format!("{key}.discover: {e}"))?;
+            Some(Discovery {
+                prefix: d.prefix,
+                include: d.include,
+                exclude: d.exclude,
+            })
+        }
+        Some(other) => {
+            return Err(format!(
+                "{key}.discover: expected true, false or {{\"prefix\", \"include\", \"exclude\"}}, got {other}"
+            ));
+        }
+    };
+    for header in raw.headers.keys() {
+        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(format!("{key}.headers: '{header}' is not a valid header name"));
+        }
+    }
+    if raw.breaker.failures == 0 {
+        return Err(format!("{key}.breaker.failures: must be at least 1"));
+    }
+    Ok(BackendConfig {
+        name,
+        kind,
+        thinking,
+        max_concurrent: (raw.max_concurrent > 0).then_some(raw.max_concurrent),
+        queue_timeout: seconds(&format!("{key}.queue_timeout"), raw.queue_timeout, true)?,
+        endpoint,
+        timeout: seconds(&format!("{key}.timeout"), raw.timeout, false)?,
+        api_key: raw.api_key.filter(|k| !k.is_empty()).map(Secret),
+        headers: raw.headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
+        max_tokens_field,
+        discover,
+        health_interval: Some(seconds(&format!("{key}.health_interval"), raw.health_interval, true)?)
+            .filter(|d| !d.is_zero()),
+        breaker: Breaker {
+            failures: raw.breaker.failures,
+            cooldown: seconds(&format!("{key}.breaker.cooldown"), raw.breaker.cooldown, true)?,
+        },
+    })
+}
+
+fn mapping(name: String, value: serde_json::Value, backends: &[BackendConfig]) -> Result<ModelMapping, String> {
     let key = format!("models.mappings.{name}");
     let expected = "expected the backend model name, or an object with \"model\"";
     match value {
@@ -675,9 +879,29 @@ fn mapping(name: String, value: serde_json::Value) -> Result<ModelMapping, Strin
                     CAPABILITIES.join(", ")
                 ));
             }
+            let backend_index = |field: &str, backend: &str| {
+                backends.iter().position(|b| b.name == backend).ok_or_else(|| {
+                    let known: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+                    format!(
+                        "{key}.{field}: no backend named '{backend}' (backends: {})",
+                        known.join(", ")
+                    )
+                })
+            };
+            let mut targets = vec![Target {
+                backend: raw.backend.as_deref().map_or(Ok(0), |b| backend_index("backend", b))?,
+                model: raw.model.clone(),
+            }];
+            for (i, fallback) in raw.fallbacks.into_iter().enumerate() {
+                targets.push(Target {
+                    backend: backend_index(&format!("fallbacks[{i}].backend"), &fallback.backend)?,
+                    model: fallback.model,
+                });
+            }
             Ok(ModelMapping {
                 name,
                 target: raw.model,
+                targets,
                 context_length: raw.context_length,
                 capabilities: raw.capabilities,
                 strip_think: raw.strip_think,

@@ -85,10 +85,10 @@ fn summary(config: &Config) -> Value {
             "version": config.server.version,
         },
         "backend": {
-            "type": config.backend.kind.as_str(),
-            "endpoint": config.backend.endpoint.as_str(),
-            "timeout_ms": config.backend.timeout.as_millis() as u64,
-            "api_key": config.backend.api_key.as_ref().map(|k| k.expose().to_owned()),
+            "type": config.backend().kind.as_str(),
+            "endpoint": config.backend().endpoint.as_str(),
+            "timeout_ms": config.backend().timeout.as_millis() as u64,
+            "api_key": config.backend().api_key.as_ref().map(|k| k.expose().to_owned()),
         },
         "database": {
             "path": config.database.path.to_str(),
@@ -159,8 +159,8 @@ fn example_config_has_the_documented_values() {
         Config::load(&path).unwrap()
     };
     assert_eq!(summary(&loaded), expected);
-    assert_eq!(loaded.backend.kind, BackendKind::Openai);
-    assert_eq!(loaded.backend.timeout, Duration::from_secs(300));
+    assert_eq!(loaded.backend().kind, BackendKind::Openai);
+    assert_eq!(loaded.backend().timeout, Duration::from_secs(300));
 }
 
 #[test]
@@ -171,9 +171,9 @@ fn defaults() {
     assert_eq!(config.server.host, "0.0.0.0");
     assert_eq!(config.server.port, 11434);
     assert_eq!(config.server.version, "0.12.0");
-    assert_eq!(config.backend.timeout, Duration::from_secs(300));
+    assert_eq!(config.backend().timeout, Duration::from_secs(300));
     assert_eq!(config.database.path, PathBuf::from("./ollabridge.db"));
-    assert!(config.backend.api_key.is_none());
+    assert!(config.backend().api_key.is_none());
     // The same through a file.
     let loaded = {
         let _env = env_lock();
@@ -221,7 +221,7 @@ fn every_key_is_read() {
     });
     let inline = Config::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(summary(&inline), expected);
-    assert_eq!(inline.backend.kind, BackendKind::Ollama);
+    assert_eq!(inline.backend().kind, BackendKind::Ollama);
     let loaded = {
         let _env = env_lock();
         Config::load(&path).unwrap()
@@ -233,10 +233,10 @@ fn every_key_is_read() {
 fn empty_api_key_and_empty_default_model_are_unset() {
     let text = r#"{"backend": {"type": "openai", "endpoint": "http://h:1", "api_key": ""}, "models": {"default": ""}}"#;
     let config = Config::from_json(text).unwrap();
-    assert!(config.backend.api_key.is_none());
+    assert!(config.backend().api_key.is_none());
     assert_eq!(config.models.default, None);
     let config = Config::from_json(&backend_with(r#""api_key": null"#)).unwrap();
-    assert!(config.backend.api_key.is_none());
+    assert!(config.backend().api_key.is_none());
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn accepted_values_at_the_edges() {
     }
     for (timeout, millis) in [("0.5", 500), ("1", 1000), ("86400", 86_400_000)] {
         let config = Config::from_json(&backend_with(&format!(r#""timeout": {timeout}"#))).unwrap();
-        assert_eq!(config.backend.timeout.as_millis(), millis, "{timeout}");
+        assert_eq!(config.backend().timeout.as_millis(), millis, "{timeout}");
     }
     for (endpoint, parsed) in [
         ("https://openrouter.ai/api", "https://openrouter.ai/api"),
@@ -260,7 +260,7 @@ fn accepted_values_at_the_edges() {
         ("HTTP://Example.COM", "http://example.com/"),
     ] {
         let text = format!(r#"{{"backend": {{"type": "ollama", "endpoint": "{endpoint}"}}}}"#);
-        assert_eq!(Config::from_json(&text).unwrap().backend.endpoint.as_str(), parsed);
+        assert_eq!(Config::from_json(&text).unwrap().backend().endpoint.as_str(), parsed);
     }
     let config = Config::from_json(&with_backend(
         r#""database": {"queue_capacity": 1, "max_body_bytes": 0}"#,
@@ -275,20 +275,20 @@ fn api_key_is_masked_in_debug_output() {
     let text = backend_with(r#""api_key": "sk-very-secret-key-42""#);
     let config = Config::from_json(&text).unwrap();
     assert_eq!(
-        config.backend.api_key.as_ref().map(Secret::expose),
+        config.backend().api_key.as_ref().map(Secret::expose),
         Some("sk-very-secret-key-42")
     );
     for debug in [
         format!("{config:?}"),
         format!("{config:#?}"),
-        format!("{:?}", config.backend),
-        format!("{:?}", config.backend.api_key),
+        format!("{:?}", config.backend()),
+        format!("{:?}", config.backend().api_key),
     ] {
         assert!(!debug.contains("sk-very-secret-key-42"), "{debug}");
         assert!(!debug.contains("secret"), "{debug}");
         assert!(debug.contains("***"), "{debug}");
     }
-    assert_eq!(format!("{:?}", config.backend.api_key), r#"Some("***")"#);
+    assert_eq!(format!("{:?}", config.backend().api_key), r#"Some("***")"#);
     // Loaded from a file, the same.
     let loaded = load_ok(&text);
     assert!(!format!("{loaded:?}").contains("sk-very-secret-key-42"));
@@ -317,7 +317,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         // Structure.
         (
             "{}".into(),
-            "invalid config <inline>: missing field `backend` at line 1 column 2",
+            "invalid config <inline>: backend: missing (set 'backend' for one backend, or 'backends' for several by name)",
         ),
         (
             r#"{"backend": {"endpoint": "http://localhost:8080"}}"#.into(),
@@ -325,7 +325,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         ),
         (
             with_backend(r#""serverx": {}"#),
-            "invalid config <inline>: serverx: unknown field `serverx`, expected one of `server`, `backend`, `database`, \
+            "invalid config <inline>: serverx: unknown field `serverx`, expected one of `server`, `backend`, `backends`, `database`, \
              `models`, `admin`, `pricing`, `auth` at line 1 column 78",
         ),
         (
@@ -336,7 +336,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             backend_with(r#""apikey": "x""#),
             "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
-             `api_key`, `thinking`, `max_concurrent`, `queue_timeout` at line 1 column 76",
+             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `discover`, `health_interval`, `breaker` at line 1 column 76",
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
@@ -421,7 +421,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""models": {"mappings": {"llama3.1:8b": {"name": "y"}}}"#),
             "invalid config <inline>: models.mappings.llama3.1:8b: unknown field `name`, expected one of `model`, \
-             `context_length`, `capabilities`, `strip_think`",
+             `backend`, `fallbacks`, `context_length`, `capabilities`, `strip_think`",
         ),
         (
             with_backend(r#""models": {"mappings": {"x": {"model": "y", "capabilities": ["tools", "telepathy"]}}}"#),
@@ -541,14 +541,17 @@ fn load_validation_errors_name_the_file_and_the_key() {
             "models.mappings.x: expected the backend model name, or an object with \"model\", got 1",
         ),
         // Structure: the config crate names the section or the whole key.
-        ("{}".into(), "missing configuration field \"backend\""),
+        (
+            "{}".into(),
+            "backend: missing (set 'backend' for one backend, or 'backends' for several by name)",
+        ),
         (
             r#"{"backend": {"endpoint": "http://localhost:8080"}}"#.into(),
             "missing configuration field \"backend.type\"",
         ),
         (
             with_backend(r#""serverx": {}"#),
-            "unknown field `serverx`, expected one of `server`, `backend`, `database`, `models`, `admin`, `pricing`, `auth`",
+            "unknown field `serverx`, expected one of `server`, `backend`, `backends`, `database`, `models`, `admin`, `pricing`, `auth`",
         ),
         (
             with_backend(r#""server": {"prot": 1}"#),
@@ -557,7 +560,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             backend_with(r#""apikey": "x""#),
-            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout` for key `backend`",
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `discover`, `health_interval`, `breaker` for key `backend`",
         ),
     ];
     for (text, problem) in cases {
@@ -685,10 +688,13 @@ fn environment_overrides_the_file() {
     let config = Config::load(&file.path).unwrap();
     assert_eq!(config.server.port, 11500);
     assert!(config.server.enable_cors);
-    assert_eq!(config.backend.kind, BackendKind::Ollama);
-    assert_eq!(config.backend.endpoint.as_str(), "http://other-host:11434/");
-    assert_eq!(config.backend.timeout.as_millis(), 12_500);
-    assert_eq!(config.backend.api_key.as_ref().map(Secret::expose), Some("sk-env-key"));
+    assert_eq!(config.backend().kind, BackendKind::Ollama);
+    assert_eq!(config.backend().endpoint.as_str(), "http://other-host:11434/");
+    assert_eq!(config.backend().timeout.as_millis(), 12_500);
+    assert_eq!(
+        config.backend().api_key.as_ref().map(Secret::expose),
+        Some("sk-env-key")
+    );
     assert_eq!(config.database.path, PathBuf::from("/data/log.db"));
     assert_eq!(config.models.default.as_deref(), Some("tiny"));
 
@@ -730,7 +736,10 @@ fn environment_strings_are_kept_verbatim() {
     vars.set("OLLABRIDGE__BACKEND__API_KEY", "0123456789");
     vars.set("OLLABRIDGE__SERVER__VERSION", "1.10");
     let config = Config::load(&file.path).unwrap();
-    assert_eq!(config.backend.api_key.as_ref().map(Secret::expose), Some("0123456789"));
+    assert_eq!(
+        config.backend().api_key.as_ref().map(Secret::expose),
+        Some("0123456789")
+    );
     assert_eq!(config.server.version, "1.10");
 }
 
@@ -750,6 +759,10 @@ fn mapping_object_form() {
             ModelMapping {
                 name: "rich".into(),
                 target: "b".into(),
+                targets: vec![Target {
+                    backend: 0,
+                    model: "b".into()
+                }],
                 context_length: Some(8192),
                 capabilities: Some(vec!["completion".into(), "vision".into()]),
                 strip_think: true,

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::backend::health::HealthReport;
 use crate::store::{LogRecord, Logger};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +24,11 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
     pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +50,8 @@ pub struct Metrics {
     /// The logger's drop count already added to `log_dropped`.
     log_dropped_seen: AtomicU64,
     log_queue_depth: Gauge,
+    backend_up: Family<BackendLabels, Gauge>,
+    backend_breaker_open: Family<BackendLabels, Gauge>,
 }
 
 /// Seconds, from 1 ms to 10 min (the default backend timeout is 5 min).
@@ -77,6 +85,17 @@ impl Metrics {
         let cost = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
         let (inflight, log_queue_depth) = (Gauge::default(), Gauge::default());
         let log_dropped = Counter::default();
+        let (backend_up, backend_breaker_open) = (Family::default(), Family::default());
+        registry.register(
+            "backend_up",
+            "1 when the backend's last health check passed and its breaker is not open",
+            backend_up.clone(),
+        );
+        registry.register(
+            "backend_breaker_open",
+            "1 while the backend's circuit breaker keeps requests away",
+            backend_breaker_open.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by model, backend, endpoint and status",
@@ -122,6 +141,8 @@ impl Metrics {
             log_dropped,
             log_dropped_seen: AtomicU64::new(0),
             log_queue_depth,
+            backend_up,
+            backend_breaker_open,
         }
     }
 
@@ -131,7 +152,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 model: model.clone(),
-                backend: r.backend_type.clone(),
+                backend: r.backend.clone().unwrap_or_else(|| r.backend_type.clone()),
                 endpoint: r.endpoint.clone(),
                 status: r.status_code.to_string(),
             })
@@ -167,8 +188,17 @@ impl Metrics {
         InflightGuard(self.inflight.clone())
     }
 
-    /// The text exposition (OpenMetrics), with the log queue's gauges read now.
-    pub fn render(&self, logger: &Logger) -> String {
+    /// The text exposition (OpenMetrics), with the log queue's and the backends' gauges
+    /// read now.
+    pub fn render(&self, logger: &Logger, backends: &[(String, HealthReport)]) -> String {
+        for (name, health) in backends {
+            let labels = BackendLabels { backend: name.clone() };
+            let open = health.breaker == "open";
+            self.backend_up
+                .get_or_create(&labels)
+                .set(i64::from(health.healthy && !open));
+            self.backend_breaker_open.get_or_create(&labels).set(i64::from(open));
+        }
         let dropped = logger.dropped();
         let seen = self
             .log_dropped_seen

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::backend::{AnyBackend, BackendError, BackendModel};
-use crate::config::{ModelMapping, ModelsConfig};
+use crate::backend::{BackendError, BackendModel, Upstream};
+use crate::config::{ModelMapping, ModelsConfig, Target};
 
 /// How long the backend's own model list is trusted before it is asked again.
 const OFFERED_TTL: Duration = Duration::from_secs(10);
@@ -16,9 +16,12 @@ const OFFERED_TTL: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     pub client: String,
+    /// The backend model name on the first target.
     pub backend: String,
     /// The mapping's `strip_think` switch (off for unmapped names).
     pub strip_think: bool,
+    /// Where to send it, in order (a mapping's fallbacks after its first target).
+    pub targets: Vec<Target>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -26,17 +29,21 @@ pub enum ResolveError {
     /// 400: no `model` and no `models.default`.
     #[error("model is required")]
     Missing,
-    /// 404: neither mapped nor offered by the backend.
+    /// 404: neither mapped nor offered by a backend.
     #[error("model '{0}' not found")]
     NotFound(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
 
+/// A backend's model list and when it was fetched.
+type Listed = (Instant, Arc<Vec<BackendModel>>);
+
 pub struct Models {
     default: Option<String>,
     mappings: Vec<ModelMapping>,
-    offered: Mutex<Option<(Instant, Arc<Vec<BackendModel>>)>>,
+    /// Each backend's own list, by backend index.
+    offered: Vec<Mutex<Option<Listed>>>,
 }
 
 /// The form names are compared in: lower case, no `:latest`.
@@ -59,11 +66,11 @@ pub fn listed_name(name: &str) -> String {
 }
 
 impl Models {
-    pub fn new(config: &ModelsConfig) -> Models {
+    pub fn new(config: &ModelsConfig, backends: usize) -> Models {
         Models {
             default: config.default.clone(),
             mappings: config.mappings.clone(),
-            offered: Mutex::new(None),
+            offered: (0..backends).map(|_| Mutex::new(None)).collect(),
         }
     }
 
@@ -82,7 +89,7 @@ impl Models {
         self.mappings.iter().find(|m| normalize(&m.name) == key)
     }
 
-    pub async fn resolve(&self, requested: Option<&str>, backend: &AnyBackend) -> Result<Resolved, ResolveError> {
+    pub async fn resolve(&self, requested: Option<&str>, upstreams: &[Upstream]) -> Result<Resolved, ResolveError> {
         let client = requested
             .map(str::trim)
             .filter(|n| !n.is_empty())
@@ -93,48 +100,89 @@ impl Models {
             return Ok(Resolved {
                 backend: mapping.target.clone(),
                 strip_think: mapping.strip_think,
+                targets: mapping.targets.clone(),
                 client,
             });
         }
         let key = normalize(&client);
-        let find = |list: &[BackendModel]| list.iter().find(|m| normalize(&m.name) == key).map(|m| m.name.clone());
-        let (offered, fresh) = self.offered_with_age(backend, false).await?;
-        let mut found = find(&offered);
-        // A model loaded since the list was cached should not be refused.
-        if found.is_none() && !fresh {
-            found = find(&self.offered_with_age(backend, true).await?.0);
+        let mut first_error = None;
+        for (index, upstream) in upstreams.iter().enumerate() {
+            let Some(discovery) = &upstream.config.discover else {
+                continue;
+            };
+            let Some(unprefixed) = without_prefix(&key, &normalize(&discovery.prefix)) else {
+                continue;
+            };
+            let find = |list: &[BackendModel]| {
+                list.iter()
+                    .find(|m| normalize(&m.name) == unprefixed && discovery.offers(&m.name))
+                    .map(|m| m.name.clone())
+            };
+            let (offered, fresh) = match self.offered_with_age(upstreams, index, false).await {
+                Ok(list) => list,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            let mut found = find(&offered);
+            // A model loaded since the list was cached should not be refused.
+            if found.is_none() && !fresh {
+                if let Ok((list, _)) = self.offered_with_age(upstreams, index, true).await {
+                    found = find(&list);
+                }
+            }
+            if let Some(name) = found {
+                return Ok(Resolved {
+                    backend: name.clone(),
+                    client,
+                    strip_think: false,
+                    targets: vec![Target {
+                        backend: index,
+                        model: name,
+                    }],
+                });
+            }
         }
-        match found {
-            Some(name) => Ok(Resolved {
-                backend: name,
-                client,
-                strip_think: false,
-            }),
+        match first_error {
+            Some(e) => Err(ResolveError::Backend(e)),
             None => Err(ResolveError::NotFound(client)),
         }
     }
 
-    /// What the backend itself offers, cached for a few seconds.
-    pub async fn offered(&self, backend: &AnyBackend, refresh: bool) -> Result<Arc<Vec<BackendModel>>, BackendError> {
-        Ok(self.offered_with_age(backend, refresh).await?.0)
+    /// What backend `index` offers itself (all of it, before discovery filters),
+    /// cached for a few seconds.
+    pub async fn offered(
+        &self,
+        upstreams: &[Upstream],
+        index: usize,
+        refresh: bool,
+    ) -> Result<Arc<Vec<BackendModel>>, BackendError> {
+        Ok(self.offered_with_age(upstreams, index, refresh).await?.0)
     }
 
     /// The list, and whether it was fetched just now (less than a second ago).
     async fn offered_with_age(
         &self,
-        backend: &AnyBackend,
+        upstreams: &[Upstream],
+        index: usize,
         refresh: bool,
     ) -> Result<(Arc<Vec<BackendModel>>, bool), BackendError> {
-        let mut cached = self.offered.lock().await;
+        let mut cached = self.offered[index].lock().await;
         if let Some((at, list)) = cached.as_ref() {
             if !refresh && at.elapsed() < OFFERED_TTL {
                 return Ok((list.clone(), at.elapsed() < Duration::from_secs(1)));
             }
         }
-        let list = Arc::new(backend.models().await?);
+        let list = Arc::new(upstreams[index].client.models().await?);
         *cached = Some((Instant::now(), list.clone()));
         Ok((list, true))
     }
+}
+
+/// `name` without `prefix` (both normalised); `None` when it does not start so.
+fn without_prefix<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    name.strip_prefix(prefix).filter(|rest| !rest.is_empty())
 }
 
 #[cfg(test)]
@@ -142,13 +190,16 @@ mod tests {
     use super::*;
 
     fn models() -> Models {
-        Models::new(&ModelsConfig {
-            default: Some("llama2".into()),
-            mappings: vec![
-                ModelMapping::new("Llama2", "llama-2-7b-chat"),
-                ModelMapping::new("qwen:7b", "qwen-7b"),
-            ],
-        })
+        Models::new(
+            &ModelsConfig {
+                default: Some("llama2".into()),
+                mappings: vec![
+                    ModelMapping::new("Llama2", "llama-2-7b-chat"),
+                    ModelMapping::new("qwen:7b", "qwen-7b"),
+                ],
+            },
+            1,
+        )
     }
 
     #[test]

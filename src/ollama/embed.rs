@@ -13,11 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::context::RequestContext;
 use super::error::{ApiError, parse_body};
-use super::models_routes::forward_logged;
+use super::models_routes::{forward_logged, ollama_for};
 use super::recorder::Recorder;
 use crate::AppState;
-use crate::backend::AnyBackend;
-use crate::backend::openai::OpenAiBackend;
+use crate::backend::{AnyBackend, BackendError, Embeddings, Failover, Upstream};
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -51,10 +50,9 @@ pub async fn embed_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let openai = match &state.backend {
-        AnyBackend::Ollama(backend) => return forward_logged(&state, &context, backend, method, &uri, body).await,
-        AnyBackend::OpenAi(backend) => backend,
-    };
+    if let Some(backend) = ollama_for(&state, &body).await {
+        return forward_logged(&state, &context, backend, method, &uri, body).await;
+    }
     let mut recorder = Recorder::start(&state, &context, "/api/embed", "POST", &body);
     let request: EmbedRequest = match parse_body(&body) {
         Ok(r) => r,
@@ -66,11 +64,11 @@ pub async fn embed_handler(
     };
     recorder.request(request.model.as_deref(), serde_json::to_string(&inputs).ok(), false);
     let started = Instant::now();
-    let (resolved, vectors, prompt_tokens) =
-        match embed(&state, openai, request.model.as_deref(), &inputs, &mut recorder).await {
-            Ok(r) => r,
-            Err(e) => return recorder.reject(e),
-        };
+    let (resolved, vectors, prompt_tokens) = match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await
+    {
+        Ok(r) => r,
+        Err(e) => return recorder.reject(e),
+    };
     let vectors: Vec<Vec<f64>> = vectors.into_iter().map(|v| normalized(v, request.dimensions)).collect();
     recorder.finish_with(summary(&vectors), prompt_tokens);
     Json(json!({
@@ -91,10 +89,9 @@ pub async fn embeddings_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let openai = match &state.backend {
-        AnyBackend::Ollama(backend) => return forward_logged(&state, &context, backend, method, &uri, body).await,
-        AnyBackend::OpenAi(backend) => backend,
-    };
+    if let Some(backend) = ollama_for(&state, &body).await {
+        return forward_logged(&state, &context, backend, method, &uri, body).await;
+    }
     let mut recorder = Recorder::start(&state, &context, "/api/embeddings", "POST", &body);
     let request: LegacyEmbeddingsRequest = match parse_body(&body) {
         Ok(r) => r,
@@ -102,7 +99,7 @@ pub async fn embeddings_handler(
     };
     let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
     recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
-    match embed(&state, openai, request.model.as_deref(), &inputs, &mut recorder).await {
+    match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await {
         Ok((_, vectors, prompt_tokens)) => {
             recorder.finish_with(summary(&vectors), prompt_tokens);
             let embedding = vectors.into_iter().next().unwrap_or_default();
@@ -129,21 +126,54 @@ fn input_strings(input: Option<Value>) -> Result<Vec<String>, ApiError> {
     }
 }
 
-/// Resolves the model and asks the backend; no inputs is Ollama's "load" and asks nothing.
+/// Resolves the model and asks its targets in turn; no inputs is Ollama's "load" and
+/// asks nothing.
 async fn embed(
     state: &AppState,
-    backend: &OpenAiBackend,
     model: Option<&str>,
     inputs: &[String],
     recorder: &mut Recorder,
 ) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ApiError> {
-    let resolved = state.models.resolve(model, &state.backend).await?;
+    let resolved = state.models.resolve(model, &state.backends).await?;
     recorder.resolved(&resolved);
     if inputs.is_empty() {
         return Ok((resolved, Vec::new(), Some(0)));
     }
-    let embeddings = backend.embed(&resolved.backend, inputs).await?;
-    Ok((resolved, embeddings.vectors, embeddings.prompt_tokens))
+    let mut failover = Failover::new(&state.backends, &resolved.targets);
+    while let Some((upstream, model)) = failover.next_target() {
+        let error = match embed_on(upstream, &model, inputs).await {
+            Ok((embeddings, slot)) => {
+                failover.succeeded(upstream);
+                recorder.routed(upstream, slot, &failover.attempts);
+                recorder.backend_model(&model);
+                return Ok((resolved, embeddings.vectors, embeddings.prompt_tokens));
+            }
+            Err(e) => e,
+        };
+        if let Some(error) = failover.failed(upstream, &model, error) {
+            recorder.failed_attempts(&failover.attempts);
+            return Err(error.into());
+        }
+    }
+    Err(ApiError::Backend(BackendError::Config(format!(
+        "no backend to ask for '{}'",
+        resolved.client
+    ))))
+}
+
+async fn embed_on(
+    upstream: &Upstream,
+    model: &str,
+    inputs: &[String],
+) -> Result<(Embeddings, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
+    let slot = upstream.slot().await?;
+    match &upstream.client {
+        AnyBackend::OpenAi(backend) => Ok((backend.embed(model, inputs).await?, slot)),
+        AnyBackend::Ollama(_) => Err(BackendError::Config(format!(
+            "backend '{}' is an Ollama; embeddings go to it only as a model's first target",
+            upstream.name()
+        ))),
+    }
 }
 
 /// Ollama's `/api/embed` returns unit vectors; with `dimensions` it cuts first, then

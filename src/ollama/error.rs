@@ -25,7 +25,7 @@ pub enum ApiError {
     Busy(String),
     /// The backend's failure, with its status (502/504 or the backend's own).
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Backend(BackendError),
 }
 
 impl ApiError {
@@ -40,12 +40,21 @@ impl ApiError {
     }
 }
 
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> ApiError {
+        match e {
+            BackendError::Busy(message) => ApiError::Busy(message),
+            e => ApiError::Backend(e),
+        }
+    }
+}
+
 impl From<ResolveError> for ApiError {
     fn from(e: ResolveError) -> ApiError {
         match e {
             ResolveError::Missing => ApiError::BadRequest(e.to_string()),
             ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ResolveError::Backend(b) => ApiError::Backend(b),
+            ResolveError::Backend(b) => b.into(),
         }
     }
 }

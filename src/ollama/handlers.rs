@@ -18,7 +18,9 @@ use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
 use super::{embed, models_routes};
 use crate::AppState;
-use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream};
+use futures::StreamExt;
+
+use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Upstream};
 use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::{Live, Snapshot};
@@ -127,7 +129,7 @@ async fn chat_handler(
     let Some(messages) = &request.messages else {
         return recorder.reject(ApiError::BadRequest("messages is required".into()));
     };
-    let resolved = match state.models.resolve(request.model.as_deref(), &state.backend).await {
+    let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
         Ok(r) => r,
         Err(e) => return recorder.reject(e.into()),
     };
@@ -156,7 +158,7 @@ async fn generate_handler(
     };
     let stream = request.stream.unwrap_or(true);
     recorder.request(request.model.as_deref(), request.prompt.clone(), stream);
-    let resolved = match state.models.resolve(request.model.as_deref(), &state.backend).await {
+    let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
         Ok(r) => r,
         Err(e) => return recorder.reject(e.into()),
     };
@@ -169,7 +171,8 @@ async fn generate_handler(
         .mapping(&resolved.client)
         .and_then(|m| m.capabilities.as_ref())
         .is_some_and(|c| c.iter().any(|c| c == "insert"));
-    if request.suffix.is_some() && !supports_insert && state.backend.kind() == BackendKind::Openai {
+    let first_kind = state.backends[resolved.targets[0].backend].client.kind();
+    if request.suffix.is_some() && !supports_insert && first_kind == BackendKind::Openai {
         let e = ApiError::BadRequest(format!(
             "\"{}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
              if the backend's /v1/completions honours suffix",
@@ -206,21 +209,23 @@ impl Answered for GenerateRequest {
     }
 }
 
-/// Calls the backend with the mapped model and streams its answer to the client.
+/// Calls the model's targets in turn (see [`Failover`]) and streams the
+/// first answer to the client. A target counts as answering once its first chunk came
+/// without error, so a backend that accepts the request and then fails at once still
+/// hands it on: nothing has reached the client yet.
 async fn answer<R: Answered>(
     state: &AppState,
-    recorder: Recorder,
+    mut recorder: Recorder,
     shape: Shape,
     resolved: Resolved,
     stream: bool,
     request: R,
     body: Bytes,
 ) -> Response {
-    let mut recorder = recorder;
     let database = &state.config.database;
     let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
     recorder.capture(capture.clone());
-    let call = Call {
+    let mut call = Call {
         capture,
         client_model: resolved.client,
         backend_model: resolved.backend,
@@ -229,21 +234,47 @@ async fn answer<R: Answered>(
         request,
         body,
     };
-    let recorder = match recorder.wait_for_backend_slot(state).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let chunks = match R::ask(&state.backend, &call).await {
-        Ok(c) => c,
-        Err(e) => return recorder.reject(e.into()),
-    };
-    let answer = Answer {
-        shape,
-        model: call.client_model,
-        stream,
-        log_lines: state.config.server.log_raw_responses,
-    };
-    answer.respond(chunks, recorder).await
+    let mut failover = Failover::new(&state.backends, &resolved.targets);
+    while let Some((upstream, model)) = failover.next_target() {
+        call.backend_model = model;
+        let error = match ask_first_chunk(upstream, &call).await {
+            Ok((chunks, slot)) => {
+                failover.succeeded(upstream);
+                recorder.routed(upstream, slot, &failover.attempts);
+                recorder.backend_model(&call.backend_model);
+                let answer = Answer {
+                    shape,
+                    model: call.client_model,
+                    stream,
+                    log_lines: state.config.server.log_raw_responses,
+                };
+                return answer.respond(chunks, recorder).await;
+            }
+            Err(e) => e,
+        };
+        if let Some(error) = failover.failed(upstream, &call.backend_model, error) {
+            recorder.failed_attempts(&failover.attempts);
+            return recorder.reject(error.into());
+        }
+    }
+    recorder.reject(ApiError::Backend(BackendError::Config(format!(
+        "no backend to ask for '{}'",
+        call.client_model
+    ))))
+}
+
+/// Asks one backend, holding one of its slots, and waits for the answer's first chunk:
+/// a failure up to there has sent the client nothing, so another target may answer.
+async fn ask_first_chunk<R: Answered>(
+    upstream: &Upstream,
+    call: &Call<R>,
+) -> Result<(ChunkStream, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
+    let slot = upstream.slot().await?;
+    let mut chunks = R::ask(&upstream.client, call).await?;
+    match chunks.next().await {
+        Some(Err(e)) if e.may_fail_over() => Err(e),
+        first => Ok((futures::stream::iter(first).chain(chunks).boxed(), slot)),
+    }
 }
 
 /// An empty chat or prompt is Ollama's "load the model" request (with `keep_alive: 0`,

@@ -19,7 +19,7 @@ use super::recorder::Recorder;
 use crate::AppState;
 use crate::backend::ollama::OllamaBackend;
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{AnyBackend, BackendModel};
+use crate::backend::{AnyBackend, BackendModel, Upstream};
 use crate::config::ModelMapping;
 use crate::models::{ResolveError, listed_name, normalize};
 use crate::reload::Snapshot;
@@ -36,7 +36,8 @@ pub async fn version_handler(Snapshot(state): Snapshot) -> Json<Value> {
     Json(json!({ "version": state.config.server.version }))
 }
 
-/// Every mapped name, plus every model the backend offers under its own name.
+/// Every mapped name, plus every model the backends offer (under their `discover`
+/// prefix).
 pub async fn tags_handler(Snapshot(state): Snapshot) -> Json<Value> {
     let offered = offered_or_empty(&state).await;
     let entries: Vec<Value> = described(&state, &offered).iter().map(|m| m.entry(&state)).collect();
@@ -70,8 +71,9 @@ pub async fn show_query_handler(Snapshot(state): Snapshot, Query(request): Query
 
 async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Result<Response, ApiError> {
     let requested = request.model.or(request.name);
-    let resolved = state.models.resolve(requested.as_deref(), &state.backend).await?;
-    if let AnyBackend::Ollama(backend) = &state.backend {
+    let resolved = state.models.resolve(requested.as_deref(), &state.backends).await?;
+    let first = &resolved.targets[0];
+    if let AnyBackend::Ollama(backend) = &state.backends[first.backend].client {
         let body = body.unwrap_or_else(|| Bytes::from(json!({ "model": resolved.backend }).to_string()));
         let body = rename_model(&body, &resolved.backend)?;
         let response = backend.forward(Method::POST, "api/show", Some(body)).await?;
@@ -81,7 +83,7 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
     let model = Described {
         name: resolved.client.clone(),
         mapping: state.models.mapping(&resolved.client),
-        backend: find(&offered, &resolved.backend),
+        backend: find(&offered[first.backend], &resolved.backend),
     };
     let context = model.context_length();
     let template = model
@@ -106,7 +108,13 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
 }
 
 pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
-    if let AnyBackend::Ollama(backend) = &state.backend {
+    if let [
+        Upstream {
+            client: AnyBackend::Ollama(backend),
+            ..
+        },
+    ] = state.backends.as_slice()
+    {
         return match backend.forward(Method::GET, "api/ps", None).await {
             Ok(response) => relay(response),
             Err(e) => ApiError::from(e).into_response(),
@@ -135,7 +143,7 @@ pub async fn other_api_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let AnyBackend::Ollama(backend) = &state.backend else {
+    let Some(backend) = ollama_for(&state, &body).await else {
         let path = uri.path();
         let manages_models =
             ["/api/create", "/api/copy", "/api/delete", "/api/push"].contains(&path) || path.starts_with("/api/blobs/");
@@ -171,7 +179,7 @@ pub async fn pull_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let AnyBackend::Ollama(backend) = &state.backend {
+    if let Some(backend) = ollama_for(&state, &body).await {
         return forward_logged(&state, &context, backend, method, &uri, body).await;
     }
     let mut recorder = Recorder::start(&state, &context, "/api/pull", "POST", &body);
@@ -182,7 +190,7 @@ pub async fn pull_handler(
     let requested = request.model.or(request.name);
     let stream = request.stream.unwrap_or(true);
     recorder.request(requested.as_deref(), None, stream);
-    let resolved = match state.models.resolve(requested.as_deref(), &state.backend).await {
+    let resolved = match state.models.resolve(requested.as_deref(), &state.backends).await {
         Ok(r) => r,
         Err(ResolveError::NotFound(name)) => {
             let e = ApiError::NotFound(format!(
@@ -272,16 +280,51 @@ fn relay(response: reqwest::Response) -> Response {
     out
 }
 
-/// The backend's list; when the backend is down, the mapping table alone still
-/// answers, so clients such as Home Assistant can finish their setup.
-async fn offered_or_empty(state: &AppState) -> Arc<Vec<BackendModel>> {
-    match state.models.offered(&state.backend, false).await {
-        Ok(list) => list,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the backend's models; listing mapped models only");
-            Arc::new(Vec::new())
-        }
+/// The Ollama backend a pass-through request goes to: the one serving the model its
+/// body names, else the default backend; `None` when that is not an Ollama.
+pub async fn ollama_for<'a>(state: &'a AppState, body: &[u8]) -> Option<&'a OllamaBackend> {
+    // With one backend there is nothing to choose (and nothing to ask it).
+    let requested = requested_model(body).filter(|_| state.backends.len() > 1);
+    let index = match requested.as_deref() {
+        Some(name) => state
+            .models
+            .resolve(Some(name), &state.backends)
+            .await
+            .map_or(0, |r| r.targets[0].backend),
+        None => 0,
+    };
+    match &state.backends[index].client {
+        AnyBackend::Ollama(backend) => Some(backend),
+        AnyBackend::OpenAi(_) => None,
     }
+}
+
+/// The `model` (or older `name`) a JSON body names.
+fn requested_model(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        model: Option<String>,
+        name: Option<String>,
+    }
+    let named: Named = serde_json::from_slice(body).ok()?;
+    named.model.or(named.name)
+}
+
+/// Each backend's own list, by backend index; a backend that is down lists nothing,
+/// so the mapping table still answers and clients such as Home Assistant can finish
+/// their setup.
+async fn offered_or_empty(state: &AppState) -> Vec<Arc<Vec<BackendModel>>> {
+    let lists = (0..state.backends.len()).map(|index| async move {
+        match state.models.offered(&state.backends, index, false).await {
+            Ok(list) => list,
+            Err(e) => {
+                let backend = state.backends[index].name();
+                tracing::warn!(backend, error = %e, "cannot list the backend's models; leaving them out");
+                Arc::new(Vec::new())
+            }
+        }
+    });
+    futures::future::join_all(lists).await
 }
 
 fn find<'a>(offered: &'a [BackendModel], name: &str) -> Option<&'a BackendModel> {
@@ -297,22 +340,36 @@ struct Described<'a> {
     backend: Option<&'a BackendModel>,
 }
 
-/// Every mapped name, then every backend model not already mapped under its own name.
-fn described<'a>(state: &'a AppState, offered: &'a [BackendModel]) -> Vec<Described<'a>> {
-    let mapped = state.models.mappings().iter().map(|m| Described {
-        name: m.name.clone(),
-        mapping: Some(m),
-        backend: find(offered, &m.target),
-    });
-    let unmapped = offered
+/// Every mapped name, then every model a backend offers (its `discover` prefix and
+/// filters applied) that is not already listed under that name.
+fn described<'a>(state: &'a AppState, offered: &'a [Arc<Vec<BackendModel>>]) -> Vec<Described<'a>> {
+    let mut listed: Vec<Described<'a>> = state
+        .models
+        .mappings()
         .iter()
-        .filter(|m| state.models.mapped(&m.name).is_none())
         .map(|m| Described {
             name: m.name.clone(),
-            mapping: None,
-            backend: Some(m),
-        });
-    mapped.chain(unmapped).collect()
+            mapping: Some(m),
+            backend: find(&offered[m.targets[0].backend], &m.target),
+        })
+        .collect();
+    for (upstream, models) in state.backends.iter().zip(offered) {
+        let Some(discovery) = &upstream.config.discover else {
+            continue;
+        };
+        for model in models.iter().filter(|m| discovery.offers(&m.name)) {
+            let name = format!("{}{}", discovery.prefix, model.name);
+            let key = normalize(&name);
+            if !listed.iter().any(|d| normalize(&d.name) == key) {
+                listed.push(Described {
+                    name,
+                    mapping: None,
+                    backend: Some(model),
+                });
+            }
+        }
+    }
+    listed
 }
 
 impl Described<'_> {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::context::RequestContext;
 use super::error::ApiError;
 use crate::Telemetry;
-use crate::backend::{BackendError, Capture, Chunk, Completion};
+use crate::backend::{Attempt, BackendError, Capture, Chunk, Completion, Upstream};
 use crate::metrics::{InflightGuard, RequestEvent};
 use crate::models::normalize;
 use crate::ollama::types::{FinalMetrics, ToolCall};
@@ -19,8 +20,8 @@ use crate::store::{LogRecord, Ticket, timestamp_now};
 pub struct Recorder {
     telemetry: Arc<Telemetry>,
     _inflight: InflightGuard,
-    /// A backend slot (`backend.max_concurrent`), held until the answer ends.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A backend slot (`max_concurrent`), held until the answer ends.
+    _slot: Option<OwnedSemaphorePermit>,
     started: Instant,
     record: LogRecord,
     content: String,
@@ -92,7 +93,7 @@ impl Recorder {
             context,
             endpoint,
             method,
-            state.backend.kind().as_str(),
+            state.backend().client.kind().as_str(),
         );
         recorder.request_bytes(body.len());
         if state.config.database.store_bodies {
@@ -106,27 +107,20 @@ impl Recorder {
         self.capture = capture;
     }
 
-    /// Waits for a free backend slot when `backend.max_concurrent` is set, so one
-    /// client's burst queues instead of starving the others; a wait longer than
-    /// `backend.queue_timeout` is a 503 with `Retry-After`.
-    pub async fn wait_for_backend_slot(mut self, state: &crate::AppState) -> Result<Recorder, Response> {
-        let Some(slots) = &state.backend_slots else {
-            return Ok(self);
-        };
-        let wait = state.config.backend.queue_timeout;
-        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                self._slot = Some(permit);
-                Ok(self)
-            }
-            _ => {
-                let limit = state.config.backend.max_concurrent.unwrap_or_default();
-                let error = ApiError::Busy(format!(
-                    "backend busy: {limit} requests in flight and none finished within {}s; retry shortly",
-                    wait.as_secs_f64()
-                ));
-                Err(self.reject(error))
-            }
+    /// The backend that took the request (holding `slot` until the answer ends), and
+    /// the targets that failed before it.
+    pub fn routed(&mut self, upstream: &Upstream, slot: Option<OwnedSemaphorePermit>, attempts: &[Attempt]) {
+        self._slot = slot;
+        self.record.backend = Some(upstream.name().to_owned());
+        self.record.backend_type = upstream.client.kind().as_str().to_owned();
+        self.failed_attempts(attempts);
+    }
+
+    /// Targets that failed (all of them, when the request failed).
+    pub fn failed_attempts(&mut self, attempts: &[Attempt]) {
+        if let Some(last) = attempts.last() {
+            self.record.backend.get_or_insert_with(|| last.backend.clone());
+            self.record.attempts = serde_json::to_string(attempts).ok();
         }
     }
 

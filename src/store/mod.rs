@@ -54,6 +54,10 @@ pub struct LogRecord {
     pub request_body: Option<String>,
     pub backend_request: Option<String>,
     pub backend_response: Option<String>,
+    /// The backend's name in config.
+    pub backend: Option<String>,
+    /// JSON array of the targets that failed before the one that answered.
+    pub attempts: Option<String>,
 }
 
 pub fn timestamp_now() -> String {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::translate::{self, Route, Translator};
 use super::types::{ModelList, Props};
 use crate::backend::{Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall};
-use crate::config::{BackendConfig, BackendKind, ThinkingStyle};
+use crate::config::{BackendConfig, BackendKind, MaxTokensField, ThinkingStyle};
 
 pub struct OpenAiBackend {
     http: reqwest::Client,
@@ -18,6 +18,7 @@ pub struct OpenAiBackend {
     base: Url,
     label: String,
     thinking: ThinkingStyle,
+    max_tokens_field: MaxTokensField,
 }
 
 impl OpenAiBackend {
@@ -30,6 +31,7 @@ impl OpenAiBackend {
             base,
             label: config.endpoint.to_string(),
             thinking: config.thinking,
+            max_tokens_field: config.max_tokens_field,
         }
     }
 
@@ -56,6 +58,12 @@ impl OpenAiBackend {
         translator: Translator,
         capture: Option<&Capture>,
     ) -> Result<ChunkStream, BackendError> {
+        let mut body = body;
+        if self.max_tokens_field != MaxTokensField::MaxTokens {
+            if let Some(limit) = body.remove("max_tokens") {
+                body.insert(self.max_tokens_field.as_str().to_owned(), limit);
+            }
+        }
         let body =
             serde_json::to_vec(&body).map_err(|e| BackendError::Protocol(format!("cannot encode request: {e}")))?;
         if let Some(capture) = capture {
