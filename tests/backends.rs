@@ -1,0 +1,377 @@
+//! Several backends at once: routing by model over two real llama-servers (different
+//! scripted models), discovery merged into `/api/tags`, failover when one is killed,
+//! and the circuit breaker over a mock that fails on demand.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use common::{Bridge, LlamaServer, get_json, ndjson, post, query_rows, repo_root, script};
+use serde_json::{Value, json};
+
+/// Chat through the bridge, not streamed; (status, answer text or error).
+async fn ask(bridge: &Bridge, model: &str) -> (u16, String) {
+    let (status, _, body) = post(
+        &format!("{}/api/chat", bridge.url),
+        json!({"model": model, "messages": [{"role": "user", "content": "Hi"}], "stream": false, "think": false}),
+    )
+    .await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let text = body["message"]["content"]
+        .as_str()
+        .or(body["error"].as_str())
+        .unwrap_or_default();
+    (status, text.to_owned())
+}
+
+#[tokio::test]
+async fn models_route_to_their_backends_and_tags_merge_what_each_offers() {
+    let chat = LlamaServer::start("tiny-chat").await;
+    let think = LlamaServer::start("tiny-think").await;
+    let mut bridge = Bridge::start(json!({
+        "backends": {
+            "small": {"type": "openai", "endpoint": chat.url},
+            "thinker": {"type": "openai", "endpoint": think.url, "discover": {"prefix": "lab/"}},
+        },
+        "models": {"mappings": {
+            "assist": "tiny-chat",
+            "reason": {"backend": "thinker", "model": "tiny-think"},
+        }},
+    }))
+    .await;
+    let chat_text = script("tiny-chat")["text"].as_str().unwrap().to_owned();
+    let think_text = script("tiny-think")["answer"].as_str().unwrap().to_owned();
+    assert_eq!(ask(&bridge, "assist").await, (200, chat_text.clone()));
+    assert_eq!(ask(&bridge, "reason").await, (200, think_text.clone()));
+    // Discovered: the default backend's own name, and the other's under its prefix.
+    assert_eq!(ask(&bridge, "tiny-chat").await, (200, chat_text.clone()));
+    assert_eq!(ask(&bridge, "lab/tiny-think").await, (200, think_text.clone()));
+    assert_eq!(
+        ask(&bridge, "tiny-think").await,
+        (404, "model 'tiny-think' not found".to_owned())
+    );
+
+    let (status, tags) = get_json(&format!("{}/api/tags", bridge.url)).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "assist:latest",
+            "reason:latest",
+            "tiny-chat:latest",
+            "lab/tiny-think:latest"
+        ]
+    );
+
+    let (status, backends) = get_json(&format!("{}/api/backends", bridge.admin_url)).await;
+    assert_eq!(status, 200);
+    let summary: Vec<Value> = backends["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            json!([
+                b["name"],
+                b["type"],
+                b["models"],
+                b["health"]["breaker"],
+                b["health"]["healthy"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            json!(["small", "openai", ["tiny-chat"], "closed", true]),
+            json!(["thinker", "openai", ["tiny-think"], "closed", true]),
+        ]
+    );
+
+    let rows = bridge.rows().await;
+    let routed: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap(),
+                r["backend"].as_str().unwrap_or(""),
+                r["backend_model"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routed,
+        [
+            ("assist", "small", "tiny-chat"),
+            ("reason", "thinker", "tiny-think"),
+            ("tiny-chat", "small", "tiny-chat"),
+            ("lab/tiny-think", "thinker", "tiny-think"),
+            ("tiny-think", "", ""),
+        ]
+    );
+    drop((chat, think));
+}
+
+#[tokio::test]
+async fn requests_fail_over_when_a_backend_is_killed_mid_run() {
+    let chat = LlamaServer::start("tiny-chat").await;
+    let think = LlamaServer::start("tiny-think").await;
+    let mut bridge = Bridge::start(json!({
+        "backends": {
+            "main": {"type": "openai", "endpoint": chat.url, "breaker": {"failures": 2, "cooldown": 60}},
+            "spare": {"type": "openai", "endpoint": think.url},
+        },
+        "models": {"mappings": {
+            "m": {"model": "tiny-chat", "fallbacks": [{"backend": "spare", "model": "tiny-think"}]},
+        }},
+    }))
+    .await;
+    let chat_text = script("tiny-chat")["text"].as_str().unwrap().to_owned();
+    let think_text = script("tiny-think")["answer"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(ask(&bridge, "m").await, (200, chat_text.clone()));
+    }
+    drop(chat);
+    // Every request still succeeds: the first two find "main" dead and move on, which
+    // opens its breaker, so the rest go straight to "spare".
+    for _ in 0..4 {
+        assert_eq!(ask(&bridge, "m").await, (200, think_text.clone()));
+    }
+    // Streaming too: the failover happens before the first byte reaches the client.
+    let (status, _, body) = post(
+        &format!("{}/api/chat", bridge.url),
+        json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "think": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let lines = ndjson(&body);
+    let text: String = lines.iter().filter_map(|l| l["message"]["content"].as_str()).collect();
+    assert_eq!(text, think_text);
+
+    let (_, backends) = get_json(&format!("{}/api/backends", bridge.admin_url)).await;
+    let main = &backends["backends"][0]["health"];
+    assert_eq!(
+        (&main["breaker"], &main["failures_in_a_row"], &main["requests_failed"]),
+        (&json!("open"), &json!(2), &json!(2))
+    );
+    let metrics = reqwest::get(format!("{}/metrics", bridge.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ollabridge_backend_breaker_open{backend=\"main\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ollabridge_backend_up{backend=\"spare\"} 1\n"),
+        "{metrics}"
+    );
+
+    let rows = bridge.rows().await;
+    let served: Vec<(&str, usize)> = rows
+        .iter()
+        .map(|r| {
+            let attempts: Vec<Value> = r["attempts"]
+                .as_str()
+                .map(|a| serde_json::from_str(a).unwrap())
+                .unwrap_or_default();
+            (r["backend"].as_str().unwrap(), attempts.len())
+        })
+        .collect();
+    assert_eq!(
+        served,
+        [
+            ("main", 0),
+            ("main", 0),
+            ("main", 0),
+            ("spare", 1),
+            ("spare", 1),
+            ("spare", 0),
+            ("spare", 0),
+            ("spare", 0),
+        ]
+    );
+    let attempt: Value = serde_json::from_str(rows[3]["attempts"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&attempt[0]["backend"], &attempt[0]["model"]),
+        (&json!("main"), &json!("tiny-chat"))
+    );
+    let error = attempt[0]["error"].as_str().unwrap();
+    assert!(error.starts_with("backend at http://127.0.0.1:"), "{error}");
+    assert!(rows.iter().all(|r| r["status_code"] == 200 && r["error"].is_null()));
+    drop(think);
+}
+
+/// An OpenAI-style backend that answers 500 while `failing` is set, counting calls.
+struct Flaky {
+    url: String,
+    failing: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn flaky(answer: &'static str) -> Flaky {
+    #[derive(Clone)]
+    struct Shared {
+        failing: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+        answer: &'static str,
+    }
+    async fn chat(State(shared): State<Shared>, body: Bytes) -> Response {
+        shared.calls.fetch_add(1, Ordering::SeqCst);
+        if shared.failing.load(Ordering::SeqCst) {
+            let error = json!({"error": {"message": "model crashed", "type": "server_error"}});
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error)).into_response();
+        }
+        let request: Value = serde_json::from_slice(&body).unwrap();
+        axum::Json(json!({
+            "object": "chat.completion", "model": request["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": shared.answer}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }))
+        .into_response()
+    }
+    let shared = Shared {
+        failing: Arc::new(AtomicBool::new(false)),
+        calls: Arc::new(AtomicUsize::new(0)),
+        answer,
+    };
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async { axum::Json(json!({"object": "list", "data": [{"id": "mock"}]})) }),
+        )
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Flaky {
+        url,
+        failing: shared.failing,
+        calls: shared.calls,
+        _task: task,
+    }
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_failures_and_closes_after_a_good_trial() {
+    let first = flaky("from first").await;
+    let second = flaky("from second").await;
+    let bridge = Bridge::start(json!({
+        "backends": {
+            "first": {"type": "openai", "endpoint": first.url, "breaker": {"failures": 2, "cooldown": 0.5},
+                      "health_interval": 0},
+            "second": {"type": "openai", "endpoint": second.url, "health_interval": 0},
+        },
+        "models": {"mappings": {"m": {"model": "mock", "fallbacks": [{"backend": "second", "model": "mock"}]}}},
+    }))
+    .await;
+    let calls = |f: &Flaky| f.calls.load(Ordering::SeqCst);
+    assert_eq!(ask(&bridge, "m").await, (200, "from first".to_owned()));
+    first.failing.store(true, Ordering::SeqCst);
+    // Two failures in a row open it; each of those requests was still answered.
+    for _ in 0..2 {
+        assert_eq!(ask(&bridge, "m").await, (200, "from second".to_owned()));
+    }
+    assert_eq!((calls(&first), calls(&second)), (3, 2));
+    // Open: "first" is not asked at all.
+    for _ in 0..3 {
+        assert_eq!(ask(&bridge, "m").await, (200, "from second".to_owned()));
+    }
+    assert_eq!((calls(&first), calls(&second)), (3, 5));
+    // After the cool-down one trial goes to "first"; it fails, so it opens again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(ask(&bridge, "m").await, (200, "from second".to_owned()));
+    assert_eq!((calls(&first), calls(&second)), (4, 6));
+    assert_eq!(ask(&bridge, "m").await, (200, "from second".to_owned()));
+    assert_eq!(calls(&first), 4, "reopened after the failed trial");
+    // Recovered: the next trial succeeds and closes it.
+    first.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..2 {
+        assert_eq!(ask(&bridge, "m").await, (200, "from first".to_owned()));
+    }
+    assert_eq!((calls(&first), calls(&second)), (6, 7));
+    let (_, backends) = get_json(&format!("{}/api/backends", bridge.admin_url)).await;
+    assert_eq!(backends["backends"][0]["health"]["breaker"], "closed");
+
+    // When every target fails, the client gets the last error and the row lists all.
+    first.failing.store(true, Ordering::SeqCst);
+    second.failing.store(true, Ordering::SeqCst);
+    assert_eq!(ask(&bridge, "m").await, (500, "model crashed".to_owned()));
+    let db = bridge.db.clone();
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = query_rows(
+            &db,
+            "SELECT attempts, backend, status_code FROM logs WHERE status_code = 500",
+        );
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let attempts: Value = serde_json::from_str(rows[0]["attempts"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        attempts,
+        json!([
+            {"backend": "first", "model": "mock", "error": "model crashed"},
+            {"backend": "second", "model": "mock", "error": "model crashed"},
+        ])
+    );
+    assert_eq!(rows[0]["backend"], "second");
+}
+
+#[tokio::test]
+async fn a_lone_backend_is_asked_even_with_its_breaker_open() {
+    let only = flaky("alone").await;
+    only.failing.store(true, Ordering::SeqCst);
+    let bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": only.url, "breaker": {"failures": 1, "cooldown": 60}},
+        "models": {"mappings": {"m": "mock"}},
+    }))
+    .await;
+    assert_eq!(ask(&bridge, "m").await, (500, "model crashed".to_owned()));
+    only.failing.store(false, Ordering::SeqCst);
+    assert_eq!(ask(&bridge, "m").await, (200, "alone".to_owned()));
+    assert_eq!(only.calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn the_single_backend_example_config_still_loads() {
+    let config = ollabridge::config::Config::load(&repo_root().join("config.example.json")).unwrap();
+    assert_eq!(config.backends.len(), 1);
+    assert_eq!(config.backend().name, config.backend().kind.as_str());
+    let several = ollabridge::config::Config::from_json(
+        r#"{"backend": {"type": "openai", "endpoint": "http://a"}, "backends": {"b": {"type": "openai", "endpoint": "http://b"}}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        several.to_string(),
+        "invalid config <inline>: backend, backends: use one of them, not both"
+    );
+    let unknown = ollabridge::config::Config::from_json(
+        r#"{"backends": {"a": {"type": "openai", "endpoint": "http://a"}},
+            "models": {"mappings": {"m": {"model": "x", "fallbacks": [{"backend": "b", "model": "y"}]}}}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        unknown.to_string(),
+        "invalid config <inline>: models.mappings.m.fallbacks[0].backend: no backend named 'b' (backends: a)"
+    );
+}
