@@ -375,3 +375,62 @@ fn the_single_backend_example_config_still_loads() {
         "invalid config <inline>: models.mappings.m.fallbacks[0].backend: no backend named 'b' (backends: a)"
     );
 }
+
+#[tokio::test]
+async fn backend_quirks_extra_headers_and_the_max_tokens_field() {
+    type Seen = Arc<std::sync::Mutex<Vec<(Option<String>, Value)>>>;
+    async fn chat(State(seen): State<Seen>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+        let request: Value = serde_json::from_slice(&body).unwrap();
+        let title = headers.get("x-title").map(|v| v.to_str().unwrap().to_owned());
+        seen.lock().unwrap().push((title, request.clone()));
+        axum::Json(json!({
+            "object": "chat.completion", "model": request["model"],
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "ok"}}],
+        }))
+        .into_response()
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let bridge = Bridge::start(json!({
+        "backends": {
+            "plain": {"type": "openai", "endpoint": url},
+            "newer": {"type": "openai", "endpoint": url, "max_tokens_field": "max_completion_tokens",
+                      "headers": {"X-Title": "ollabridge"}},
+        },
+        "models": {"mappings": {"a": "m1", "b": {"backend": "newer", "model": "m2"}}},
+    }))
+    .await;
+    for model in ["a", "b"] {
+        let (status, _, _) = post(
+            &format!("{}/api/chat", bridge.url),
+            json!({"model": model, "messages": [{"role": "user", "content": "Hi"}], "stream": false,
+                   "options": {"num_predict": 7}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let seen = seen.lock().unwrap().clone();
+    let sent: Vec<(Option<&str>, &Value, &Value, &Value)> = seen
+        .iter()
+        .map(|(title, body)| {
+            (
+                title.as_deref(),
+                &body["model"],
+                &body["max_tokens"],
+                &body["max_completion_tokens"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (None, &json!("m1"), &json!(7), &Value::Null),
+            (Some("ollabridge"), &json!("m2"), &Value::Null, &json!(7)),
+        ]
+    );
+}
