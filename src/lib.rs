@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod cache;
 pub mod config;
 mod json;
 pub mod metrics;
@@ -43,6 +44,8 @@ pub struct Telemetry {
     pub events: tokio::sync::broadcast::Sender<metrics::RequestEvent>,
     /// Each backend's health and breaker, by name; outlives config reloads.
     pub health: backend::health::HealthRegistry,
+    /// Answers kept for identical requests (`cache`); its size is fixed at start.
+    pub cache: cache::ResponseCache,
 }
 
 /// What every handler shares; replaced whole when the config is reloaded.
@@ -125,6 +128,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         events: tokio::sync::broadcast::channel(1024).0,
         cut_off: CancellationToken::new(),
         health: Default::default(),
+        cache: cache::ResponseCache::new(config.cache.max_entries, config.cache.max_bytes),
     });
     let stop = CancellationToken::new();
     let mut serving = Vec::new();

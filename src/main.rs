@@ -305,6 +305,7 @@ mod tests {
             in_flight: false,
             starred: false,
             replay_of: None,
+            cache_hit: false,
             prompt_preview: None,
             response_preview: Some("Hello\nfrom the tiny scripted model, and then some more".into()),
         };

@@ -101,6 +101,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     );
     check("database", old.database != new.database);
     check("pricing", old.pricing != new.pricing);
+    check(
+        "cache.max_entries/max_bytes",
+        (old.cache.max_entries, old.cache.max_bytes) != (new.cache.max_entries, new.cache.max_bytes),
+    );
     changed
 }
 

@@ -494,7 +494,7 @@ async fn logs_filter_search_and_page() {
             "endpoint": "/api/chat", "method": "POST", "model": "alpha", "backend_model": "alpha-backend",
             "status_code": 200, "latency_ms": 30, "ttft_ms": 12.5, "stream": true, "done_reason": "stop",
             "prompt_tokens": 11, "completion_tokens": 22, "tokens_per_second": 40.0, "cost": 0.5, "error": null,
-            "in_flight": false, "starred": false, "replay_of": null, "prompt_preview": "file a_b.txt", "response_preview": "Hello World",
+            "in_flight": false, "starred": false, "replay_of": null, "cache_hit": false, "prompt_preview": "file a_b.txt", "response_preview": "Hello World",
         })
     );
     // Previews are the first 200 characters (not bytes).
@@ -615,8 +615,9 @@ async fn one_log_row_with_everything_in_it() {
             "latency_ms": 321, "ttft_ms": 45.25, "prompt_eval_ms": 3.5, "eval_ms": 120.0,
             "tokens_per_second": 100.0, "prompt_tokens": 30, "completion_tokens": 12, "tokens_estimated": false,
             "request_bytes": 77, "response_bytes": 555, "client_addr": "127.0.0.1:5555", "client_key": null,
-            "cost": 0.0001, "in_flight": false, "starred": false, "replay_of": null, "replays": [],
+            "cost": 0.0001, "in_flight": false, "starred": false, "replay_of": null, "cache_hit": false, "replays": [],
             "request_body": null, "backend_request": null, "backend_response": null,
+            "backend": null, "attempts": null, "cache_hit": false,
         })
     );
     let (_, two) = get_json(&format!("{}/api/logs/2", bridge.admin_url)).await;
@@ -1345,7 +1346,7 @@ async fn logs_command_prints_json_lines_and_a_table() {
         "endpoint": "/api/generate", "method": "POST", "model": "beta", "backend_model": "beta-backend",
         "status_code": 502, "latency_ms": 15, "ttft_ms": null, "stream": false, "done_reason": null,
         "prompt_tokens": null, "completion_tokens": null, "tokens_per_second": null, "cost": null,
-        "error": "backend answered HTTP 502", "in_flight": false, "starred": false, "replay_of": null,
+        "error": "backend answered HTTP 502", "in_flight": false, "starred": false, "replay_of": null, "cache_hit": false,
         "prompt_preview": "p2", "response_preview": null,
     });
     let third = json!({
@@ -1353,7 +1354,7 @@ async fn logs_command_prints_json_lines_and_a_table() {
         "endpoint": "/api/chat", "method": "POST", "model": "alpha", "backend_model": "alpha-backend",
         "status_code": 200, "latency_ms": 2000, "ttft_ms": 1500.25, "stream": true, "done_reason": "length",
         "prompt_tokens": 7, "completion_tokens": 3, "tokens_per_second": null, "cost": 0.5, "error": null,
-        "in_flight": false, "starred": false, "replay_of": null, "prompt_preview": "three", "response_preview": "A response that is longer than forty\ncharacters, to be cut",
+        "in_flight": false, "starred": false, "replay_of": null, "cache_hit": false, "prompt_preview": "three", "response_preview": "A response that is longer than forty\ncharacters, to be cut",
     });
     // The latest two, oldest first, one JSON object a line.
     let out = run_cli(&["logs", "--db", db_arg, "--json", "--limit", "2"]).await;

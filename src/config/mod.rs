@@ -30,6 +30,35 @@ pub struct Config {
     /// Prices per model name (the client's or the backend's), for `cost`.
     pub pricing: Vec<(String, Price)>,
     pub auth: AuthConfig,
+    pub cache: CacheConfig,
+}
+
+/// The response cache (off while `models` is empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Client model names (wildcards allowed) whose answers are cached.
+    pub models: Vec<String>,
+    pub ttl: Duration,
+    /// Bounds of the in-memory LRU; read at start.
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    /// Only requests whose answer cannot vary (temperature 0 or a seed).
+    pub only_deterministic: bool,
+    /// Also cache answers that call tools.
+    pub tool_calls: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            models: Vec::new(),
+            ttl: Duration::from_secs(3600),
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            only_deterministic: true,
+            tool_calls: false,
+        }
+    }
 }
 
 /// Client API keys for the Ollama port. No keys: open, as Ollama is.
@@ -367,6 +396,34 @@ struct RawConfig {
     pricing: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    models: Vec<String>,
+    ttl: f64,
+    max_entries: usize,
+    max_bytes: usize,
+    /// `deterministic` (temperature 0 or a seed) or `always`.
+    when: String,
+    tool_calls: bool,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        let d = CacheConfig::default();
+        RawCache {
+            models: d.models,
+            ttl: d.ttl.as_secs_f64(),
+            max_entries: d.max_entries,
+            max_bytes: d.max_bytes,
+            when: "deterministic".into(),
+            tool_calls: d.tool_calls,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -681,7 +738,24 @@ impl RawConfig {
                 self.admin.host
             ));
         }
+        let only_deterministic = match self.cache.when.as_str() {
+            "deterministic" => true,
+            "always" => false,
+            other => return Err(format!("cache.when: '{other}' is not one of deterministic, always")),
+        };
+        if self.cache.max_entries == 0 {
+            return Err("cache.max_entries: must be at least 1".into());
+        }
+        let cache = CacheConfig {
+            models: self.cache.models,
+            ttl: seconds("cache.ttl", self.cache.ttl, false)?,
+            max_entries: self.cache.max_entries,
+            max_bytes: self.cache.max_bytes,
+            only_deterministic,
+            tool_calls: self.cache.tool_calls,
+        };
         Ok(Config {
+            cache,
             auth,
             admin: AdminConfig {
                 enabled: self.admin.enabled,

@@ -326,7 +326,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""serverx": {}"#),
             "invalid config <inline>: serverx: unknown field `serverx`, expected one of `server`, `backend`, `backends`, `database`, \
-             `models`, `admin`, `pricing`, `auth` at line 1 column 78",
+             `models`, `admin`, `pricing`, `auth`, `cache` at line 1 column 78",
         ),
         (
             with_backend(r#""server": {"prot": 1}"#),
@@ -551,7 +551,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             with_backend(r#""serverx": {}"#),
-            "unknown field `serverx`, expected one of `server`, `backend`, `backends`, `database`, `models`, `admin`, `pricing`, `auth`",
+            "unknown field `serverx`, expected one of `server`, `backend`, `backends`, `database`, `models`, `admin`, `pricing`, `auth`, `cache`",
         ),
         (
             with_backend(r#""server": {"prot": 1}"#),

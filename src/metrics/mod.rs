@@ -52,6 +52,13 @@ pub struct Metrics {
     log_queue_depth: Gauge,
     backend_up: Family<BackendLabels, Gauge>,
     backend_breaker_open: Family<BackendLabels, Gauge>,
+    cache_lookups: Family<CacheLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub model: String,
+    pub result: &'static str,
 }
 
 /// Seconds, from 1 ms to 10 min (the default backend timeout is 5 min).
@@ -86,6 +93,12 @@ impl Metrics {
         let (inflight, log_queue_depth) = (Gauge::default(), Gauge::default());
         let log_dropped = Counter::default();
         let (backend_up, backend_breaker_open) = (Family::default(), Family::default());
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups, by model and result (hit or miss)",
+            cache_lookups.clone(),
+        );
         registry.register(
             "backend_up",
             "1 when the backend's last health check passed and its breaker is not open",
@@ -143,6 +156,7 @@ impl Metrics {
             log_queue_depth,
             backend_up,
             backend_breaker_open,
+            cache_lookups,
         }
     }
 
@@ -180,6 +194,15 @@ impl Metrics {
         if let Some(cost) = r.cost {
             self.cost.get_or_create(&by_model).inc_by(cost);
         }
+    }
+
+    pub fn cache_lookup(&self, model: &str, hit: bool) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels {
+                model: model.to_owned(),
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
     }
 
     /// Counts a request for as long as the guard lives.

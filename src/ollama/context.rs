@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub const REQUEST_ID: &str = "x-request-id";
+pub const NO_CACHE: &str = "x-ollabridge-no-cache";
 
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -20,6 +21,8 @@ pub struct RequestContext {
     pub client_key: Option<String>,
     /// The log row this request replays (dashboard replay).
     pub replay_of: Option<i64>,
+    /// `X-Ollabridge-No-Cache: true`: answer from the backend, not the response cache.
+    pub no_cache: bool,
 }
 
 impl RequestContext {
@@ -31,6 +34,7 @@ impl RequestContext {
             received: Instant::now(),
             client_key: None,
             replay_of: None,
+            no_cache: false,
         }
     }
 }
@@ -50,7 +54,11 @@ fn new_id() -> String {
 pub async fn with_request_context(mut request: Request, next: Next) -> Response {
     let client_addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let asked = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
-    let context = RequestContext::new(asked, client_addr);
+    let mut context = RequestContext::new(asked, client_addr);
+    context.no_cache = request
+        .headers()
+        .get(NO_CACHE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v.as_bytes() == b"1");
     let id = HeaderValue::from_str(&context.id).ok();
     request.extensions_mut().insert(context);
     let mut response = next.run(request).await;

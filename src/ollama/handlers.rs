@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::auth;
 use super::context::{RequestContext, with_request_context};
 use super::error::{ApiError, parse_body};
-use super::recorder::Recorder;
+use super::recorder::{CacheSlot, Recorder};
 use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
 use super::{embed, models_routes};
@@ -140,7 +140,7 @@ async fn chat_handler(
     if state.config.server.log_messages {
         tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
     }
-    answer(&state, recorder, Shape::Chat, resolved, stream, request, body).await
+    answer(&state, &context, recorder, Shape::Chat, resolved, stream, request, body).await
 }
 
 async fn generate_handler(
@@ -189,17 +189,32 @@ async fn generate_handler(
     if state.config.server.log_messages {
         tracing::info!(model = %resolved.client, prompt = ?request.prompt, system = ?request.system, "generate request");
     }
-    answer(&state, recorder, Shape::Generate, resolved, stream, request, body).await
+    answer(
+        &state,
+        &context,
+        recorder,
+        Shape::Generate,
+        resolved,
+        stream,
+        request,
+        body,
+    )
+    .await
 }
 
 /// The request types a backend answers with a chunk stream.
-trait Answered: Sized {
+trait Answered: Sized + serde::Serialize {
     async fn ask(backend: &AnyBackend, call: &Call<Self>) -> Result<ChunkStream, BackendError>;
+    fn options(&self) -> Option<&serde_json::Map<String, Value>>;
 }
 
 impl Answered for ChatRequest {
     async fn ask(backend: &AnyBackend, call: &Call<Self>) -> Result<ChunkStream, BackendError> {
         backend.chat(call).await
+    }
+
+    fn options(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.options.as_ref()
     }
 }
 
@@ -207,14 +222,56 @@ impl Answered for GenerateRequest {
     async fn ask(backend: &AnyBackend, call: &Call<Self>) -> Result<ChunkStream, BackendError> {
         backend.generate(call).await
     }
+
+    fn options(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.options.as_ref()
+    }
+}
+
+/// A cached answer for the request, if caching applies to it; otherwise, when it
+/// applies, the recorder is told where to keep the answer.
+fn from_cache<R: Answered>(
+    state: &AppState,
+    context: &RequestContext,
+    recorder: &mut Recorder,
+    resolved: &Resolved,
+    request: &R,
+) -> Option<crate::cache::Entry> {
+    let cache = &state.config.cache;
+    if context.no_cache || !crate::cache::applies(cache, &resolved.client, request.options()) {
+        return None;
+    }
+    let first = &resolved.targets[0];
+    let value = serde_json::to_value(request).ok()?;
+    let key = crate::cache::key(
+        recorder.endpoint(),
+        state.backends[first.backend].name(),
+        &first.model,
+        &value,
+    );
+    let hit = state.telemetry.cache.get(&key, std::time::Instant::now());
+    state.telemetry.metrics.cache_lookup(&resolved.client, hit.is_some());
+    if hit.is_none() {
+        recorder.cache_on_success(CacheSlot {
+            key,
+            ttl: cache.ttl,
+            tool_calls: cache.tool_calls,
+        });
+    }
+    hit
 }
 
 /// Calls the model's targets in turn (see [`Failover`]) and streams the
 /// first answer to the client. A target counts as answering once its first chunk came
 /// without error, so a backend that accepts the request and then fails at once still
 /// hands it on: nothing has reached the client yet.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per endpoint, each naming every part"
+)]
 async fn answer<R: Answered>(
     state: &AppState,
+    context: &RequestContext,
     mut recorder: Recorder,
     shape: Shape,
     resolved: Resolved,
@@ -222,6 +279,17 @@ async fn answer<R: Answered>(
     request: R,
     body: Bytes,
 ) -> Response {
+    if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &request) {
+        recorder.cache_hit();
+        recorder.backend_model(&resolved.backend);
+        let answer = Answer {
+            shape,
+            model: resolved.client,
+            stream,
+            log_lines: state.config.server.log_raw_responses,
+        };
+        return answer.respond(hit.into_chunks(), recorder).await;
+    }
     let database = &state.config.database;
     let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
     recorder.capture(capture.clone());

@@ -31,6 +31,8 @@ pub struct Recorder {
     output_chunks: u64,
     done: Option<Completion>,
     capture: Option<Capture>,
+    /// Where a complete answer is kept for identical requests (cache miss).
+    cache_slot: Option<CacheSlot>,
     /// Set once the request was announced to the log writer and live views.
     ticket: Option<Ticket>,
     /// When live views last heard how far the answer got.
@@ -74,6 +76,7 @@ impl Recorder {
             output_chunks: 0,
             done: None,
             capture: None,
+            cache_slot: None,
             ticket: None,
             last_progress: None,
             sent: false,
@@ -100,6 +103,20 @@ impl Recorder {
             recorder.record.request_body = Some(String::from_utf8_lossy(body).into_owned());
         }
         recorder
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.record.endpoint
+    }
+
+    /// A cache miss: a complete, successful answer is stored under `key` for `ttl`.
+    pub fn cache_on_success(&mut self, slot: CacheSlot) {
+        self.cache_slot = Some(slot);
+    }
+
+    /// Answered from the cache: the row says so.
+    pub fn cache_hit(&mut self) {
+        self.record.cache_hit = true;
     }
 
     /// The backend exchange's bytes, stored with the row when the answer ends.
@@ -289,6 +306,7 @@ impl Recorder {
         }
         self.sent = true;
         let metrics = self.final_metrics();
+        self.store_in_cache();
         let r = &mut self.record;
         r.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if r.error.is_none() || !self.content.is_empty() {
@@ -353,6 +371,37 @@ impl Recorder {
             None => self.telemetry.logger.log(record),
         }
     }
+}
+
+impl Recorder {
+    /// Keeps a complete answer (ended with `done`, no error, not cut off) for identical
+    /// requests; answers calling tools only with `cache.tool_calls`.
+    fn store_in_cache(&mut self) {
+        let Some(slot) = self.cache_slot.take() else {
+            return;
+        };
+        let (Some(done), None) = (&self.done, &self.record.error) else {
+            return;
+        };
+        if self.record.status_code != 200 || (!self.tool_calls.is_empty() && !slot.tool_calls) {
+            return;
+        }
+        let entry = crate::cache::Entry {
+            content: self.content.clone(),
+            thinking: self.thinking.clone(),
+            tool_calls: self.tool_calls.clone(),
+            done: done.clone(),
+        };
+        self.telemetry.cache.put(slot.key, entry, slot.ttl, Instant::now());
+    }
+}
+
+/// Where a cache miss's answer goes, and under which rules.
+pub struct CacheSlot {
+    pub key: crate::cache::Key,
+    pub ttl: std::time::Duration,
+    /// Answers that call tools are kept too.
+    pub tool_calls: bool,
 }
 
 /// The configured price for the row's model: the client's name first, then the backend's.

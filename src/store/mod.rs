@@ -58,6 +58,8 @@ pub struct LogRecord {
     pub backend: Option<String>,
     /// JSON array of the targets that failed before the one that answered.
     pub attempts: Option<String>,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
 }
 
 pub fn timestamp_now() -> String {

@@ -127,6 +127,8 @@ pub struct LogSummary {
     pub starred: bool,
     /// The row this request replayed.
     pub replay_of: Option<i64>,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
     /// The first [`PREVIEW_CHARS`] characters of the prompt.
     pub prompt_preview: Option<String>,
     /// The first [`PREVIEW_CHARS`] characters of the response.
@@ -187,6 +189,10 @@ pub struct LogDetail {
     pub request_body: Option<Value>,
     pub backend_request: Option<String>,
     pub backend_response: Option<String>,
+    /// The backend's name in config, and the targets that failed before it (JSON).
+    pub backend: Option<String>,
+    pub attempts: Option<Value>,
+    pub cache_hit: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -226,6 +232,9 @@ struct DetailRow {
     request_body: Option<String>,
     backend_request: Option<String>,
     backend_response: Option<String>,
+    backend: Option<String>,
+    attempts: Option<String>,
+    cache_hit: bool,
 }
 
 /// Endpoints whose `prompt` column is plain text, not JSON.
@@ -278,13 +287,16 @@ impl From<DetailRow> for LogDetail {
             request_body: r.request_body.map(as_json),
             backend_request: r.backend_request,
             backend_response: r.backend_response,
+            backend: r.backend,
+            attempts: r.attempts.map(as_json),
+            cache_hit: r.cache_hit,
         }
     }
 }
 
 const SUMMARY_COLUMNS: &str = "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, status_code, \
      latency_ms, ttft_ms, stream, done_reason, prompt_tokens, completion_tokens, tokens_per_second, cost, error, \
-     in_flight, starred, replay_of, substr(prompt, 1, ";
+     in_flight, starred, replay_of, cache_hit, substr(prompt, 1, ";
 const SUMMARY_COLUMNS_END: &str = ") AS response_preview FROM logs WHERE 1 = 1";
 
 fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
@@ -375,7 +387,7 @@ pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<LogDetail>, sqlx::
          stream, done_reason, prompt, response, thinking, tool_calls, latency_ms, ttft_ms, prompt_eval_ms, eval_ms, \
          tokens_per_second, prompt_tokens, completion_tokens, tokens_estimated, request_bytes, response_bytes, \
          client_addr, client_key, cost, in_flight, starred, replay_of, request_body, backend_request, \
-         backend_response FROM logs WHERE id = ?",
+         backend_response, backend, attempts, cache_hit FROM logs WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(pool)

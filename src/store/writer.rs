@@ -245,7 +245,7 @@ struct Row<'a> {
 }
 
 /// Rows per INSERT statement: each statement is a round trip to sqlx's SQLite thread,
-/// which costs more than SQLite's own work (37 columns × 64 rows stays far below
+/// which costs more than SQLite's own work (38 columns × 64 rows stays far below
 /// SQLite's limit of 32,766 bound values).
 const ROWS_PER_STATEMENT: usize = 64;
 
@@ -259,7 +259,7 @@ where
          response, thinking, tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
          completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
          tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key, replay_of, request_body, \
-         backend_request, backend_response, backend, attempts) ",
+         backend_request, backend_response, backend, attempts, cache_hit) ",
     );
     insert.push_values(
         rows,
@@ -305,7 +305,8 @@ where
                 .push_bind(&r.backend_request)
                 .push_bind(&r.backend_response)
                 .push_bind(&r.backend)
-                .push_bind(&r.attempts);
+                .push_bind(&r.attempts)
+                .push_bind(r.cache_hit);
         },
     );
     Ok(insert.build().execute(executor).await?.last_insert_rowid())

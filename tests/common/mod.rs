@@ -95,7 +95,15 @@ impl LlamaServer {
                     "127.0.0.1",
                 ])
                 .args(["--port", &port.to_string(), "--jinja", "-c", "16384", "-np", "4"])
-                .args(["--embeddings", "--pooling", "mean", "--no-webui", "-t", "1"])
+                .args([
+                    "--embeddings",
+                    "--pooling",
+                    "mean",
+                    "--no-webui",
+                    "-t",
+                    "1",
+                    "--metrics",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
