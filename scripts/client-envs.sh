@@ -2,6 +2,7 @@
 # Prepares the real client libraries tests/real_clients.rs drives, and prints where they are:
 #   OLLAMA_051_PYTHON=<venv>/bin/python   ollama==0.5.1 (Home Assistant's pin)
 #   LANGCHAIN_PYTHON=<venv>/bin/python    ollama==0.6.3 + langchain-ollama
+#   OPENAI_PYTHON=<venv>/bin/python       openai (the official client, for the /v1 routes)
 #   NODE=<node binary>
 #   JS_DIR=tests/clients/js               with node_modules from its package-lock.json
 #   DASHBOARD_DIR=tests/dashboard         the same for the dashboard test (playwright-core, uplot, ollama)
@@ -45,6 +46,7 @@ venv() {
 
 py051="$(venv ollama-0.5.1 "$CLIENTS/requirements-ollama-0.5.1.txt")"
 pylc="$(venv langchain "$CLIENTS/requirements-langchain.txt")"
+pyoa="$(venv openai "$CLIENTS/requirements-openai.txt")"
 
 # npm packages, pinned by the committed lock files.
 command -v node >/dev/null || { log "node is missing (Node.js 20 or newer is needed)"; exit 1; }
@@ -72,6 +74,7 @@ npm_ci "$DASHBOARD"
 
 echo "OLLAMA_051_PYTHON=$py051"
 echo "LANGCHAIN_PYTHON=$pylc"
+echo "OPENAI_PYTHON=$pyoa"
 echo "NODE=$(command -v node)"
 echo "JS_DIR=$JS"
 echo "DASHBOARD_DIR=$DASHBOARD"

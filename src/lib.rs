@@ -1,7 +1,7 @@
 //! ollabridge: the Ollama HTTP API over OpenAI-compatible backends or a real Ollama,
 //! with every exchange recorded in SQLite.
 //!
-//! A request flows one way: handler (`ollama`) → model map (`models`) → backend
+//! A request flows one way: handler (`ollama`, or `openai_api` for `/v1`) → model map (`models`) → backend
 //! (`backend`) → chunk stream → recorder → client, and the recorder's one record
 //! goes to the log writer (`store`) after the stream ends.
 
@@ -13,6 +13,7 @@ mod json;
 pub mod metrics;
 pub mod models;
 pub mod ollama;
+pub mod openai_api;
 pub mod reload;
 pub mod store;
 mod tls;

@@ -2,7 +2,8 @@
 //! over the llama-server bench. The official `ollama` Python client (0.5.1, Home
 //! Assistant's pin, and 0.6.3), the `ollama` npm package, LangChain's `ChatOllama`, a
 //! replay of Home Assistant's integration and of Open WebUI's calls (`tests/clients/`),
-//! plus the handshakes of Copilot and Zed and the lenient input real clients send.
+//! plus the handshakes of Copilot and Zed and the lenient input real clients send; and the
+//! official `openai` Python client on the OpenAI routes (`/v1`).
 //! `scripts/client-envs.sh` prepares the client libraries (cached). Each script prints
 //! `ok <check>` per check and exits non-zero on the first mismatch; here we assert its exit
 //! code, the number of checks that ran, and the log rows the bridge wrote.
@@ -24,6 +25,8 @@ struct ClientEnvs {
     ollama_051: PathBuf,
     /// A venv with `ollama==0.6.3` and `langchain-ollama`.
     langchain: PathBuf,
+    /// A venv with the official `openai` client.
+    openai: PathBuf,
     node: PathBuf,
     /// `tests/clients/js`, with its `node_modules`.
     js_dir: PathBuf,
@@ -60,6 +63,7 @@ async fn client_envs() -> &'static ClientEnvs {
         ClientEnvs {
             ollama_051: path("OLLAMA_051_PYTHON"),
             langchain: path("LANGCHAIN_PYTHON"),
+            openai: path("OPENAI_PYTHON"),
             node: path("NODE"),
             js_dir: path("JS_DIR"),
         }
@@ -601,6 +605,96 @@ async fn lenient_input_real_clients_send() {
     assert!(
         rows.iter().all(|r| r["status_code"] == 200 && r["error"].is_null()),
         "{rows:#?}"
+    );
+}
+
+/// The official `openai` client on `/v1`: chat whole and streamed (usage only when asked
+/// for), tools, completions, embeddings (base64 and float), the model list, an unknown
+/// model. Each request leaves a row with its route and llama-server's own counts.
+#[tokio::test]
+async fn openai_python() {
+    let envs = client_envs().await;
+    let (llama, mut bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
+    let program = client_script("openai_conformance.py");
+    let out = run_client(
+        &envs.openai,
+        &[&program, &bridge.url, "tiny", &llama.url, &script_json()],
+        27,
+    )
+    .await;
+    // `tokens LABEL PROMPT COMPLETION`: what llama-server reported for each request.
+    let reported: Vec<(String, Value, Value)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("tokens "))
+        .map(|l| {
+            let mut words: Vec<&str> = l.rsplitn(3, ' ').collect();
+            words.reverse();
+            let number = |w: &str| serde_json::from_str::<Value>(w).expect("a count or null");
+            (words[0].to_owned(), number(words[1]), number(words[2]))
+        })
+        .collect();
+    let labels: Vec<&str> = reported.iter().map(|(label, ..)| label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "chat",
+            "stream",
+            "stream usage",
+            "tools",
+            "tools stream",
+            "tool result",
+            "completions",
+            "embeddings base64",
+            "embeddings float",
+        ]
+    );
+
+    let rows = bridge.rows().await;
+    let (unknown, answered) = rows.split_last().expect("rows");
+    assert_eq!(answered.len(), reported.len(), "{rows:#?}");
+    for (row, (label, prompt_tokens, completion_tokens)) in answered.iter().zip(&reported) {
+        let endpoint = match label.as_str() {
+            "completions" => "/v1/completions",
+            "embeddings base64" | "embeddings float" => "/v1/embeddings",
+            _ => "/v1/chat/completions",
+        };
+        assert_eq!(
+            (&row["endpoint"], &row["model"], &row["backend_model"]),
+            (&json!(endpoint), &json!("tiny"), &json!("tiny-chat")),
+            "{label}"
+        );
+        assert_eq!(
+            (&row["status_code"], &row["error"], &row["tokens_estimated"]),
+            (&json!(200), &Value::Null, &json!(0)),
+            "{label}: {row}"
+        );
+        assert_eq!(
+            (&row["prompt_tokens"], &row["completion_tokens"]),
+            (prompt_tokens, completion_tokens),
+            "{label}: the counts llama-server reported"
+        );
+        if endpoint != "/v1/embeddings" {
+            for timing in ["ttft_ms", "eval_ms", "tokens_per_second"] {
+                assert!(
+                    row[timing].as_f64().is_some_and(|t| t > 0.0),
+                    "{label}: {timing} in {row}"
+                );
+            }
+        }
+    }
+    let streamed: Vec<i64> = answered.iter().map(|r| r["stream"].as_i64().unwrap()).collect();
+    assert_eq!(streamed, [0, 1, 1, 0, 1, 0, 0, 0, 0]);
+    let text = script("tiny-chat")["text"].clone();
+    for i in [0, 1, 2, 6] {
+        assert_eq!(answered[i]["response"], text, "{}", reported[i].0);
+    }
+    assert_eq!(tool_calls_of(&answered[3]), weather_call());
+    assert_eq!(tool_calls_of(&answered[4]), weather_call());
+    assert_eq!(answered[5]["response"], script("tiny-chat")["after_tool"]);
+    assert_eq!(answered[7]["response"], r#"{"embeddings":1,"dimensions":64}"#);
+    assert_eq!(
+        (&unknown["status_code"], &unknown["error"]),
+        (&json!(404), &json!("model 'no-such-model' not found"))
     );
 }
 

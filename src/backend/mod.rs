@@ -155,6 +155,23 @@ impl AnyBackend {
             AnyBackend::Ollama(b) => b.models().await,
         }
     }
+
+    /// Posts a client's body as it is to an OpenAI route (`v1/chat/completions`, ...):
+    /// an OpenAI backend's own, or the one a real Ollama serves beside its API.
+    pub async fn post_v1(&self, path: &str, body: Bytes) -> Result<reqwest::Response, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.post_v1(path, body).await,
+            AnyBackend::Ollama(b) => b.forward(reqwest::Method::POST, path, Some(body)).await,
+        }
+    }
+
+    /// The endpoint as errors name it.
+    pub fn label(&self) -> &str {
+        match self {
+            AnyBackend::OpenAi(b) => b.label(),
+            AnyBackend::Ollama(b) => b.label(),
+        }
+    }
 }
 
 /// The response's bytes, copied into `capture` as they pass when there is one.

@@ -185,6 +185,9 @@ pub struct BackendConfig {
     pub headers: Vec<(String, Secret)>,
     /// Where Ollama's `num_predict` goes: `max_tokens` or `max_completion_tokens`.
     pub max_tokens_field: MaxTokensField,
+    /// Ask for `usage` in streamed answers (`stream_options.include_usage`); off for
+    /// backends that refuse the key.
+    pub stream_options: bool,
     /// Which of the backend's own models clients may ask for by name (`None`: only
     /// mapped names reach this backend).
     pub discover: Option<Discovery>,
@@ -253,6 +256,7 @@ impl fmt::Debug for BackendConfig {
             .field("queue_timeout", &self.queue_timeout)
             .field("headers", &self.headers)
             .field("max_tokens_field", &self.max_tokens_field)
+            .field("stream_options", &self.stream_options)
             .field("discover", &self.discover)
             .field("health_interval", &self.health_interval)
             .field("breaker", &self.breaker)
@@ -518,6 +522,8 @@ struct RawBackend {
     headers: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     max_tokens_field: Option<String>,
+    #[serde(default = "default_stream_options")]
+    stream_options: bool,
     /// `true`, `false`, or `{"prefix", "include", "exclude"}`.
     #[serde(default)]
     discover: Option<serde_json::Value>,
@@ -549,6 +555,10 @@ struct RawDiscovery {
     prefix: String,
     include: Vec<String>,
     exclude: Vec<String>,
+}
+
+fn default_stream_options() -> bool {
+    true
 }
 
 fn default_health_interval() -> f64 {
@@ -922,6 +932,7 @@ fn backend(key: &str, name: String, raw: RawBackend) -> Result<BackendConfig, St
         api_key: raw.api_key.filter(|k| !k.is_empty()).map(Secret),
         headers: raw.headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
         max_tokens_field,
+        stream_options: raw.stream_options,
         discover,
         health_interval: Some(seconds(&format!("{key}.health_interval"), raw.health_interval, true)?)
             .filter(|d| !d.is_zero()),

@@ -174,6 +174,12 @@ fn defaults() {
     assert_eq!(config.backend().timeout, Duration::from_secs(300));
     assert_eq!(config.database.path, PathBuf::from("./ollabridge.db"));
     assert!(config.backend().api_key.is_none());
+    assert!(
+        config.backend().stream_options,
+        "usage is asked for unless switched off"
+    );
+    let off = Config::from_json(&backend_with(r#""stream_options": false"#)).unwrap();
+    assert!(!off.backend().stream_options);
     // The same through a file.
     let loaded = {
         let _env = env_lock();
@@ -336,7 +342,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             backend_with(r#""apikey": "x""#),
             "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
-             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `discover`, `health_interval`, `breaker` at line 1 column 76",
+             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `discover`, `health_interval`, `breaker` at line 1 column 76",
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
@@ -560,7 +566,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             backend_with(r#""apikey": "x""#),
-            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `discover`, `health_interval`, `breaker` for key `backend`",
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `discover`, `health_interval`, `breaker` for key `backend`",
         ),
     ];
     for (text, problem) in cases {

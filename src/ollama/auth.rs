@@ -43,6 +43,10 @@ pub async fn require_key(State(live): State<Arc<Live>>, mut request: Request, ne
                 "rejected: no valid API key"
             );
             let reason = if key_sent { "invalid API key" } else { "missing API key" };
+            // OpenAI clients read `error.message`: the same words in their shape.
+            if crate::openai_api::serves(&path) {
+                return crate::openai_api::unauthorized(&unauthorized_message(reason));
+            }
             return unauthorized(reason);
         }
     }
@@ -69,13 +73,15 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 pub fn unauthorized(reason: &str) -> Response {
     let mut response = (
         StatusCode::UNAUTHORIZED,
-        axum::Json(
-            serde_json::json!({ "error": format!("unauthorized: {reason} (send Authorization: Bearer <key>)") }),
-        ),
+        axum::Json(serde_json::json!({ "error": unauthorized_message(reason) })),
     )
         .into_response();
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+pub fn unauthorized_message(reason: &str) -> String {
+    format!("unauthorized: {reason} (send Authorization: Bearer <key>)")
 }

@@ -88,6 +88,8 @@ fn routes(live: Arc<Live>) -> Router {
         ))
         // Images make bodies big; the default allows far more than axum's 2 MB.
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // OpenAI's API, after the layers above: it answers errors in its own shape.
+        .merge(crate::openai_api::routes(max_body_bytes))
         .with_state(live)
 }
 

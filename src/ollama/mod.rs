@@ -2,12 +2,12 @@
 //! recorder that turns each exchange into one log row.
 
 pub mod auth;
-mod context;
+pub(crate) mod context;
 mod embed;
 pub mod error;
 mod handlers;
-mod models_routes;
-mod recorder;
+pub(crate) mod models_routes;
+pub(crate) mod recorder;
 mod respond;
 pub mod types;
 

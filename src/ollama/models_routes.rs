@@ -44,6 +44,12 @@ pub async fn tags_handler(Snapshot(state): Snapshot) -> Json<Value> {
     Json(json!({ "models": entries }))
 }
 
+/// The names `/api/tags` lists (before it adds `:latest`), for `/v1/models`.
+pub async fn model_names(state: &AppState) -> Vec<String> {
+    let offered = offered_or_empty(state).await;
+    described(state, &offered).into_iter().map(|m| m.name).collect()
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ShowRequest {
     #[serde(default)]

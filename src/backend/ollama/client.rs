@@ -53,6 +53,10 @@ impl OllamaBackend {
         crate::backend::send(request, &self.label).await
     }
 
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     async fn answer<R>(&self, path: &str, call: &Call<R>) -> Result<ChunkStream, BackendError> {
         let body = rename_model(&call.body, &call.backend_model)?;
         if let Some(capture) = &call.capture {

@@ -19,6 +19,8 @@ pub struct OpenAiBackend {
     label: String,
     thinking: ThinkingStyle,
     max_tokens_field: MaxTokensField,
+    /// `stream_options` of the config: whether streamed requests may ask for `usage`.
+    stream_options: bool,
 }
 
 impl OpenAiBackend {
@@ -32,6 +34,7 @@ impl OpenAiBackend {
             label: config.endpoint.to_string(),
             thinking: config.thinking,
             max_tokens_field: config.max_tokens_field,
+            stream_options: config.stream_options,
         }
     }
 
@@ -50,6 +53,20 @@ impl OpenAiBackend {
         translate::openai_embeddings_to_vectors(&bytes, inputs.len())
     }
 
+    /// Posts a client's body as it is to one of the backend's `/v1` routes.
+    pub async fn post_v1(&self, path: &str, body: bytes::Bytes) -> Result<reqwest::Response, BackendError> {
+        let request = self
+            .http
+            .post(self.url(path)?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        crate::backend::send(request, &self.label).await
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     async fn send(
         &self,
         route: Route,
@@ -59,6 +76,10 @@ impl OpenAiBackend {
         capture: Option<&Capture>,
     ) -> Result<ChunkStream, BackendError> {
         let mut body = body;
+        // Without usage, counts come from llama.cpp's `timings` or are estimated.
+        if !self.stream_options {
+            body.remove("stream_options");
+        }
         if self.max_tokens_field != MaxTokensField::MaxTokens {
             if let Some(limit) = body.remove("max_tokens") {
                 body.insert(self.max_tokens_field.as_str().to_owned(), limit);

@@ -1,0 +1,185 @@
+//! Errors as OpenAI writes them: `{"error": {"message", "type", "param", "code"}}` with
+//! a fitting status. OpenAI's SDKs pick the exception by status and show `message`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::backend::BackendError;
+use crate::models::ResolveError;
+use crate::ollama::error::ApiError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `api_error`, ...
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+    /// 503 from a full backend queue: clients may retry (OpenAI's SDKs honour `Retry-After`).
+    pub retry_after: bool,
+}
+
+impl OpenAiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> OpenAiError {
+        OpenAiError {
+            status,
+            message: message.into(),
+            kind: type_for(status).to_owned(),
+            param: None,
+            code: None,
+            retry_after: false,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> OpenAiError {
+        OpenAiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A backend failure, with the backend's own `type`, `param` and `code` when it sent
+    /// an OpenAI-shaped error object (`detail`): clients such as LangChain read `code`.
+    pub fn from_backend(error: &BackendError, detail: Option<&Value>) -> OpenAiError {
+        let mut e = OpenAiError::new(error.status_code(), error.to_string());
+        e.retry_after = matches!(error, BackendError::Busy(_));
+        let Some(detail) = detail.filter(|d| d.is_object()) else {
+            return e;
+        };
+        if let Some(kind) = detail.get("type").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            e.kind = kind.to_owned();
+        }
+        for (key, field) in [("param", &mut e.param), ("code", &mut e.code)] {
+            if let Some(value) = detail.get(key).and_then(Value::as_str) {
+                *field = Some(value.to_owned());
+            }
+        }
+        e
+    }
+
+    pub fn body(&self) -> Value {
+        json!({ "error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        } })
+    }
+
+    /// The error as the last event of a stream that had already started.
+    pub fn event(&self) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", self.body()))
+    }
+}
+
+/// OpenAI's error types, by status.
+fn type_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> OpenAiError {
+        match error {
+            ApiError::Backend(e) => OpenAiError::from_backend(&e, None),
+            ApiError::Busy(_) => OpenAiError {
+                retry_after: true,
+                ..OpenAiError::new(error.status_code(), error.to_string())
+            },
+            _ => OpenAiError::new(error.status_code(), error.to_string()),
+        }
+    }
+}
+
+impl From<ResolveError> for OpenAiError {
+    fn from(error: ResolveError) -> OpenAiError {
+        let not_found = matches!(error, ResolveError::NotFound(_));
+        let mut e = OpenAiError::from(ApiError::from(error));
+        if not_found {
+            // What OpenAI itself answers for an unknown model.
+            e.code = Some("model_not_found".into());
+        }
+        e
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A missing or wrong API key on a `/v1` route: the Ollama routes' 401, in OpenAI's shape.
+pub fn unauthorized(message: &str) -> Response {
+    let mut e = OpenAiError::new(StatusCode::UNAUTHORIZED, message);
+    e.code = Some("invalid_api_key".into());
+    let mut response = e.into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_get_openai_types() {
+        let body = |status: u16| OpenAiError::new(StatusCode::from_u16(status).unwrap(), "m").body();
+        assert_eq!(
+            body(400),
+            json!({"error": {"message": "m", "type": "invalid_request_error", "param": null, "code": null}})
+        );
+        assert_eq!(body(401)["error"]["type"], "authentication_error");
+        assert_eq!(body(404)["error"]["type"], "invalid_request_error");
+        assert_eq!(body(429)["error"]["type"], "rate_limit_error");
+        assert_eq!(body(502)["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn backend_errors_keep_their_type_and_code() {
+        let error = BackendError::Status {
+            status: 400,
+            message: "too long".into(),
+        };
+        let detail = json!({"message": "too long", "type": "exceed_context_size_error", "code": 400,
+            "param": "messages"});
+        assert_eq!(
+            OpenAiError::from_backend(&error, Some(&detail)).body(),
+            json!({"error": {"message": "too long", "type": "exceed_context_size_error",
+                "param": "messages", "code": null}})
+        );
+        assert_eq!(
+            OpenAiError::from_backend(&BackendError::Truncated, None).event(),
+            Bytes::from(
+                "data: {\"error\":{\"message\":\"backend stream ended before the response was complete\",\
+                 \"type\":\"api_error\",\"param\":null,\"code\":null}}\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_models_are_model_not_found() {
+        let e = OpenAiError::from(ResolveError::NotFound("x".into()));
+        assert_eq!(
+            (e.status, e.body()),
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"message": "model 'x' not found", "type": "invalid_request_error",
+                    "param": null, "code": "model_not_found"}})
+            )
+        );
+    }
+}
