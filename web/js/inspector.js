@@ -301,7 +301,9 @@ export function mount(main, { id }) {
           h('section', { class: 'panel', testid: 'details' },
             h('h2', null, 'Details'),
             facts([
-              ['Backend', row.backend_type, 'insp-backend'],
+              ['Backend', backendLabel(row), 'insp-backend'],
+              ['Failed tries', attemptsLabel(row.attempts), 'insp-attempts'],
+              ['Cache', row.cache_hit ? 'hit (the backend was not called)' : null, 'insp-cache'],
               ['Backend model', row.backend_model, 'insp-backend-model'],
               ['Prompt tokens', row.prompt_tokens != null ? `${row.prompt_tokens}${row.tokens_estimated ? ' (estimated)' : ''}` : null, 'insp-prompt-tokens'],
               ['Output tokens', row.completion_tokens != null ? `${row.completion_tokens}${row.tokens_estimated ? ' (estimated)' : ''}` : null, 'insp-completion-tokens'],
@@ -375,4 +377,17 @@ export function mount(main, { id }) {
     alive = false
     unsubscribe()
   }
+}
+
+/** The backend's configured name, with its type when the name is something else. */
+function backendLabel(row) {
+  const name = row.backend ?? row.backend_type
+  if (!name) return null
+  return row.backend_type && row.backend_type !== name ? `${name} (${row.backend_type})` : name
+}
+
+/** Targets that failed before the one that answered, one per line. */
+function attemptsLabel(attempts) {
+  if (!Array.isArray(attempts) || attempts.length === 0) return null
+  return attempts.map((a) => `${a.backend} / ${a.model}: ${a.error}`).join('\n')
 }
