@@ -14,6 +14,16 @@ use axum::response::{IntoResponse, Response};
 use common::{Bridge, LlamaServer, get_json, ndjson, post, query_rows, repo_root, script};
 use serde_json::{Value, json};
 
+trait StatusAndJson {
+    fn into_status_and_json(self) -> (u16, Value);
+}
+
+impl StatusAndJson for (u16, String, String) {
+    fn into_status_and_json(self) -> (u16, Value) {
+        (self.0, serde_json::from_str(&self.2).unwrap())
+    }
+}
+
 /// Chat through the bridge, not streamed; (status, answer text or error).
 async fn ask(bridge: &Bridge, model: &str) -> (u16, String) {
     let (status, _, body) = post(
@@ -98,6 +108,16 @@ async fn models_route_to_their_backends_and_tags_merge_what_each_offers() {
         ]
     );
 
+    // The dashboard's replay can send a logged request to another backend.
+    let (status, replay) = post(
+        &format!("{}/api/replay/1", bridge.admin_url),
+        json!({"backend": "thinker", "model": "tiny-think"}),
+    )
+    .await
+    .into_status_and_json();
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["replay"]["answer"]["message"]["content"], json!(think_text));
+
     let rows = bridge.rows().await;
     let routed: Vec<(&str, &str, &str)> = rows
         .iter()
@@ -117,6 +137,7 @@ async fn models_route_to_their_backends_and_tags_merge_what_each_offers() {
             ("tiny-chat", "small", "tiny-chat"),
             ("lab/tiny-think", "thinker", "tiny-think"),
             ("tiny-think", "", ""),
+            ("tiny-think", "thinker", "tiny-think"),
         ]
     );
     drop((chat, think));

@@ -416,18 +416,34 @@ async fn replay_runs_the_stored_request_again_and_links_the_rows() {
         ("/api/replay/9", json!({}), (404, json!({"error": "log 9 not found"}))),
         (
             "/api/replay/1",
-            json!({"backend": "x"}),
+            json!({"modle": "x"}),
             (
                 400,
-                json!({"error": "invalid body: unknown field `backend`, expected `model` at line 1 column 10"}),
+                json!({"error": "invalid body: unknown field `modle`, expected `model` or `backend` at line 1 column 8"}),
             ),
         ),
     ] {
         let got = send(reqwest::Method::POST, &format!("{admin}{path}"), None, Some(body)).await;
         assert_eq!(got, expected, "{path}");
     }
+    // A backend that does not exist: the replay's own answer says so (and is logged).
+    let (status, pinned) = send(
+        reqwest::Method::POST,
+        &format!("{admin}/api/replay/1"),
+        None,
+        Some(json!({"backend": "elsewhere"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &pinned["replay"]["status"], &pinned["replay"]["answer"]),
+        (
+            200,
+            &json!(400),
+            &json!({"error": "no backend named 'elsewhere' (backends: openai)"})
+        )
+    );
     let rows = bridge.rows().await;
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     assert_eq!(rows[2]["replay_of"], 2);
 }
 

@@ -2,7 +2,9 @@
 //! clients use, answered whole (`stream: false`), and logged as a new row whose
 //! `replay_of` is the original's id.
 //!
-//! Body (optional): `{"model": "other"}` to ask another model. The request replayed is
+//! Body (optional): `{"model": "other"}` to ask another model, `{"backend": "name"}` to
+//! send it to that backend alone (chat and generate; under the mapped backend model
+//! name, or the model name as given). The request replayed is
 //! the client's body when it was stored (`database.store_bodies`), otherwise one
 //! rebuilt from the row (model and messages or prompt: tools and options are then
 //! not known). Answer: `{"original": <the row>, "replay": {"request_id", "status",
@@ -20,13 +22,14 @@ use tower::ServiceExt;
 
 use super::logs::parse_id;
 use super::{AdminError, AdminState};
-use crate::ollama::{REPLAY_OF, dashboard_router};
+use crate::ollama::{PINNED_BACKEND, REPLAY_OF, dashboard_router};
 use crate::store::query::{self, LogDetail};
 
 #[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Options {
     model: Option<String>,
+    backend: Option<String>,
 }
 
 /// The answer is read whole; a replay is one non-streamed answer, far below this.
@@ -50,15 +53,19 @@ pub async fn replay_handler(
         return Err(AdminError::BadRequest(format!("log {id} is still running")));
     }
     let (mut request, source) = replayable(&original)?;
-    if let Some(model) = options.model.filter(|m| !m.is_empty()) {
+    if let Some(model) = options.model.as_deref().filter(|m| !m.is_empty()) {
         request["model"] = model.into();
     }
     request["stream"] = false.into();
 
     let started = Instant::now();
-    let call = Request::post(original.endpoint.as_str())
+    let mut call = Request::post(original.endpoint.as_str())
         .header(header::CONTENT_TYPE, "application/json")
-        .header(REPLAY_OF, id.to_string())
+        .header(REPLAY_OF, id.to_string());
+    if let Some(backend) = options.backend.as_deref().filter(|b| !b.is_empty()) {
+        call = call.header(PINNED_BACKEND, backend);
+    }
+    let call = call
         .body(Body::from(request.to_string()))
         .map_err(|e| AdminError::BadRequest(format!("cannot build the replay request: {e}")))?;
     let response = dashboard_router(state.live.clone())

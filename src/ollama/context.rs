@@ -23,6 +23,8 @@ pub struct RequestContext {
     pub replay_of: Option<i64>,
     /// `X-Ollabridge-No-Cache: true`: answer from the backend, not the response cache.
     pub no_cache: bool,
+    /// A dashboard replay sent to this backend rather than the model's targets.
+    pub pinned_backend: Option<String>,
 }
 
 impl RequestContext {
@@ -35,6 +37,7 @@ impl RequestContext {
             client_key: None,
             replay_of: None,
             no_cache: false,
+            pinned_backend: None,
         }
     }
 }

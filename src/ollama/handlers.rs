@@ -51,15 +51,24 @@ async fn from_dashboard(mut request: axum::extract::Request, next: axum::middlew
         .get(REPLAY_OF)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    let backend = request
+        .headers()
+        .get(PINNED_BACKEND)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
         context.client_key = Some(DASHBOARD_KEY_ID.to_owned());
         context.replay_of = replay_of;
+        context.pinned_backend = backend;
     }
     next.run(request).await
 }
 
 /// The log row a replayed request repeats; honoured on the dashboard router only.
 pub const REPLAY_OF: &str = "x-ollabridge-replay-of";
+/// Sends a chat or generate request to this backend (by name) instead of the model's
+/// targets; honoured on the dashboard router only (replay on another backend).
+pub const PINNED_BACKEND: &str = "x-ollabridge-backend";
 /// `client_key` of requests made from the dashboard.
 pub const DASHBOARD_KEY_ID: &str = "dashboard";
 
@@ -131,9 +140,9 @@ async fn chat_handler(
     let Some(messages) = &request.messages else {
         return recorder.reject(ApiError::BadRequest("messages is required".into()));
     };
-    let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
+    let resolved = match resolve(&state, &context, request.model.as_deref()).await {
         Ok(r) => r,
-        Err(e) => return recorder.reject(e.into()),
+        Err(e) => return recorder.reject(e),
     };
     recorder.resolved(&resolved);
     if messages.is_empty() {
@@ -160,9 +169,9 @@ async fn generate_handler(
     };
     let stream = request.stream.unwrap_or(true);
     recorder.request(request.model.as_deref(), request.prompt.clone(), stream);
-    let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
+    let resolved = match resolve(&state, &context, request.model.as_deref()).await {
         Ok(r) => r,
-        Err(e) => return recorder.reject(e.into()),
+        Err(e) => return recorder.reject(e),
     };
     recorder.resolved(&resolved);
     // Fill-in-the-middle needs a model and route that honour `suffix`; llama.cpp's
@@ -202,6 +211,34 @@ async fn generate_handler(
         body,
     )
     .await
+}
+
+/// The model's targets; a request pinned to a backend (dashboard replay) goes there
+/// alone, under the mapped backend model name or else the name as given.
+async fn resolve(state: &AppState, context: &RequestContext, requested: Option<&str>) -> Result<Resolved, ApiError> {
+    let Some(name) = &context.pinned_backend else {
+        return Ok(state.models.resolve(requested, &state.backends).await?);
+    };
+    let Some(index) = state.backends.iter().position(|b| b.name() == name) else {
+        let known: Vec<&str> = state.backends.iter().map(|b| b.name()).collect();
+        return Err(ApiError::BadRequest(format!(
+            "no backend named '{name}' (backends: {})",
+            known.join(", ")
+        )));
+    };
+    let client = requested
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::from(crate::models::ResolveError::Missing))?
+        .to_owned();
+    let mapping = state.models.mapping(&client);
+    let model = mapping.map_or_else(|| client.clone(), |m| m.target.clone());
+    Ok(Resolved {
+        backend: model.clone(),
+        strip_think: mapping.is_some_and(|m| m.strip_think),
+        targets: vec![crate::config::Target { backend: index, model }],
+        client,
+    })
 }
 
 /// The request types a backend answers with a chunk stream.

@@ -12,4 +12,4 @@ mod respond;
 pub mod types;
 
 pub use context::REQUEST_ID;
-pub use handlers::{DASHBOARD_KEY_ID, REPLAY_OF, dashboard_router, router};
+pub use handlers::{DASHBOARD_KEY_ID, PINNED_BACKEND, REPLAY_OF, dashboard_router, router};

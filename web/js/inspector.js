@@ -254,11 +254,21 @@ export function mount(main, { id }) {
         for (const n of names) if (n !== row.model) models.append(h('option', { value: n }, n))
       })
       .catch(() => {})
+    // Shown only with several backends: replay on one of them, bypassing the model's routing.
+    const backends = h('select', { testid: 'replay-backend', id: 'replay-backend', 'aria-label': 'Replay on backend', hidden: true },
+      h('option', { value: '' }, 'usual backend'))
+    api('/api/backends')
+      .then(({ backends: list }) => {
+        if (!list || list.length < 2) return
+        for (const b of list) backends.append(h('option', { value: b.name }, b.name))
+        backends.hidden = false
+      })
+      .catch(() => {})
     const replayButton = h('button', { type: 'button', class: 'primary', testid: 'replay-button' }, 'Replay')
     const canReplay = ['/api/chat', '/api/generate'].includes(row.endpoint) && !row.in_flight
     replayButton.disabled = !canReplay
     if (!canReplay) replayButton.title = 'Only finished /api/chat and /api/generate requests can be replayed'
-    replayButton.addEventListener('click', () => replay(models.value, replayButton))
+    replayButton.addEventListener('click', () => replay(models.value, backends.value, replayButton))
 
     const curl = h('pre', { class: 'code curl', testid: 'curl-command', hidden: true })
     const copyButton = h('button', { type: 'button', class: 'secondary', testid: 'copy-curl' }, 'Copy as curl')
@@ -290,7 +300,7 @@ export function mount(main, { id }) {
             h('span', { testid: 'insp-model' }, row.model ?? '–'), ' · ', formatFullTime(row.timestamp)),
           replayLinks),
         h('div', { class: 'actions' }, copyButton,
-          h('div', { class: 'replay-controls' }, models, replayButton)),
+          h('div', { class: 'replay-controls' }, models, backends, replayButton)),
       ),
       curl,
       replayArea,
@@ -335,13 +345,16 @@ export function mount(main, { id }) {
     }
   }
 
-  async function replay(model, button) {
+  async function replay(model, backend, button) {
     button.disabled = true
     button.textContent = 'Replaying…'
     replace(replayArea, h('p', { class: 'muted' }, 'Replaying…'))
     const before = new Set(row.replays ?? [])
     try {
-      const result = await api(`/api/replay/${id}`, { method: 'POST', body: model ? { model } : {} })
+      const options = {}
+      if (model) options.model = model
+      if (backend) options.backend = backend
+      const result = await api(`/api/replay/${id}`, { method: 'POST', body: options })
       if (!alive) return
       lastReplay = result.replay
       if (result.original) row = { ...row, ...result.original }
