@@ -155,11 +155,7 @@ async fn mock_backend() -> MockBackend {
             axum::routing::get(|| async { axum::Json(json!({"object": "list", "data": [{"id": "mock-model"}]})) }),
         )
         .route("/v1/chat/completions", axum::routing::post(chat));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (url, task) = common::serve(app).await;
     MockBackend { url, task }
 }
 
@@ -1508,11 +1504,7 @@ async fn recording_proxy(target: String) -> Recorder {
     let app = axum::Router::new()
         .fallback(forward)
         .with_state((target, bodies.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (url, task) = common::serve(app).await;
     Recorder { url, bodies, task }
 }
 

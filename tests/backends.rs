@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use common::{Bridge, LlamaServer, get_json, ndjson, post, query_rows, repo_root, script};
+use common::{Bridge, LlamaServer, get_json, get_text, ndjson, post, query_rows, repo_root, script};
 use serde_json::{Value, json};
 
 trait StatusAndJson {
@@ -185,12 +185,7 @@ async fn requests_fail_over_when_a_backend_is_killed_mid_run() {
         (&main["breaker"], &main["failures_in_a_row"], &main["requests_failed"]),
         (&json!("open"), &json!(2), &json!(2))
     );
-    let metrics = reqwest::get(format!("{}/metrics", bridge.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", bridge.admin_url)).await;
     assert!(
         metrics.contains("ollabridge_backend_breaker_open{backend=\"main\"} 1\n"),
         "{metrics}"
@@ -276,11 +271,7 @@ async fn flaky(answer: &'static str) -> Flaky {
         )
         .route("/v1/chat/completions", axum::routing::post(chat))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (url, task) = common::serve(app).await;
     Flaky {
         url,
         failing: shared.failing,
@@ -414,9 +405,7 @@ async fn backend_quirks_extra_headers_and_the_max_tokens_field() {
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(chat))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, _server) = common::serve(app).await;
     let bridge = Bridge::start(json!({
         "backends": {
             "plain": {"type": "openai", "endpoint": url},

@@ -11,17 +11,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use common::{Bridge, LlamaServer, ndjson, post, script};
+use common::{Bridge, LlamaServer, get_text, ndjson, post, script};
 use serde_json::{Value, json};
 
 /// llama-server's count of generated tokens: it moves only when the model runs.
 async fn tokens_predicted(llama: &LlamaServer) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", llama.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("{}/metrics", llama.url)).await;
     text.lines()
         .find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total "))
         .and_then(|n| n.trim().parse::<f64>().ok())
@@ -103,12 +98,7 @@ async fn identical_requests_reach_the_real_backend_once() {
     assert_eq!(status, 200);
     assert_eq!(tokens_predicted(&llama).await - before, 2 * per_answer);
 
-    let metrics = reqwest::get(format!("{}/metrics", bridge.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", bridge.admin_url)).await;
     assert!(
         metrics.contains("ollabridge_cache_lookups_total{model=\"tiny-chat\",result=\"hit\"} 3\n"),
         "{metrics}"
@@ -200,9 +190,7 @@ async fn mock() -> Mock {
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(chat))
         .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, task) = common::serve(app).await;
     Mock {
         url,
         calls,

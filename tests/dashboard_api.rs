@@ -77,11 +77,7 @@ async fn mock() -> Mock {
         )
         .route("/v1/chat/completions", axum::routing::post(chat))
         .with_state(release.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (url, task) = common::serve(app).await;
     Mock {
         url,
         release,

@@ -36,9 +36,7 @@ async fn slow_backend(delay: Duration) -> (String, Arc<AtomicUsize>) {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, _server) = common::serve(app).await;
     (url, peak)
 }
 
@@ -142,9 +140,7 @@ async fn stalling_backend() -> String {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, _server) = common::serve(app).await;
     url
 }
 

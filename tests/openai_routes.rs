@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
-use common::{Bridge, get_json};
+use common::{Bridge, get_json, get_text};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -381,12 +381,7 @@ async fn whole_chat_passes_unknown_keys_and_maps_the_model() {
     let upstream = mock.only_request();
     assert_eq!(upstream.path, "/v1/chat/completions");
     assert_eq!(upstream.body, client_body.replace("ALIAS:latest", "backend-model"));
-    let metrics = reqwest::get(format!("{}/metrics", bridge.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", bridge.admin_url)).await;
     let counted = r#"ollabridge_requests_total{model="ALIAS:latest",backend="openai",endpoint="/v1/chat/completions",status="200"} 1"#;
     assert!(metrics.lines().any(|l| l == counted), "{metrics}");
 

@@ -47,9 +47,7 @@ async fn slow_streaming_backend() -> String {
                     .into_response()
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, _server) = common::serve(app).await;
     url
 }
 

@@ -318,15 +318,15 @@ async fn answer<R: Answered>(
     request: R,
     body: Bytes,
 ) -> Response {
+    let answer = Answer {
+        shape,
+        model: resolved.client.clone(),
+        stream,
+        log_lines: state.config.server.log_raw_responses,
+    };
     if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &request) {
         recorder.cache_hit();
         recorder.backend_model(&resolved.backend);
-        let answer = Answer {
-            shape,
-            model: resolved.client,
-            stream,
-            log_lines: state.config.server.log_raw_responses,
-        };
         return answer.respond(hit.into_chunks(), recorder).await;
     }
     let database = &state.config.database;
@@ -349,12 +349,6 @@ async fn answer<R: Answered>(
                 failover.succeeded(upstream);
                 recorder.routed(upstream, slot, &failover.attempts);
                 recorder.backend_model(&call.backend_model);
-                let answer = Answer {
-                    shape,
-                    model: call.client_model,
-                    stream,
-                    log_lines: state.config.server.log_raw_responses,
-                };
                 return answer.respond(chunks, recorder).await;
             }
             Err(e) => e,

@@ -281,6 +281,22 @@ impl Bridge {
     }
 }
 
+/// Serves `app` (a mock backend) on a free loopback port; returns its base URL and the
+/// server task (dropping the handle leaves it running until the test's runtime ends).
+pub async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+    let url = format!("http://{}", listener.local_addr().expect("mock address"));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("mock server");
+    });
+    (url, task)
+}
+
+/// GETs `url` and returns its body as text (e.g. a Prometheus exposition).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.expect("request").text().await.expect("body")
+}
+
 /// GETs `url` and returns the status and the JSON body.
 pub async fn get_json(url: &str) -> (u16, Value) {
     let r = reqwest::get(url).await.expect("request");
