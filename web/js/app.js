@@ -85,7 +85,15 @@ document.getElementById('theme-toggle').addEventListener('click', () => {
   } catch {}
   showTheme()
 })
-darkQuery.addEventListener('change', showTheme)
+// Following the system until the user picks a theme.
+darkQuery.addEventListener('change', () => {
+  let chosen = null
+  try {
+    chosen = localStorage.getItem(THEME_KEY)
+  } catch {}
+  if (!chosen) document.documentElement.dataset.theme = darkQuery.matches ? 'dark' : 'light'
+  showTheme()
+})
 
 document.getElementById('token-button').addEventListener('click', async () => {
   if (await changeToken()) location.reload()
