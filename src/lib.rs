@@ -1,5 +1,5 @@
 //! ollabridge: the Ollama HTTP API over OpenAI-compatible backends or a real Ollama,
-//! with every exchange recorded in SQLite.
+//! with every exchange recorded in SQLite or PostgreSQL.
 //!
 //! A request flows one way: handler (`ollama`, or `openai_api` for `/v1`) → model map (`models`) → backend
 //! (`backend`) → chunk stream → recorder → client, and the recorder's one record
@@ -115,9 +115,13 @@ pub struct Server {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let pool = store::open(&config.database.path).await?;
-    let (logger, writer) = Writer::spawn(
-        pool.clone(),
+    // Bound first: the address names this process on the rows it leaves in flight.
+    let (listener, addr) = bind(&config.server.host, config.server.port).await?;
+    let instance = store::Instance::new(addr);
+    let store = store::Store::connect(&config.database, &instance).await?;
+    let (logger, writer) = Writer::spawn_as(
+        store.clone(),
+        instance,
         config.database.queue_capacity,
         config.database.max_body_bytes,
     );
@@ -136,13 +140,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let mut retention = None;
 
     if let Some(policy) = config.database.retention.clone() {
-        retention = Some(store::spawn_retention(pool.clone(), policy, stop.clone()));
+        retention = Some(store::spawn_retention(store.clone(), policy, stop.clone()));
     }
-    let (listener, addr) = bind(&config.server.host, config.server.port).await?;
     let grace = config.server.shutdown_grace;
     let tls = config.server.tls.clone();
     let admin_config = config.admin.clone();
-    let database_path = config.database.path.clone();
+    let database = config.database.clone();
     let live = Arc::new(reload::Live::new(AppState::new(
         config,
         telemetry.clone(),
@@ -152,11 +155,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let admin = if admin_config.enabled {
         let (admin_listener, admin_addr) = bind(&admin_config.host, admin_config.port).await?;
         // Its own read-only connections, so slow reads never hold up the log writer's.
-        let reader = store::query::open_reader(&database_path, 4).await?;
+        let reader = store::Store::reader(&database, 4).await?;
         let admin_state = Arc::new(admin::AdminState {
             telemetry: telemetry.clone(),
             pool: reader,
-            write_pool: pool.clone(),
+            write_pool: store.clone(),
             stop: stop.clone(),
             token: admin_config.token.clone(),
             live: live.clone(),

@@ -9,13 +9,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ollabridge::store::Store;
 use ollabridge::store::query::{self, LogFilter, LogSummary};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "The Ollama API over OpenAI-compatible backends or a real Ollama, logged to SQLite"
+    about = "The Ollama API over OpenAI-compatible backends or a real Ollama, logged to SQLite or PostgreSQL"
 )]
 struct Cli {
     /// Path of the JSON config file.
@@ -40,9 +41,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct LogsArgs {
-    /// The SQLite log file [default: the config's database.path].
+    /// The SQLite log file, or a postgres:// URL [default: the config's database.path
+    /// or database.url].
     #[arg(long)]
-    db: Option<PathBuf>,
+    db: Option<String>,
     /// Only this client model name.
     #[arg(long)]
     model: Option<String>,
@@ -150,30 +152,58 @@ async fn shutdown_signal(server: &ollabridge::Server) {
     }
 }
 
+/// Where `ollabridge logs` reads.
+enum Database {
+    Sqlite(PathBuf),
+    Postgres(ollabridge::config::DatabaseUrl),
+}
+
 /// How often `logs --follow` looks for new rows.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 /// `ollabridge logs`: exit 2 for a bad config, 1 when the database cannot be read.
 async fn run_logs(config: &Path, args: LogsArgs) -> ExitCode {
-    let db = match args.db {
-        Some(db) => db,
+    let database = match args.db.as_deref() {
+        Some(db) if db.starts_with("postgres://") || db.starts_with("postgresql://") => {
+            match ollabridge::config::DatabaseUrl::parse(db) {
+                Ok(url) => Database::Postgres(url),
+                Err(e) => {
+                    eprintln!("ollabridge: --db: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Some(db) => Database::Sqlite(PathBuf::from(db)),
         None => match ollabridge::config::Config::load(config) {
-            Ok(c) => c.database.path,
+            Ok(c) => match c.database.url {
+                Some(url) => Database::Postgres(url),
+                None => Database::Sqlite(c.database.path),
+            },
             Err(e) => {
                 eprintln!("ollabridge: {e}");
                 return ExitCode::from(2);
             }
         },
     };
-    if !db.is_file() {
-        eprintln!("ollabridge: no log database at {}", db.display());
-        return ExitCode::FAILURE;
-    }
+    let shown = match &database {
+        Database::Sqlite(path) => {
+            if !path.is_file() {
+                eprintln!("ollabridge: no log database at {}", path.display());
+                return ExitCode::FAILURE;
+            }
+            path.display().to_string()
+        }
+        Database::Postgres(url) => url.to_string(),
+    };
     let fail = |e: &dyn std::fmt::Display| {
-        eprintln!("ollabridge: {}: {e}", db.display());
+        eprintln!("ollabridge: {shown}: {e}");
         ExitCode::FAILURE
     };
-    let pool = match query::open_reader(&db, 1).await {
+    let opened = match database {
+        Database::Sqlite(path) => query::open_reader(&path, 1).await.map(Store::from),
+        Database::Postgres(url) => Store::postgres_reader(&url, 1).await,
+    };
+    let pool = match opened {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };

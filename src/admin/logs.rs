@@ -88,13 +88,7 @@ pub async fn star_handler(
     let id = parse_id(&id).map_err(|message| AdminError::param("id", message))?;
     let Star { starred } = serde_json::from_slice(&body)
         .map_err(|e| AdminError::BadRequest(format!("invalid body: {e}; expected {{\"starred\": true}} or false")))?;
-    let changed = sqlx::query("UPDATE logs SET starred = ? WHERE id = ?")
-        .bind(starred)
-        .bind(id)
-        .execute(&state.write_pool)
-        .await?
-        .rows_affected();
-    if changed == 0 {
+    if !query::set_starred(&state.write_pool, id, starred).await? {
         return Err(AdminError::NotFound(format!("log {id} not found")));
     }
     Ok(Json(serde_json::json!({ "id": id, "starred": starred })))

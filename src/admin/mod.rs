@@ -34,17 +34,16 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
 use crate::Telemetry;
 
 pub struct AdminState {
     pub telemetry: Arc<Telemetry>,
-    /// The log database, for reading.
-    pub pool: SqlitePool,
+    /// The log database (SQLite or PostgreSQL), for reading.
+    pub pool: crate::store::Store,
     /// The writer's pool, for the few changes the admin API makes (stars).
-    pub write_pool: SqlitePool,
+    pub write_pool: crate::store::Store,
     /// Cancelled when the server shuts down: ends the event streams, which would
     /// otherwise hold their connections (and the graceful shutdown) open forever.
     pub stop: CancellationToken,

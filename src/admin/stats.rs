@@ -18,9 +18,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use sqlx::SqlitePool;
+use sqlx::{Encode, QueryBuilder, Type};
 
 use super::{AdminError, AdminState, Params, parse_span};
+use crate::store::Store;
+use crate::store::db::{Dialect, on_pool};
 use crate::store::query::{parse_instant, parse_stored, stored};
 
 const DEFAULT_WINDOW: &str = "24h";
@@ -206,18 +208,30 @@ pub async fn stats_handler(
 }
 
 async fn fetch_stat_rows(
-    pool: &SqlitePool,
+    store: &Store,
     since: &DateTime<Utc>,
     until: &DateTime<Utc>,
 ) -> Result<Vec<StatRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT model, error IS NOT NULL AS failed, latency_ms, ttft_ms, tokens_per_second, prompt_tokens, \
-         completion_tokens, cost FROM logs WHERE timestamp >= ? AND timestamp < ? AND in_flight = 0 ORDER BY id",
-    )
-    .bind(stored(since))
-    .bind(stored(until))
-    .fetch_all(pool)
-    .await
+    const COLUMNS: &str = "model, error IS NOT NULL AS failed, latency_ms, ttft_ms, tokens_per_second, \
+                           prompt_tokens, completion_tokens, cost";
+    on_pool!(store, pool => finished_rows(COLUMNS, stored(since), stored(until)).build_query_as().fetch_all(pool).await)
+}
+
+/// `SELECT columns` of the finished rows in `[since, until)`, oldest first.
+fn finished_rows<'a, DB: Dialect>(columns: &str, since: String, until: String) -> QueryBuilder<'a, DB>
+where
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT ");
+    qb.push(columns)
+        .push(" FROM logs WHERE timestamp >= ")
+        .push_bind(since)
+        .push(" AND timestamp < ")
+        .push_bind(until)
+        .push(" AND in_flight = ")
+        .push(DB::FALSE)
+        .push(" ORDER BY id");
+    qb
 }
 
 /// One time bucket: rows whose `timestamp` is in `[start, start + bucket)`.
@@ -279,14 +293,13 @@ pub async fn timeseries_handler(
         ));
     }
     let start = DateTime::from_timestamp_millis(first).ok_or_else(|| AdminError::param("until", "out of range"))?;
-    let rows: Vec<SeriesRow> = sqlx::query_as(
-        "SELECT timestamp, error IS NOT NULL AS failed, latency_ms, prompt_tokens, completion_tokens, cost \
-         FROM logs WHERE timestamp >= ? AND timestamp < ? AND in_flight = 0 ORDER BY id",
-    )
-    .bind(stored(&start))
-    .bind(stored(&until))
-    .fetch_all(&state.pool)
-    .await?;
+    const COLUMNS: &str = "timestamp, error IS NOT NULL AS failed, latency_ms, prompt_tokens, completion_tokens, cost";
+    let rows: Vec<SeriesRow> = on_pool!(&state.pool, pool => {
+        finished_rows(COLUMNS, stored(&start), stored(&until))
+            .build_query_as()
+            .fetch_all(pool)
+            .await?
+    });
 
     struct Acc {
         count: u64,

@@ -266,7 +266,10 @@ impl fmt::Debug for BackendConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseConfig {
+    /// The SQLite file; unused when `url` is set.
     pub path: PathBuf,
+    /// `postgres://…`: the log goes to PostgreSQL instead of the SQLite file.
+    pub url: Option<DatabaseUrl>,
     /// Prompts and responses longer than this are cut before they are stored.
     pub max_body_bytes: usize,
     /// Log records waiting for the writer; beyond this they are dropped and counted.
@@ -277,6 +280,64 @@ pub struct DatabaseConfig {
     /// bodies as they went over the wire (each cut to `max_body_bytes`).
     pub store_bodies: bool,
     pub retention: Option<Retention>,
+}
+
+/// A PostgreSQL connection URL. Shown (Display, Debug) with its password masked;
+/// [`DatabaseUrl::expose`] gives the real one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// `postgres://` or `postgresql://`, as sqlx reads it (host, port, user, password,
+    /// database, and parameters such as `sslmode`).
+    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+        let url = DatabaseUrl(text.to_owned());
+        let scheme_ok = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        if !scheme_ok {
+            return Err(format!(
+                "expected a PostgreSQL URL like postgres://user:password@host/database, got '{url}'"
+            ));
+        }
+        if let Err(e) = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(text) {
+            return Err(format!("'{url}' is not a valid PostgreSQL URL: {e}"));
+        }
+        Ok(url)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                // `password=` in the query string is masked too.
+                if url.query_pairs().any(|(k, _)| k == "password") {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" { "***".into() } else { v.into_owned() };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                f.write_str(url.as_str())
+            }
+            Err(_) => f.write_str("postgres://***"),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
 }
 
 /// How much of the log to keep; enforced by a background task in small batches.
@@ -576,7 +637,8 @@ fn default_timeout() -> f64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawDatabase {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    url: Option<String>,
     max_body_bytes: usize,
     queue_capacity: usize,
     redact: bool,
@@ -597,6 +659,8 @@ struct RawRetention {
     interval: f64,
 }
 
+const DEFAULT_DATABASE_PATH: &str = "./ollabridge.db";
+
 fn default_retention_interval() -> f64 {
     60.0
 }
@@ -604,7 +668,8 @@ fn default_retention_interval() -> f64 {
 impl Default for RawDatabase {
     fn default() -> Self {
         RawDatabase {
-            path: "./ollabridge.db".into(),
+            path: None,
+            url: None,
             max_body_bytes: 1 << 20,
             queue_capacity: 4096,
             redact: false,
@@ -709,6 +774,19 @@ impl RawConfig {
         if self.database.queue_capacity == 0 {
             return Err("database.queue_capacity: must be at least 1".into());
         }
+        let (database_path, database_url) = match (self.database.path, self.database.url) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "database.path, database.url: use one of them, not both (path for SQLite, url for PostgreSQL)"
+                        .into(),
+                );
+            }
+            (_, Some(url)) => (
+                PathBuf::from(DEFAULT_DATABASE_PATH),
+                Some(DatabaseUrl::parse(&url).map_err(|e| format!("database.url: {e}"))?),
+            ),
+            (path, None) => (path.unwrap_or_else(|| DEFAULT_DATABASE_PATH.into()), None),
+        };
         let mappings = self
             .models
             .mappings
@@ -789,7 +867,8 @@ impl RawConfig {
             },
             backends,
             database: DatabaseConfig {
-                path: self.database.path,
+                path: database_path,
+                url: database_url,
                 max_body_bytes: self.database.max_body_bytes,
                 queue_capacity: self.database.queue_capacity,
                 redact: self.database.redact,

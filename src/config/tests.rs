@@ -346,7 +346,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
-            "invalid config <inline>: database.file: unknown field `file`, expected one of `path`, `max_body_bytes`, \
+            "invalid config <inline>: database.file: unknown field `file`, expected one of `path`, `url`, `max_body_bytes`, \
              `queue_capacity`, `redact`, `store_bodies`, `retention` at line 1 column 88",
         ),
         (

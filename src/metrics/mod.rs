@@ -50,6 +50,7 @@ pub struct Metrics {
     /// The logger's drop count already added to `log_dropped`.
     log_dropped_seen: AtomicU64,
     log_queue_depth: Gauge,
+    log_store_up: Gauge,
     backend_up: Family<BackendLabels, Gauge>,
     backend_breaker_open: Family<BackendLabels, Gauge>,
     cache_lookups: Family<CacheLabels, Counter>,
@@ -90,7 +91,7 @@ impl Metrics {
         let tokens_per_second =
             Family::<ModelLabels, Histogram>::new_with_constructor(rate_histogram as fn() -> Histogram);
         let cost = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
-        let (inflight, log_queue_depth) = (Gauge::default(), Gauge::default());
+        let (inflight, log_queue_depth, log_store_up) = (Gauge::default(), Gauge::default(), Gauge::default());
         let log_dropped = Counter::default();
         let (backend_up, backend_breaker_open) = (Family::default(), Family::default());
         let cache_lookups = Family::<CacheLabels, Counter>::default();
@@ -142,6 +143,11 @@ impl Metrics {
             "Log records waiting for the writer",
             log_queue_depth.clone(),
         );
+        registry.register(
+            "log_store_up",
+            "1 while the log database takes writes, 0 while the writer holds records and retries",
+            log_store_up.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -154,6 +160,7 @@ impl Metrics {
             log_dropped,
             log_dropped_seen: AtomicU64::new(0),
             log_queue_depth,
+            log_store_up,
             backend_up,
             backend_breaker_open,
             cache_lookups,
@@ -229,6 +236,7 @@ impl Metrics {
         self.log_dropped.inc_by(dropped.saturating_sub(seen));
         self.log_queue_depth
             .set(i64::try_from(logger.queue_depth()).unwrap_or(i64::MAX));
+        self.log_store_up.set(i64::from(logger.store_up()));
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");

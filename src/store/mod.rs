@@ -2,15 +2,17 @@
 //! never blocks: records queue in a bounded channel and a single writer task stores
 //! them in batches. Shutting down drains the queue before the process exits.
 
+pub mod db;
 pub mod query;
 pub mod retention;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+pub use db::{Instance, Store};
 pub use retention::spawn_retention;
 pub use writer::{IN_FLIGHT_ROW_AFTER, StoreError, Writer, open};
 
@@ -90,6 +92,8 @@ pub struct Logger {
     tx: mpsc::Sender<Entry>,
     tickets: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    /// False while the writer cannot reach the database (and retries).
+    store_up: Arc<AtomicBool>,
     max_body_bytes: usize,
     redact: bool,
 }
@@ -172,6 +176,11 @@ impl Logger {
     /// Records lost because the queue was full since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer's last write went through (false during a database outage).
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
     }
 
     /// Records waiting for the writer.

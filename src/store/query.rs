@@ -10,9 +10,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Encode, QueryBuilder, Type};
 
-use super::StoreError;
+use super::db::{Dialect, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, on_pool};
+use super::{Store, StoreError};
 
 /// Characters of prompt and response a list item carries.
 pub const PREVIEW_CHARS: u32 = 200;
@@ -39,15 +40,14 @@ pub async fn open_reader(path: &Path, max_connections: u32) -> Result<SqlitePool
 
 /// Checks that the database has every migration this build knows, so the reading
 /// queries find their columns; the message says what to do otherwise.
-pub async fn check_schema(pool: &SqlitePool) -> Result<(), String> {
-    let latest = sqlx::migrate!("./migrations")
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
-        .fetch_one(pool)
-        .await
+pub async fn check_schema(store: &Store) -> Result<(), String> {
+    let migrations = match store {
+        Store::Sqlite(_) => &SQLITE_MIGRATIONS,
+        Store::Postgres(_) => &POSTGRES_MIGRATIONS,
+    };
+    let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    let sql = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+    let applied: Option<i64> = on_pool!(store, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
         .map_err(|e| format!("not an ollabridge log database ({e})"))?;
     match applied {
         Some(v) if v >= latest => Ok(()),
@@ -299,11 +299,18 @@ const SUMMARY_COLUMNS: &str = "SELECT id, timestamp, request_id, endpoint, metho
      in_flight, starred, replay_of, cache_hit, substr(prompt, 1, ";
 const SUMMARY_COLUMNS_END: &str = ") AS response_preview FROM logs WHERE 1 = 1";
 
-fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
+/// The list query's start, with `filter`'s conditions (generic over the database, as
+/// every builder here: the store runs it on its own).
+fn select_summaries<'a, DB: Dialect>(filter: &LogFilter) -> QueryBuilder<'a, DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
     let mut qb = QueryBuilder::new(SUMMARY_COLUMNS);
-    qb.push_bind(PREVIEW_CHARS)
+    // A constant (a bound u32 has no PostgreSQL type, and an int8 no `substr`).
+    qb.push(PREVIEW_CHARS)
         .push(") AS prompt_preview, substr(response, 1, ")
-        .push_bind(PREVIEW_CHARS)
+        .push(PREVIEW_CHARS)
         .push(SUMMARY_COLUMNS_END);
     if let Some(model) = &filter.model {
         qb.push(" AND model = ").push_bind(model.clone());
@@ -324,7 +331,7 @@ fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
         qb.push(" AND error IS NOT NULL");
     }
     if filter.starred {
-        qb.push(" AND starred = 1");
+        qb.push(" AND starred = ").push(DB::TRUE);
     }
     if let Some(since) = &filter.since {
         qb.push(" AND timestamp >= ").push_bind(since.clone());
@@ -334,9 +341,13 @@ fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
     }
     if let Some(search) = &filter.search {
         let pattern = like_pattern(search);
-        qb.push(" AND (prompt LIKE ")
+        qb.push(" AND (prompt ")
+            .push(DB::LIKE)
+            .push(" ")
             .push_bind(pattern.clone())
-            .push(" ESCAPE '\\' OR response LIKE ")
+            .push(" ESCAPE '\\' OR response ")
+            .push(DB::LIKE)
+            .push(" ")
             .push_bind(pattern)
             .push(" ESCAPE '\\')");
     }
@@ -344,75 +355,121 @@ fn select_summaries(filter: &LogFilter) -> QueryBuilder<'static, Sqlite> {
 }
 
 /// One page, newest first: rows with `id < cursor` (all when `None`), at most `limit`.
-pub async fn list(
-    pool: &SqlitePool,
-    filter: &LogFilter,
-    cursor: Option<i64>,
-    limit: u32,
-) -> Result<LogPage, sqlx::Error> {
+pub async fn list(store: &Store, filter: &LogFilter, cursor: Option<i64>, limit: u32) -> Result<LogPage, sqlx::Error> {
     let limit = limit.clamp(1, MAX_LIMIT);
-    let mut qb = select_summaries(filter);
-    if let Some(cursor) = cursor {
-        qb.push(" AND id < ").push_bind(cursor);
-    }
-    // One row more than asked tells whether another page follows.
-    qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
-    let mut logs: Vec<LogSummary> = qb.build_query_as().fetch_all(pool).await?;
+    let mut logs: Vec<LogSummary> =
+        on_pool!(store, pool => list_query(filter, cursor, limit).build_query_as().fetch_all(pool).await?);
     let more = logs.len() > limit as usize;
     logs.truncate(limit as usize);
     let next_cursor = if more { logs.last().map(|r| r.id) } else { None };
     Ok(LogPage { logs, next_cursor })
 }
 
+fn list_query<'a, DB: Dialect>(filter: &LogFilter, cursor: Option<i64>, limit: u32) -> QueryBuilder<'a, DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = select_summaries(filter);
+    if let Some(cursor) = cursor {
+        qb.push(" AND id < ").push_bind(cursor);
+    }
+    // One row more than asked tells whether another page follows.
+    qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
+    qb
+}
+
 /// Rows added after `after_id`, oldest first, at most `limit` (for following the log).
 pub async fn newer(
-    pool: &SqlitePool,
+    store: &Store,
     filter: &LogFilter,
     after_id: i64,
     limit: u32,
 ) -> Result<Vec<LogSummary>, sqlx::Error> {
+    on_pool!(store, pool => newer_query(filter, after_id, limit).build_query_as().fetch_all(pool).await)
+}
+
+fn newer_query<'a, DB: Dialect>(filter: &LogFilter, after_id: i64, limit: u32) -> QueryBuilder<'a, DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
     let mut qb = select_summaries(filter);
     // An in-flight row is replaced by a new one when its request ends.
-    qb.push(" AND in_flight = 0 AND id > ")
+    qb.push(" AND in_flight = ")
+        .push(DB::FALSE)
+        .push(" AND id > ")
         .push_bind(after_id)
         .push(" ORDER BY id ASC LIMIT ")
         .push_bind(i64::from(limit.clamp(1, MAX_LIMIT)));
-    qb.build_query_as().fetch_all(pool).await
+    qb
 }
 
 /// One row with everything in it.
-pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<LogDetail>, sqlx::Error> {
-    let row: Option<DetailRow> = sqlx::query_as(
-        "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, backend_type, status_code, error, \
-         stream, done_reason, prompt, response, thinking, tool_calls, latency_ms, ttft_ms, prompt_eval_ms, eval_ms, \
-         tokens_per_second, prompt_tokens, completion_tokens, tokens_estimated, request_bytes, response_bytes, \
-         client_addr, client_key, cost, in_flight, starred, replay_of, request_body, backend_request, \
-         backend_response, backend, attempts, cache_hit FROM logs WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+pub async fn get(store: &Store, id: i64) -> Result<Option<LogDetail>, sqlx::Error> {
+    let (row, replays): (Option<DetailRow>, Vec<i64>) = on_pool!(store, pool => {
+        let row = QueryBuilder::new(
+            "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, backend_type, status_code, \
+             error, stream, done_reason, prompt, response, thinking, tool_calls, latency_ms, ttft_ms, \
+             prompt_eval_ms, eval_ms, tokens_per_second, prompt_tokens, completion_tokens, tokens_estimated, \
+             request_bytes, response_bytes, client_addr, client_key, cost, in_flight, starred, replay_of, \
+             request_body, backend_request, backend_response, backend, attempts, cache_hit \
+             FROM logs WHERE id = ",
+        )
+        .push_bind(id)
+        .build_query_as()
+        .fetch_optional(pool)
+        .await?;
+        let replays = match row {
+            None => Vec::new(),
+            Some(_) => {
+                QueryBuilder::new("SELECT id FROM logs WHERE replay_of = ")
+                    .push_bind(id)
+                    .push(" ORDER BY id")
+                    .build_query_scalar()
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        (row, replays)
+    });
     let Some(row) = row else { return Ok(None) };
     let mut detail = LogDetail::from(row);
-    detail.replays = sqlx::query_scalar("SELECT id FROM logs WHERE replay_of = ? ORDER BY id")
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
+    detail.replays = replays;
     Ok(Some(detail))
+}
+
+/// Stars or unstars a row (starred rows are kept by retention); false when there is
+/// no such row.
+pub async fn set_starred(store: &Store, id: i64, starred: bool) -> Result<bool, sqlx::Error> {
+    let changed = on_pool!(store, pool => {
+        QueryBuilder::new("UPDATE logs SET starred = ")
+            .push_bind(starred)
+            .push(" WHERE id = ")
+            .push_bind(id)
+            .build()
+            .execute(pool)
+            .await?
+            .rows_affected()
+    });
+    Ok(changed > 0)
 }
 
 /// `%text%` for `LIKE … ESCAPE '\'`, with the user's `\`, `%` and `_` escaped.
 pub fn like_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
+    format!("%{}%", escape_like(text))
+}
+
+/// `text` with `\`, `%` and `_` escaped for `LIKE … ESCAPE '\'`.
+pub fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 2);
     for c in text.chars() {
         if matches!(c, '\\' | '%' | '_') {
-            pattern.push('\\');
+            escaped.push('\\');
         }
-        pattern.push(c);
+        escaped.push(c);
     }
-    pattern.push('%');
-    pattern
+    escaped
 }
 
 /// A time as the API and CLI accept it, in the stored format (UTC,

@@ -1,9 +1,11 @@
-//! The single SQLite writer: WAL, `synchronous=NORMAL`, one transaction per batch.
+//! The single log writer: one transaction per batch, multi-row INSERTs. SQLite: WAL,
+//! `synchronous=NORMAL`. PostgreSQL: a small pool, and a batch that fails is retried
+//! with backoff while new records wait in the bounded queue (see [`Writer`]).
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -14,7 +16,9 @@ use std::collections::HashMap;
 
 use tokio::time::Instant;
 
+use super::db::{Dialect, Instance, Store, close_abandoned_rows, close_own_rows, close_rows, on_pool};
 use super::{Entry, LogRecord, Logger, Ticket};
+use sqlx::{Encode, QueryBuilder, Type};
 
 /// How long the writer gathers records before committing them together.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
@@ -54,14 +58,14 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
             path: shown.clone(),
             source,
         })?;
-    sqlx::migrate!("./migrations")
+    super::db::SQLITE_MIGRATIONS
         .run(&pool)
         .await
         .map_err(|source| StoreError::Migrate {
             path: shown.clone(),
             source,
         })?;
-    let abandoned = close_abandoned_rows(&pool)
+    let abandoned = close_all_in_flight(&pool)
         .await
         .map_err(|source| StoreError::Open { path: shown, source })?;
     if abandoned > 0 {
@@ -73,33 +77,62 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
     Ok(pool)
 }
 
-/// Rows left in flight by a previous run that stopped without finishing them.
-pub async fn close_abandoned_rows(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
-        "UPDATE logs SET in_flight = 0, error = COALESCE(error, 'ollabridge stopped before the request finished') \
-         WHERE in_flight = 1",
-    )
-    .execute(pool)
-    .await?;
+/// Rows left in flight by a previous run that stopped without finishing them: on
+/// SQLite, every row in flight at start (one server owns the file).
+pub(super) async fn close_all_in_flight(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+    let result = close_rows::<sqlx::Sqlite>(None).build().execute(pool).await?;
     Ok(result.rows_affected())
 }
 
 /// The writer task; `close` waits for every queued record to be stored.
+///
+/// When a batch cannot be written, SQLite's writer logs the error and goes on (a
+/// local file that fails will not get better by waiting). PostgreSQL's keeps the batch
+/// and tries again with backoff, not reading the queue meanwhile, so new records wait
+/// there; only once it is full are records dropped (and counted). The outage is logged
+/// once when it starts and once when it ends, and `ollabridge_log_store_up` is 0
+/// during it.
 pub struct Writer {
     handle: JoinHandle<()>,
 }
 
 impl Writer {
-    pub fn spawn(pool: SqlitePool, capacity: usize, max_body_bytes: usize) -> (Logger, Writer) {
+    /// A writer whose in-flight rows name a process bound to no address.
+    pub fn spawn(store: impl Into<Store>, capacity: usize, max_body_bytes: usize) -> (Logger, Writer) {
+        let unbound = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        Writer::spawn_as(store, Instance::new(unbound), capacity, max_body_bytes)
+    }
+
+    /// A writer for the process `instance` (stored on its in-flight rows).
+    pub fn spawn_as(
+        store: impl Into<Store>,
+        instance: Instance,
+        capacity: usize,
+        max_body_bytes: usize,
+    ) -> (Logger, Writer) {
         let (tx, rx) = mpsc::channel(capacity);
+        let store_up = Arc::new(AtomicBool::new(true));
         let logger = Logger {
             tx,
             tickets: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
+            store_up: store_up.clone(),
             max_body_bytes,
             redact: false,
         };
-        let handle = tokio::spawn(write_loop(pool, rx));
+        let store = store.into();
+        let writer = WriteLoop {
+            retry: matches!(store, Store::Postgres(_)),
+            health: Health {
+                up: store_up,
+                outage: None,
+            },
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            store,
+            instance,
+            in_flight: InFlight::default(),
+        };
+        let handle = tokio::spawn(writer.run(rx));
         (logger, Writer { handle })
     }
 
@@ -114,6 +147,14 @@ impl Writer {
 /// How long a request runs before it gets an in-flight row.
 pub const IN_FLIGHT_ROW_AFTER: Duration = Duration::from_secs(1);
 
+/// How often a PostgreSQL writer closes rows that other, stopped processes left in
+/// flight ([`close_abandoned_rows`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// First wait before a failed batch is tried again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Requests started but not finished: waiting to be due for an in-flight row, or
 /// holding one (by row id).
 #[derive(Default)]
@@ -122,144 +163,386 @@ struct InFlight {
     rows: HashMap<Ticket, i64>,
 }
 
-async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Entry>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut in_flight = InFlight::default();
-    loop {
-        let due = in_flight
+struct WriteLoop {
+    store: Store,
+    instance: Instance,
+    /// Keep failed batches and try again (PostgreSQL).
+    retry: bool,
+    health: Health,
+    in_flight: InFlight,
+    /// When to look for rows other processes abandoned next (PostgreSQL).
+    next_sweep: Instant,
+}
+
+/// Whether the database takes writes, and since when it does not.
+struct Health {
+    up: Arc<AtomicBool>,
+    outage: Option<Outage>,
+}
+
+struct Outage {
+    since: Instant,
+    failures: u32,
+    /// Not before this is the database tried again.
+    retry_at: Instant,
+}
+
+impl Health {
+    /// A write failed: the first failure of an outage is logged, the others only at
+    /// debug level. Returns when to try again.
+    fn failed(&mut self, error: &sqlx::Error, holding: usize) -> Instant {
+        let now = Instant::now();
+        let outage = self.outage.get_or_insert_with(|| {
+            tracing::error!(
+                error = %error,
+                holding,
+                "log database unavailable: records wait in the queue and are written when it is back"
+            );
+            self.up.store(false, Ordering::Relaxed);
+            Outage {
+                since: now,
+                failures: 0,
+                retry_at: now,
+            }
+        });
+        outage.failures += 1;
+        if outage.failures > 1 {
+            tracing::debug!(error = %error, failures = outage.failures, "log database still unavailable");
+        }
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1u32 << (outage.failures - 1).min(16))
+            .min(MAX_BACKOFF);
+        outage.retry_at = now + backoff;
+        outage.retry_at
+    }
+
+    /// A write went through: ends an outage.
+    fn ok(&mut self) {
+        if let Some(outage) = self.outage.take() {
+            self.up.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                after = ?outage.since.elapsed(),
+                failed_tries = outage.failures,
+                "log database available again; the records held meanwhile are being written"
+            );
+        }
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        self.outage.as_ref().map(|o| o.retry_at)
+    }
+}
+
+impl WriteLoop {
+    async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let received = match self.next_wakeup() {
+                None => rx.recv().await,
+                Some(due) => match tokio::time::timeout_at(due, rx.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        self.timed_work().await;
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = received else { break };
+            batch.push(first);
+            let deadline = Instant::now() + BATCH_WINDOW;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(entry)) => batch.push(entry),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut rows = Vec::with_capacity(batch.len());
+            let mut replacing = Vec::new();
+            for entry in batch.drain(..) {
+                match entry {
+                    Entry::Started { ticket, at, record } => {
+                        self.in_flight.waiting.insert(ticket, (at, record));
+                    }
+                    Entry::Finished { ticket, record } => {
+                        let row = ticket.and_then(|t| {
+                            self.in_flight.waiting.remove(&t);
+                            self.in_flight.rows.remove(&t)
+                        });
+                        match row {
+                            Some(id) => replacing.push((id, record)),
+                            None => rows.push(record),
+                        }
+                    }
+                }
+            }
+            self.store_finished(&rows, &replacing, rx.len()).await;
+            self.timed_work().await;
+        }
+        if let Err(e) = close_own_rows(&self.store, &self.instance).await {
+            tracing::warn!(error = %e, "cannot close this process's rows left in flight");
+        }
+        self.store.close().await;
+    }
+
+    /// When the writer has something to do without a new record: an in-flight row
+    /// falling due, a retry, a sweep.
+    fn next_wakeup(&self) -> Option<Instant> {
+        let due = self
+            .in_flight
             .waiting
             .values()
             .map(|(at, _)| *at + IN_FLIGHT_ROW_AFTER)
             .min();
-        let received = match due {
-            None => rx.recv().await,
-            Some(due) => match tokio::time::timeout_at(due, rx.recv()).await {
-                Ok(received) => received,
-                Err(_) => {
-                    write_in_flight_rows(&pool, &mut in_flight).await;
-                    continue;
-                }
-            },
+        // During an outage nothing is tried before the next retry.
+        let due = match (due, self.health.retry_at()) {
+            (Some(due), Some(retry)) => Some(due.max(retry)),
+            (due, _) => due,
         };
-        let Some(first) = received else { break };
-        batch.push(first);
-        let deadline = Instant::now() + BATCH_WINDOW;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(entry)) => batch.push(entry),
-                Ok(None) | Err(_) => break,
-            }
+        if self.retry {
+            Some(due.map_or(self.next_sweep, |due| due.min(self.next_sweep)))
+        } else {
+            due
         }
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut replacing = Vec::new();
-        for entry in batch.drain(..) {
-            match entry {
-                Entry::Started { ticket, at, record } => {
-                    in_flight.waiting.insert(ticket, (at, record));
-                }
-                Entry::Finished { ticket, record } => {
-                    let row = ticket.and_then(|t| {
-                        in_flight.waiting.remove(&t);
-                        in_flight.rows.remove(&t)
-                    });
-                    match row {
-                        Some(id) => replacing.push((id, record)),
-                        None => rows.push(record),
-                    }
-                }
-            }
-        }
-        if let Err(e) = store_finished(&pool, &rows, &replacing).await {
-            tracing::error!(error = %e, rows = rows.len() + replacing.len(), "cannot write request log rows");
-        }
-        write_in_flight_rows(&pool, &mut in_flight).await;
     }
-    pool.close().await;
+
+    async fn timed_work(&mut self) {
+        self.write_in_flight_rows().await;
+        if self.retry && Instant::now() >= self.next_sweep && self.health.outage.is_none() {
+            self.next_sweep = Instant::now() + SWEEP_EVERY;
+            match close_abandoned_rows(&self.store, &self.instance).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::warn!(
+                    rows,
+                    "requests left in flight by stopped ollabridge processes marked as stopped"
+                ),
+                Err(e) => tracing::debug!(error = %e, "cannot look for abandoned in-flight rows"),
+            }
+        }
+    }
+
+    /// Stores a batch of final rows; with `retry`, until it is stored.
+    async fn store_finished(&mut self, new: &[LogRecord], replacing: &[(i64, LogRecord)], queued: usize) {
+        if new.is_empty() && replacing.is_empty() {
+            return;
+        }
+        let mut unsure = false;
+        loop {
+            if let Some(retry_at) = self.health.retry_at() {
+                tokio::time::sleep_until(retry_at).await;
+            }
+            let result = if unsure {
+                // The last try failed at COMMIT: it may have been stored all the same.
+                match already_stored(&self.store, new, replacing).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => store_finished(&self.store, new, replacing).await,
+                    Err(e) => Err(WriteError::Before(e)),
+                }
+            } else {
+                store_finished(&self.store, new, replacing).await
+            };
+            match result {
+                Ok(()) => {
+                    self.health.ok();
+                    return;
+                }
+                Err(e) if self.retry => {
+                    unsure = matches!(e, WriteError::Commit(_));
+                    self.health.failed(e.source(), new.len() + replacing.len() + queued);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.source(), rows = new.len() + replacing.len(), "cannot write request log rows");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Rows for the requests that have run longer than [`IN_FLIGHT_ROW_AFTER`].
+    async fn write_in_flight_rows(&mut self) {
+        let now = Instant::now();
+        if self.health.retry_at().is_some_and(|at| at > now) {
+            return;
+        }
+        let due: Vec<Ticket> = self
+            .in_flight
+            .waiting
+            .iter()
+            .filter(|(_, (at, _))| *at + IN_FLIGHT_ROW_AFTER <= now)
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        for ticket in due {
+            let Some((at, record)) = self.in_flight.waiting.remove(&ticket) else {
+                continue;
+            };
+            let row = Row {
+                in_flight: true,
+                starred: false,
+                instance: Some(self.instance.id()),
+                record: &record,
+            };
+            let inserted = on_pool!(&self.store, pool => {
+                insert_rows(std::slice::from_ref(&row))
+                    .push(" RETURNING id")
+                    .build_query_scalar::<i64>()
+                    .fetch_one(pool)
+                    .await
+            });
+            match inserted {
+                Ok(id) => {
+                    self.health.ok();
+                    self.in_flight.rows.insert(ticket, id);
+                }
+                Err(e) if self.retry => {
+                    // Tried again after the backoff, unless the request ends first.
+                    self.in_flight.waiting.insert(ticket, (at, record));
+                    self.health.failed(&e, self.in_flight.waiting.len());
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot write an in-flight request row"),
+            }
+        }
+    }
 }
 
-/// Rows for the requests that have run longer than [`IN_FLIGHT_ROW_AFTER`].
-async fn write_in_flight_rows(pool: &SqlitePool, in_flight: &mut InFlight) {
-    let now = Instant::now();
-    let due: Vec<Ticket> = in_flight
-        .waiting
-        .iter()
-        .filter(|(_, (at, _))| *at + IN_FLIGHT_ROW_AFTER <= now)
-        .map(|(ticket, _)| *ticket)
-        .collect();
-    for ticket in due {
-        let Some((_, record)) = in_flight.waiting.remove(&ticket) else {
-            continue;
-        };
-        let row = Row {
-            in_flight: true,
-            starred: false,
-            record: &record,
-        };
-        match insert(pool, &[row]).await {
-            Ok(id) => {
-                in_flight.rows.insert(ticket, id);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot write an in-flight request row"),
+enum WriteError {
+    /// Nothing was stored.
+    Before(sqlx::Error),
+    /// COMMIT failed: the connection may have gone after the database committed.
+    Commit(sqlx::Error),
+}
+
+impl WriteError {
+    fn source(&self) -> &sqlx::Error {
+        match self {
+            WriteError::Before(e) | WriteError::Commit(e) => e,
         }
+    }
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> WriteError {
+        WriteError::Before(e)
     }
 }
 
 /// Final rows, in one transaction. A request with an in-flight row gets a new row
 /// (ids follow the order requests ended in, so `id > last seen` finds every new final
 /// row) and its in-flight row goes, passing on its star.
-async fn store_finished(
-    pool: &SqlitePool,
-    new: &[LogRecord],
-    replacing: &[(i64, LogRecord)],
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn store_finished(store: &Store, new: &[LogRecord], replacing: &[(i64, LogRecord)]) -> Result<(), WriteError> {
+    on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        let mut starred = HashMap::new();
+        for ids in replacing.chunks(ROWS_PER_STATEMENT) {
+            let deleted: Vec<(i64, bool)> = delete_rows(ids.iter().map(|(id, _)| *id))
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await?;
+            starred.extend(deleted);
+        }
+        let rows = final_rows(new, replacing, &starred);
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            insert_rows(chunk).build().execute(&mut *tx).await?;
+        }
+        tx.commit().await.map_err(WriteError::Commit)
+    })
+}
+
+fn final_rows<'a>(
+    new: &'a [LogRecord],
+    replacing: &'a [(i64, LogRecord)],
+    starred: &HashMap<i64, bool>,
+) -> Vec<Row<'a>> {
     let mut rows: Vec<Row> = new
         .iter()
         .map(|record| Row {
             in_flight: false,
             starred: false,
+            instance: None,
             record,
         })
         .collect();
-    for (id, record) in replacing {
-        let starred: Option<bool> = sqlx::query_scalar("DELETE FROM logs WHERE id = ? RETURNING starred")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        rows.push(Row {
-            in_flight: false,
-            starred: starred.unwrap_or(false),
-            record,
-        });
+    rows.extend(replacing.iter().map(|(id, record)| Row {
+        in_flight: false,
+        starred: starred.get(id).copied().unwrap_or(false),
+        instance: None,
+        record,
+    }));
+    rows
+}
+
+/// Whether a batch whose COMMIT failed was stored after all: its last row is there
+/// (request ids are 128-bit random, so with the start time they name one row).
+async fn already_stored(store: &Store, new: &[LogRecord], replacing: &[(i64, LogRecord)]) -> Result<bool, sqlx::Error> {
+    let Some(last) = replacing.last().map(|(_, r)| r).or(new.last()) else {
+        return Ok(true);
+    };
+    let found: i64 = on_pool!(store, pool => {
+        found_query(last).build_query_scalar().fetch_one(pool).await?
+    });
+    Ok(found > 0)
+}
+
+fn found_query<'a, DB: Dialect>(record: &'a LogRecord) -> QueryBuilder<'a, DB>
+where
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM logs WHERE request_id = ");
+    qb.push_bind(&record.request_id)
+        .push(" AND timestamp = ")
+        .push_bind(&record.timestamp)
+        .push(" AND endpoint = ")
+        .push_bind(&record.endpoint)
+        .push(" AND in_flight = ")
+        .push(DB::FALSE);
+    qb
+}
+
+/// `DELETE … RETURNING id, starred` for in-flight rows being replaced.
+fn delete_rows<'a, DB: Dialect>(ids: impl Iterator<Item = i64>) -> QueryBuilder<'a, DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("DELETE FROM logs WHERE id IN (");
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(id);
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        insert(&mut *tx, chunk).await?;
-    }
-    tx.commit().await
+    qb.push(") RETURNING id, starred");
+    qb
 }
 
 struct Row<'a> {
     in_flight: bool,
     starred: bool,
+    /// The process running the request (in-flight rows).
+    instance: Option<&'a str>,
     record: &'a LogRecord,
 }
 
-/// Rows per INSERT statement: each statement is a round trip to sqlx's SQLite thread,
-/// which costs more than SQLite's own work (38 columns × 64 rows stays far below
-/// SQLite's limit of 32,766 bound values).
+/// Rows per INSERT statement: each statement is a round trip to sqlx's SQLite thread
+/// (or to PostgreSQL), which costs more than the database's own work (39 columns × 64
+/// rows stays far below SQLite's limit of 32,766 bound values and PostgreSQL's 65,535).
 const ROWS_PER_STATEMENT: usize = 64;
 
-/// Inserts up to [`ROWS_PER_STATEMENT`] rows; returns the last row's id.
-async fn insert<'e, E>(executor: E, rows: &[Row<'_>]) -> Result<i64, sqlx::Error>
+/// `INSERT` of up to [`ROWS_PER_STATEMENT`] rows.
+fn insert_rows<'a, DB: Dialect>(rows: &'a [Row<'a>]) -> QueryBuilder<'a, DB>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> Option<f64>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
 {
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+    let mut insert = QueryBuilder::new(
         "INSERT INTO logs (in_flight, starred, timestamp, endpoint, method, model, backend_model, prompt, \
          response, thinking, tool_calls, status_code, latency_ms, stream, backend_type, done_reason, prompt_tokens, \
          completion_tokens, error, request_id, ttft_ms, prompt_eval_ms, eval_ms, tokens_per_second, \
          tokens_estimated, request_bytes, response_bytes, client_addr, cost, client_key, replay_of, request_body, \
-         backend_request, backend_response, backend, attempts, cache_hit) ",
+         backend_request, backend_response, backend, attempts, cache_hit, instance) ",
     );
     insert.push_values(
         rows,
@@ -267,6 +550,7 @@ where
          Row {
              in_flight,
              starred,
+             instance,
              record: r,
          }| {
             row.push_bind(*in_flight)
@@ -306,10 +590,11 @@ where
                 .push_bind(&r.backend_response)
                 .push_bind(&r.backend)
                 .push_bind(&r.attempts)
-                .push_bind(r.cache_hit);
+                .push_bind(r.cache_hit)
+                .push_bind(*instance);
         },
     );
-    Ok(insert.build().execute(executor).await?.last_insert_rowid())
+    insert
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -3,6 +3,8 @@
 //! ollabridge, and small HTTP helpers.
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
