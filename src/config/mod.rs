@@ -299,7 +299,8 @@ impl DatabaseUrl {
             ));
         }
         if let Err(e) = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(text) {
-            return Err(format!("'{url}' is not a valid PostgreSQL URL: {e}"));
+            // (Not echoed: where it does not parse, a password cannot be masked.)
+            return Err(format!("not a valid PostgreSQL URL: {e}"));
         }
         Ok(url)
     }
@@ -329,6 +330,7 @@ impl fmt::Display for DatabaseUrl {
                 }
                 f.write_str(url.as_str())
             }
+            // It may hold a password where a URL parser cannot find it.
             Err(_) => f.write_str("postgres://***"),
         }
     }

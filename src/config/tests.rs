@@ -300,6 +300,52 @@ fn api_key_is_masked_in_debug_output() {
     assert!(!format!("{loaded:?}").contains("sk-very-secret-key-42"));
 }
 
+/// `database.url` switches the log to PostgreSQL; the password never shows.
+#[test]
+fn database_url_selects_postgres_and_is_masked() {
+    let config = Config::from_json(&with_backend(
+        r#""database": {"url": "postgres://logger:pg-pass-99@db.internal:5433/logs?sslmode=require"}"#,
+    ))
+    .unwrap();
+    let url = config.database.url.as_ref().unwrap();
+    assert_eq!(
+        url.expose(),
+        "postgres://logger:pg-pass-99@db.internal:5433/logs?sslmode=require"
+    );
+    assert_eq!(
+        url.to_string(),
+        "postgres://logger:***@db.internal:5433/logs?sslmode=require"
+    );
+    for debug in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{:?}", config.database),
+    ] {
+        assert!(!debug.contains("pg-pass-99"), "{debug}");
+        assert!(debug.contains("postgres://logger:***@db.internal:5433/logs"), "{debug}");
+    }
+    // A password given as a parameter is masked too.
+    let config = Config::from_json(&with_backend(
+        r#""database": {"url": "postgresql://db.internal/logs?user=logger&password=pg-pass-99"}"#,
+    ))
+    .unwrap();
+    assert!(!format!("{config:?}").contains("pg-pass-99"));
+    // Without it, SQLite at the default path, as before.
+    let config = Config::from_json(&with_backend("")).unwrap();
+    assert_eq!(
+        (config.database.url.as_ref(), config.database.path.as_path()),
+        (None, Path::new("./ollabridge.db"))
+    );
+    let (file, message) = load_error(&with_backend(r#""database": {"url": "mysql://u:hunter2@h/db"}"#));
+    assert_eq!(
+        message,
+        format!(
+            "invalid config {file}: database.url: expected a PostgreSQL URL like \
+             postgres://user:password@host/database, got 'mysql://u:***@h/db'"
+        )
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors, inline (`Config::from_json`)
 // ---------------------------------------------------------------------------------------
@@ -352,6 +398,16 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""models": {"map": {}}"#),
             "invalid config <inline>: models.map: unknown field `map`, expected `default` or `mappings` at line 1 column 85",
+        ),
+        (
+            with_backend(r#""database": {"path": "x.db", "url": "postgres://h/db"}"#),
+            "invalid config <inline>: database.path, database.url: use one of them, not both (path for SQLite, url for \
+             PostgreSQL)",
+        ),
+        (
+            with_backend(r#""database": {"url": "postgres://h:notaport/db"}"#),
+            "invalid config <inline>: database.url: not a valid PostgreSQL URL: error with configuration: invalid \
+             port number",
         ),
         // Values.
         (

@@ -137,7 +137,7 @@ const WRITER_CONNECTIONS: u32 = 2;
 
 /// How long taking a connection may wait; while the server is down every try fails
 /// this fast, and the writer backs off between them.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 async fn postgres_pool(url: &DatabaseUrl, max_connections: u32, read_only: bool) -> Result<PgPool, StoreError> {
     let open_error = |source| StoreError::Open {

@@ -275,7 +275,7 @@ impl WriteLoop {
                     }
                 }
             }
-            self.store_finished(&rows, &replacing, rx.len()).await;
+            self.store_finished(&rows, &replacing, &rx).await;
             self.timed_work().await;
         }
         if let Err(e) = close_own_rows(&self.store, &self.instance).await {
@@ -321,7 +321,12 @@ impl WriteLoop {
     }
 
     /// Stores a batch of final rows; with `retry`, until it is stored.
-    async fn store_finished(&mut self, new: &[LogRecord], replacing: &[(i64, LogRecord)], queued: usize) {
+    async fn store_finished(
+        &mut self,
+        new: &[LogRecord],
+        replacing: &[(i64, LogRecord)],
+        queue: &mpsc::Receiver<Entry>,
+    ) {
         if new.is_empty() && replacing.is_empty() {
             return;
         }
@@ -347,7 +352,8 @@ impl WriteLoop {
                 }
                 Err(e) if self.retry => {
                     unsure = matches!(e, WriteError::Commit(_));
-                    self.health.failed(e.source(), new.len() + replacing.len() + queued);
+                    self.health
+                        .failed(e.source(), new.len() + replacing.len() + queue.len());
                 }
                 Err(e) => {
                     tracing::error!(error = %e.source(), rows = new.len() + replacing.len(), "cannot write request log rows");
