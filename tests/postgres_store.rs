@@ -711,9 +711,29 @@ async fn a_postgres_restart_mid_run_loses_no_rows() {
             }));
         }
     }
+    // A long request: its in-flight row is written before the outage, it ends during it.
+    let held = tokio::spawn({
+        let url = format!("{}/api/chat", replicas[0].url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hold"}]}))
+                .send()
+                .await
+                .unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            assert_eq!(r.status(), 200);
+            assert!(r.text().await.unwrap().contains("\"done\":true"));
+            id
+        }
+    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before_outage = db.count().await;
     assert!(before_outage > 0);
+    assert_eq!(
+        db.rows("SELECT COUNT(*) AS n FROM logs WHERE in_flight").await[0]["n"],
+        1
+    );
     cluster.stop().await;
     // The outage shows: each replica's writer holds its records and says the store is down.
     for replica in &replicas {
@@ -724,6 +744,8 @@ async fn a_postgres_restart_mid_run_loses_no_rows() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+    mock.release.notify_one();
+    let held_id = held.await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut held = 0.0;
     for replica in &replicas {
@@ -733,11 +755,18 @@ async fn a_postgres_restart_mid_run_loses_no_rows() {
     cluster.restart().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut sent = HashSet::new();
+    let mut sent = HashSet::from([held_id.clone()]);
     for client in clients {
         sent.extend(client.await.unwrap());
     }
     wait_count(&db, sent.len() as i64).await;
+    // The held request's final row replaced its in-flight row once the database was back.
+    let rows = db
+        .rows(&format!(
+            "SELECT in_flight, status_code FROM logs WHERE request_id = '{held_id}'"
+        ))
+        .await;
+    assert_eq!(rows, [json!({"in_flight": 0, "status_code": 200})]);
     for replica in &replicas {
         assert_eq!(replica.metric("ollabridge_log_store_up").await, 1.0);
         assert_eq!(replica.metric("ollabridge_log_dropped_total").await, 0.0);

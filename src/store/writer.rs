@@ -285,37 +285,42 @@ impl WriteLoop {
     }
 
     /// When the writer has something to do without a new record: an in-flight row
-    /// falling due, a retry, a sweep.
+    /// falling due, a sweep (PostgreSQL); during an outage, not before the next retry.
     fn next_wakeup(&self) -> Option<Instant> {
-        let due = self
+        let mut wake = self
             .in_flight
             .waiting
             .values()
             .map(|(at, _)| *at + IN_FLIGHT_ROW_AFTER)
             .min();
-        // During an outage nothing is tried before the next retry.
-        let due = match (due, self.health.retry_at()) {
-            (Some(due), Some(retry)) => Some(due.max(retry)),
-            (due, _) => due,
-        };
         if self.retry {
-            Some(due.map_or(self.next_sweep, |due| due.min(self.next_sweep)))
-        } else {
-            due
+            wake = Some(wake.map_or(self.next_sweep, |due| due.min(self.next_sweep)));
+        }
+        match self.health.retry_at() {
+            Some(retry) => wake.map(|wake| wake.max(retry)),
+            None => wake,
         }
     }
 
     async fn timed_work(&mut self) {
         self.write_in_flight_rows().await;
-        if self.retry && Instant::now() >= self.next_sweep && self.health.outage.is_none() {
-            self.next_sweep = Instant::now() + SWEEP_EVERY;
+        let now = Instant::now();
+        let retry_due = self.health.retry_at().is_none_or(|at| at <= now);
+        if self.retry && now >= self.next_sweep && retry_due {
             match close_abandoned_rows(&self.store, &self.instance).await {
-                Ok(0) => {}
-                Ok(rows) => tracing::warn!(
-                    rows,
-                    "requests left in flight by stopped ollabridge processes marked as stopped"
-                ),
-                Err(e) => tracing::debug!(error = %e, "cannot look for abandoned in-flight rows"),
+                Ok(rows) => {
+                    self.next_sweep = now + SWEEP_EVERY;
+                    self.health.ok();
+                    if rows > 0 {
+                        tracing::warn!(
+                            rows,
+                            "requests left in flight by stopped ollabridge processes marked as stopped"
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.health.failed(&e, self.in_flight.waiting.len());
+                }
             }
         }
     }
