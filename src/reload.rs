@@ -121,6 +121,12 @@ pub fn watch(live: Arc<Live>, path: &Path) -> Result<Watcher, notify_debouncer_m
         .unwrap_or(Path::new("."))
         .to_owned();
     let handle = tokio::runtime::Handle::current();
+    // The watcher also reports the file being opened, by anyone: by `cat`, by another
+    // ollabridge sharing the file, by our own reload, which would then reload again
+    // forever. Only a file whose size, time or inode changed is read again (`stat` is
+    // no open, so checking reports nothing).
+    let watched = path.to_owned();
+    let mut last = stamp(&watched);
     let mut debouncer = notify_debouncer_mini::new_debouncer(
         Duration::from_millis(300),
         move |events: notify_debouncer_mini::DebounceEventResult| {
@@ -128,7 +134,12 @@ pub fn watch(live: Arc<Live>, path: &Path) -> Result<Watcher, notify_debouncer_m
             let ours = events
                 .iter()
                 .any(|e: &notify_debouncer_mini::DebouncedEvent| e.path.file_name() == file.as_deref());
-            if ours {
+            if !ours {
+                return;
+            }
+            let now = stamp(&watched);
+            if now != last {
+                last = now;
                 let live = live.clone();
                 // Building the backend's HTTP client may block briefly; off the watcher thread.
                 handle.spawn_blocking(move || live.reload_logged());
@@ -137,6 +148,17 @@ pub fn watch(live: Arc<Live>, path: &Path) -> Result<Watcher, notify_debouncer_m
     )?;
     debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(debouncer)
+}
+
+/// What tells a changed config file: size, modification time, inode (an editor or a
+/// Kubernetes ConfigMap replacing it).
+fn stamp(path: &Path) -> Option<(u64, Option<std::time::SystemTime>, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok(), inode))
 }
 
 /// Extractor: the state current when the request arrived.

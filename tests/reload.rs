@@ -254,3 +254,20 @@ async fn sighup_and_the_admin_route_reload() {
     assert_eq!(bridge.status_of("third").await, 200, "the old config stays");
     bridge.stop().await;
 }
+
+/// Opening the file is reported to the watcher too: by `cat`, by another ollabridge
+/// sharing the file, or by the reload itself. Only a changed file is reloaded, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_file_does_not_reload_it() {
+    let backend = slow_streaming_backend().await;
+    let bridge = Binary::start(&backend, json!({"first": "backend-model"}), true).await;
+    for _ in 0..3 {
+        std::fs::read(&bridge.config).unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    bridge.write_mappings(json!({"second": "backend-model"}));
+    bridge.wait_for("second", 200).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let log = bridge.stop().await;
+    assert_eq!(log.matches("config reloaded").count(), 1, "{log}");
+}
