@@ -1,7 +1,7 @@
 //! The `ollabridge` binary: CLI, config, tracing, then the library does the rest.
 //!
 //! `ollabridge [--config PATH]` runs the server; `ollabridge logs …` prints the request
-//! log straight from the SQLite file.
+//! log straight from the database (the SQLite file or PostgreSQL).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

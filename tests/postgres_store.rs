@@ -586,8 +586,15 @@ async fn requests_log_the_same_rows_as_sqlite() {
 // ---------------------------------------------------------------------------
 // replicas
 
+/// 3 replicas × 300 requests (10 clients each; `OLLABRIDGE_PG_BENCH_REQUESTS` changes the
+/// 30 requests per client, for a longer run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_write_one_database_without_losses_or_duplicates() {
+    let per_client: usize = std::env::var("OLLABRIDGE_PG_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let total = 3 * 10 * per_client;
     let cluster = PgCluster::start().await;
     let db = Db::Postgres(cluster.url());
     let mock = mock().await;
@@ -604,7 +611,7 @@ async fn three_replicas_write_one_database_without_losses_or_duplicates() {
             clients.push(tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let mut ids = Vec::new();
-                for i in 0..30 {
+                for i in 0..per_client {
                     let (status, id) = chat(&http, &url, &format!("replica {r} client {c} request {i}")).await;
                     assert_eq!(status, 200);
                     ids.push(id.expect("X-Request-Id"));
@@ -617,19 +624,24 @@ async fn three_replicas_write_one_database_without_losses_or_duplicates() {
     for client in clients {
         sent.extend(client.await.unwrap());
     }
-    assert_eq!(sent.len(), 900, "request ids are unique across replicas");
-    wait_count(&db, 900).await;
+    assert_eq!(sent.len(), total, "request ids are unique across replicas");
+    wait_count(&db, total as i64).await;
     let elapsed = started.elapsed();
     eprintln!(
-        "3 replicas: 900 requests logged in {elapsed:?} ({:.0} rows/s end to end, debug build)",
-        900.0 / elapsed.as_secs_f64()
+        "3 replicas: {total} requests logged in {elapsed:?} ({:.0} rows/s end to end, {})",
+        total as f64 / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        }
     );
-    // Stats aggregate across replicas: each one answers for all 900.
+    // Stats aggregate across replicas: each one answers for all of them.
     for replica in &replicas {
         let (_, stats) = get_json(&format!("{}/api/stats?window=1h", replica.admin)).await;
         assert_eq!(
             (&stats["overall"]["count"], &stats["overall"]["errors"]),
-            (&json!(900), &json!(0))
+            (&json!(total), &json!(0))
         );
         let (_, page) = get_json(&format!("{}/api/logs?limit=500", replica.admin)).await;
         assert_eq!(page["logs"].as_array().unwrap().len(), 500);
@@ -640,14 +652,14 @@ async fn three_replicas_write_one_database_without_losses_or_duplicates() {
     let rows = db
         .rows("SELECT request_id, prompt, status_code, in_flight FROM logs ORDER BY id")
         .await;
-    assert_eq!(rows.len(), 900);
+    assert_eq!(rows.len(), total);
     let stored: HashSet<String> = rows
         .iter()
         .map(|r| r["request_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(stored, sent, "every request's row, each once");
     let prompts: BTreeSet<&str> = rows.iter().map(|r| r["prompt"].as_str().unwrap()).collect();
-    assert_eq!(prompts.len(), 900);
+    assert_eq!(prompts.len(), total);
     assert!(rows.iter().all(|r| r["status_code"] == 200 && r["in_flight"] == 0));
 }
 
@@ -1040,16 +1052,20 @@ async fn next_json_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio:
 // throughput
 
 /// Rows per second three writers (three replicas' loggers) store in one PostgreSQL,
-/// each with its own pool, at 2 kB rows; with fsync on. The README quotes the release
-/// build's number (`cargo test --release --test postgres_store -- throughput --nocapture`).
+/// each with its own pool, at 2 kB rows, with fsync on: every record is queued at once,
+/// so the writers run flat out. The README quotes the release build's number:
+/// `OLLABRIDGE_PG_BENCH_ROWS=50000 cargo test --release --test postgres_store -- throughput
+/// --nocapture` (rows per writer; `OLLABRIDGE_PG_BENCH_WRITERS` changes the 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_of_three_writers() {
-    const PER_WRITER: usize = 10_000;
+    let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let per_writer = setting("OLLABRIDGE_PG_BENCH_ROWS", 10_000);
+    let writer_count = setting("OLLABRIDGE_PG_BENCH_WRITERS", 3);
     let cluster = PgCluster::start_with(&[]).await;
     let db = Db::Postgres(cluster.url());
     let mut writers = Vec::new();
-    for w in 0..3 {
-        let (logger, writer) = Writer::spawn(db.store().await, PER_WRITER, 1 << 20);
+    for w in 0..writer_count {
+        let (logger, writer) = Writer::spawn(db.store().await, per_writer, 1 << 20);
         writers.push((w, logger, writer));
     }
     let record = |w: usize, i: usize| LogRecord {
@@ -1066,7 +1082,7 @@ async fn throughput_of_three_writers() {
     let started = Instant::now();
     let mut closing = Vec::new();
     for (w, logger, writer) in writers {
-        for i in 0..PER_WRITER {
+        for i in 0..per_writer {
             logger.log(record(w, i));
         }
         assert_eq!(logger.dropped(), 0);
@@ -1077,11 +1093,11 @@ async fn throughput_of_three_writers() {
         c.await.unwrap();
     }
     let elapsed = started.elapsed();
-    assert_eq!(db.count().await, 3 * PER_WRITER as i64);
-    let rate = (3 * PER_WRITER) as f64 / elapsed.as_secs_f64();
+    let total = writer_count * per_writer;
+    assert_eq!(db.count().await, total as i64);
+    let rate = total as f64 / elapsed.as_secs_f64();
     eprintln!(
-        "throughput: 3 writers stored {} rows of 2 kB in {elapsed:?}: {rate:.0} rows/s ({})",
-        3 * PER_WRITER,
+        "throughput: {writer_count} writers stored {total} rows of 2 kB in {elapsed:?}: {rate:.0} rows/s ({})",
         if cfg!(debug_assertions) {
             "debug build"
         } else {

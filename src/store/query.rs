@@ -68,7 +68,8 @@ pub struct LogFilter {
     /// Exclusive upper bound, in the stored format.
     pub until: Option<String>,
     /// Substring of the prompt or the response; ASCII letters match in any case
-    /// (SQLite's `LIKE`), `%`, `_` and `\` match themselves.
+    /// (SQLite's `LIKE`; PostgreSQL's `ILIKE` in a C-locale database), `%`, `_` and `\`
+    /// match themselves.
     pub search: Option<String>,
     /// Only starred rows.
     pub starred: bool,
