@@ -108,7 +108,14 @@ async fn models_route_to_their_backends_and_tags_merge_what_each_offers() {
         ]
     );
 
-    // The dashboard's replay can send a logged request to another backend.
+    // The dashboard's replay can send a logged request to another backend, once the
+    // writer (50 ms batches) has stored it.
+    for _ in 0..200 {
+        if get_json(&format!("{}/api/logs/1", bridge.admin_url)).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     let (status, replay) = post(
         &format!("{}/api/replay/1", bridge.admin_url),
         json!({"backend": "thinker", "model": "tiny-think"}),
