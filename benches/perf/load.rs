@@ -99,10 +99,6 @@ pub struct LoadArgs {
     /// Open loop: requests in flight beyond which new starts are skipped (counted).
     #[arg(long, default_value_t = 4096)]
     max_inflight: usize,
-    /// Times a request is sent again when a pooled connection turns out closed before any
-    /// answer (llama-server closes kept-alive connections after streams).
-    #[arg(long, default_value_t = 3)]
-    retries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +110,6 @@ enum Side {
 /// One side's endpoint and the body it is sent each time.
 struct Target {
     side: Side,
-    retries: usize,
     client: reqwest::Client,
     url: String,
     body: Bytes,
@@ -231,7 +226,6 @@ fn targets(args: &LoadArgs) -> crate::Result<Vec<Arc<Target>>> {
         }
         targets.push(Arc::new(Target {
             side: Side::Through,
-            retries: args.retries,
             client: client(timeout)?,
             url: format!("{}/api/chat", base.trim_end_matches('/')),
             body: Bytes::from(body.to_string()),
@@ -251,7 +245,6 @@ fn targets(args: &LoadArgs) -> crate::Result<Vec<Arc<Target>>> {
         let base = base.trim_end_matches('/').trim_end_matches("/v1");
         targets.push(Arc::new(Target {
             side: Side::Direct,
-            retries: args.retries,
             client: client(timeout)?,
             url: format!("{base}/v1/chat/completions"),
             body: Bytes::from(body.to_string()),
@@ -512,50 +505,18 @@ async fn one(target: &Target, lag_ns: u64) -> Sample {
     }
 }
 
-/// Sends again (up to `retries` times) when a pooled keep-alive connection turned out
-/// closed before any answer: llama-server closes connections after streams, and at high
-/// concurrency the next pooled one may be closed too. (ollabridge retries once.)
-async fn send(target: &Target) -> (Result<reqwest::Response, reqwest::Error>, bool) {
-    let request = || {
-        target
-            .client
-            .post(&target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(target.body.clone())
-            .send()
-    };
-    let mut retried = false;
-    let mut attempt = 0;
-    loop {
-        match request().await {
-            Err(e) if attempt < target.retries && is_stale_connection(&e) => {
-                attempt += 1;
-                retried = true;
-            }
-            other => return (other, retried),
-        }
-    }
-}
-
-fn is_stale_connection(error: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() {
-                return true;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ) {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
+/// Sends as ollabridge sends to its backends (`ollabridge::backend::send_counting_retries`):
+/// again, up to 3 tries, when a pooled keep-alive connection turned out closed before any
+/// answer (llama-server closes connections after streams, and at high concurrency the
+/// next pooled one may be closed too). Whether it was sent again is reported.
+async fn send(target: &Target) -> (Result<reqwest::Response, String>, bool) {
+    let request = target
+        .client
+        .post(&target.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(target.body.clone());
+    let (response, retries) = ollabridge::backend::send_counting_retries(request, &target.url).await;
+    (response.map_err(|e| e.to_string()), retries > 0)
 }
 
 /// Reads the whole answer; returns the time to its first text, or what was wrong.
@@ -563,7 +524,7 @@ async fn exchange(target: &Target, start: Instant) -> (Result<Duration, String>,
     let (response, retried) = send(target).await;
     let mut response = match response {
         Ok(r) => r,
-        Err(e) => return (Err(format!("request failed: {}", error_chain(&e))), retried),
+        Err(e) => return (Err(format!("request failed: {e}")), retried),
     };
     let status = response.status();
     if !status.is_success() {

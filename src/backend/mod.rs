@@ -215,6 +215,16 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
 /// stream while announcing keep-alive, so under load several pooled connections can be
 /// dead at once; the server never saw the request, which makes the retry safe.
 pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Result<reqwest::Response, BackendError> {
+    send_counting_retries(request, label).await.0
+}
+
+/// [`send`], also telling how many times the request was sent again. Public for
+/// `benches/perf`, whose load driver sends the same way (and reports the retries).
+#[doc(hidden)]
+pub async fn send_counting_retries(
+    request: reqwest::RequestBuilder,
+    label: &str,
+) -> (Result<reqwest::Response, BackendError>, usize) {
     const TRIES: usize = 3;
     let (mut request, mut attempt) = (request, 1);
     loop {
@@ -222,12 +232,12 @@ pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Resul
         match request.send().await {
             Err(e) if attempt < TRIES && is_stale_connection(&e) => {
                 let Some(next) = retry else {
-                    return Err(BackendError::from_reqwest(label, &e));
+                    return (Err(BackendError::from_reqwest(label, &e)), attempt - 1);
                 };
                 tracing::debug!(backend = label, attempt, "pooled connection was closed; sending again");
                 (request, attempt) = (next, attempt + 1);
             }
-            result => return result.map_err(|e| BackendError::from_reqwest(label, &e)),
+            result => return (result.map_err(|e| BackendError::from_reqwest(label, &e)), attempt - 1),
         }
     }
 }
