@@ -96,6 +96,7 @@ impl Writer {
             tx,
             tickets: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
+            drop_warnings: Default::default(),
             max_body_bytes,
             redact: false,
         };
