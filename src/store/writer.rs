@@ -146,9 +146,11 @@ async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<Entry>) {
         batch.push(first);
         let deadline = Instant::now() + BATCH_WINDOW;
         while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(entry)) => batch.push(entry),
-                Ok(None) | Err(_) => break,
+            // Everything queued at once: one wake-up and timer for many entries.
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
         let mut rows = Vec::with_capacity(batch.len());
