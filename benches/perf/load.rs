@@ -99,6 +99,11 @@ pub struct LoadArgs {
     /// Open loop: requests in flight beyond which new starts are skipped (counted).
     #[arg(long, default_value_t = 4096)]
     max_inflight: usize,
+    /// Times a request is sent again when a pooled connection turns out closed before any
+    /// answer (llama-server closes kept-alive connections after streams; ollabridge
+    /// itself sends again twice).
+    #[arg(long, default_value_t = 3)]
+    retries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +115,7 @@ enum Side {
 /// One side's endpoint and the body it is sent each time.
 struct Target {
     side: Side,
+    retries: usize,
     client: reqwest::Client,
     url: String,
     body: Bytes,
@@ -232,6 +238,7 @@ fn targets(args: &LoadArgs) -> crate::Result<Vec<Arc<Target>>> {
         }
         targets.push(Arc::new(Target {
             side: Side::Through,
+            retries: args.retries,
             client: client(timeout)?,
             url: format!("{}/api/chat", base.trim_end_matches('/')),
             body: Bytes::from(body.to_string()),
@@ -251,6 +258,7 @@ fn targets(args: &LoadArgs) -> crate::Result<Vec<Arc<Target>>> {
         let base = base.trim_end_matches('/').trim_end_matches("/v1");
         targets.push(Arc::new(Target {
             side: Side::Direct,
+            retries: args.retries,
             client: client(timeout)?,
             url: format!("{base}/v1/chat/completions"),
             body: Bytes::from(body.to_string()),
@@ -515,17 +523,18 @@ async fn one(target: &Target, lag_ns: u64) -> Sample {
     }
 }
 
-/// Sends as ollabridge sends to its backends (`ollabridge::backend::send_counting_retries`):
-/// again, up to 3 tries, when a pooled keep-alive connection turned out closed before any
-/// answer (llama-server closes connections after streams, and at high concurrency the
-/// next pooled one may be closed too). Whether it was sent again is reported.
+/// Sends as ollabridge sends to its backends (`ollabridge::backend::send_with_tries`):
+/// again, up to `retries` times, when a pooled keep-alive connection turned out closed
+/// before any answer (llama-server closes connections after streams, and at high
+/// concurrency the next pooled one may be closed too). Whether it was sent again is
+/// reported.
 async fn send(target: &Target) -> (Result<reqwest::Response, String>, bool) {
     let request = target
         .client
         .post(&target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(target.body.clone());
-    let (response, retries) = ollabridge::backend::send_counting_retries(request, &target.url).await;
+    let (response, retries) = ollabridge::backend::send_with_tries(request, &target.url, target.retries + 1).await;
     (response.map_err(|e| e.to_string()), retries > 0)
 }
 

@@ -215,22 +215,26 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
 /// stream while announcing keep-alive, so under load several pooled connections can be
 /// dead at once; the server never saw the request, which makes the retry safe.
 pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Result<reqwest::Response, BackendError> {
-    send_counting_retries(request, label).await.0
+    send_with_tries(request, label, TRIES).await.0
 }
 
-/// [`send`], also telling how many times the request was sent again. Public for
-/// `benches/perf`, whose load driver sends the same way (and reports the retries).
+/// How many times [`send`] sends a request whose pooled connection turned out closed.
+const TRIES: usize = 3;
+
+/// [`send`] with a number of tries, also telling how many times the request was sent
+/// again. Public for `benches/perf`, whose load driver sends the same way (and reports
+/// the retries).
 #[doc(hidden)]
-pub async fn send_counting_retries(
+pub async fn send_with_tries(
     request: reqwest::RequestBuilder,
     label: &str,
+    tries: usize,
 ) -> (Result<reqwest::Response, BackendError>, usize) {
-    const TRIES: usize = 3;
     let (mut request, mut attempt) = (request, 1);
     loop {
         let retry = request.try_clone();
         match request.send().await {
-            Err(e) if attempt < TRIES && is_stale_connection(&e) => {
+            Err(e) if attempt < tries && is_stale_connection(&e) => {
                 let Some(next) = retry else {
                     return (Err(BackendError::from_reqwest(label, &e)), attempt - 1);
                 };
