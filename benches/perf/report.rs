@@ -80,7 +80,8 @@ pub fn run(args: ReportArgs) -> crate::Result<ExitCode> {
         for l in loads.iter().filter(|l| l.name.contains("slow")) {
             if let Some(peak) = l.bridge_peak_rss_kb {
                 println!(
-                    "ollabridge peak RSS with ~1000 requests in flight ({}): {peak} KiB",
+                    "ollabridge peak RSS, a 1 s upstream at {} req/s ({}): {peak} KiB",
+                    l.rate.unwrap_or(0.0),
                     l.name
                 );
             }
