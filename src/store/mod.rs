@@ -136,6 +136,11 @@ impl Logger {
     /// one row write, not two.
     pub fn started(&self, record: LogRecord) -> Ticket {
         let ticket = Ticket(self.tickets.fetch_add(1, Ordering::Relaxed));
+        // With the queue half full the writer is behind: final records (the log) come
+        // first, and a start not sent only means no in-flight row for that request.
+        if self.tx.capacity() < self.tx.max_capacity() / 2 {
+            return ticket;
+        }
         let started = Entry::Started {
             ticket,
             at: tokio::time::Instant::now(),
@@ -287,6 +292,32 @@ mod tests {
         // The next report carries every drop the first one did not.
         let next = warnings.dropped(t0 + Duration::from_secs(1)).expect("due");
         assert_eq!(reports[0] + next, 8001);
+    }
+
+    #[test]
+    fn starts_are_not_queued_once_the_queue_is_half_full() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let logger = super::Logger {
+            tx,
+            tickets: Default::default(),
+            dropped: Default::default(),
+            drop_warnings: Default::default(),
+            max_body_bytes: 1 << 20,
+            redact: false,
+        };
+        let record = super::LogRecord::default;
+        logger.log(record());
+        logger.log(record());
+        // Two of four taken: a start still goes in; then three are, and the next waits out.
+        logger.started(record());
+        logger.started(record());
+        let kinds: Vec<bool> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| matches!(e, super::Entry::Started { .. }))
+            .collect();
+        assert_eq!(kinds, [false, false, true]);
+        // Final records still fill the queue to the end.
+        logger.log(record());
+        assert_eq!(logger.dropped(), 0);
     }
 
     #[test]
