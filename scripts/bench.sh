@@ -2,8 +2,9 @@
 # The benchmark suite, one command:
 #
 #   scripts/bench.sh             full run: about 2-3 minutes after the build
-#   scripts/bench.sh --smoke     every workload a few requests only (seconds); exits non-zero
-#                                if any request, log row or step fails (for CI)
+#   scripts/bench.sh --smoke     every workload a few requests only (under a minute after
+#                                the build); exits non-zero if any request, log row or step
+#                                fails, never because of a number (scripts/test.sh runs it)
 #
 # Options: --no-llama (skip the real llama-server workloads), --out DIR (default
 # target/bench/<date>), --release / --debug (build profile; full runs default to release,
@@ -126,6 +127,8 @@ EOF
 }
 
 rss_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+# utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 # rows NAME DB: the bridge's log rows and those with an error, after it stopped
 check_rows() {
@@ -143,10 +146,13 @@ check_rows() {
 }
 
 if [ "$SMOKE" = 1 ]; then
+  # Each workload once (one concurrency), a few requests: it proves the bench still runs.
+  CONCURRENCY=(8)
   LOAD=(--rounds 1 --batch-requests 3 --batch-ms 10000 --warmup-requests 1 --warmup-ms 10000)
   WRITER=(--rows 500 --repeat 1)
   LOGCOST=(--iters 500 --piece-ms 20)
 else
+  CONCURRENCY=(1 8 64)
   LOAD=(--rounds 4 --batch-ms 1000 --warmup-ms 300)
   WRITER=(--rows 20000 --repeat 3)
   LOGCOST=(--iters 20000 --piece-ms 300)
@@ -158,10 +164,15 @@ MOCK_PID=$!
 PIDS+=("$MOCK_PID")
 wait_for "$OUT/mock.out" "^listening " 10
 MOCK_URL="$(sed -n 's/^listening //p' "$OUT/mock.out")"
-start_bridge bridge-mock "$MOCK_URL" '{"mock": "mock", "mock-paced": "mock+delay=2000"}'
+start_bridge bridge-mock "$MOCK_URL" '{"mock": "mock", "mock-paced": "mock+delay=2000", "mock-paced20": "mock+delay=20000"}'
 sleep 0.5
 IDLE_RSS="$(rss_kb "$BRIDGE_PID" VmRSS)"
-echo "bench: mock at $MOCK_URL, ollabridge at $BRIDGE_URL (pid $BRIDGE_PID, idle RSS $IDLE_RSS KiB)" >&2
+# Idle: the CPU it uses with nothing to do (utime + stime ticks over a few seconds).
+IDLE_S=$([ "$SMOKE" = 1 ] && echo 1 || echo 5)
+IDLE_BEFORE="$(cpu_ticks "$BRIDGE_PID")"
+sleep "$IDLE_S"
+IDLE_TICKS=$(($(cpu_ticks "$BRIDGE_PID") - IDLE_BEFORE))
+echo "bench: mock at $MOCK_URL, ollabridge at $BRIDGE_URL (pid $BRIDGE_PID, idle RSS $IDLE_RSS KiB, idle CPU $IDLE_TICKS ticks in ${IDLE_S}s)" >&2
 
 n=0
 for shape in nonstream stream16 stream256; do
@@ -170,7 +181,7 @@ for shape in nonstream stream16 stream256; do
     stream16) SHAPE=(--stream --chunks 16) ;;
     stream256) SHAPE=(--stream --chunks 256) ;;
   esac
-  for c in 1 8 64; do
+  for c in "${CONCURRENCY[@]}"; do
     n=$((n + 1))
     name="$(printf '%02d' "$n")-mock-$shape-c$c"
     echo "bench: $name" >&2
@@ -187,19 +198,60 @@ step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model m
   --stream --chunks 16 --concurrency 8 "${LOAD[@]}" \
   --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-stream16-2ms" --json "$OUT/$name.json" > "$OUT/$name.txt"
 # Open loop: a fixed arrival rate, whatever is in flight (scheduling lag reported apart).
-n=$((n + 1))
-name="$(printf '%02d' "$n")-mock-stream16-r1000"
-echo "bench: $name" >&2
-if [ "$SMOKE" = 1 ]; then RATE=(--rate 50); else RATE=(--rate 1000); fi
-step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock \
-  --stream --chunks 16 "${RATE[@]}" "${LOAD[@]}" \
-  --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-stream16" --json "$OUT/$name.json" > "$OUT/$name.txt"
+if [ "$SMOKE" = 1 ]; then RATES=(50); else RATES=(1000); fi
+for rate in "${RATES[@]}"; do
+  n=$((n + 1))
+  name="$(printf '%02d' "$n")-mock-stream16-r$rate"
+  echo "bench: $name" >&2
+  step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock \
+    --stream --chunks 16 --rate "$rate" "${LOAD[@]}" \
+    --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-stream16" --json "$OUT/$name.json" > "$OUT/$name.txt"
+done
+if [ "$SMOKE" = 1 ]; then RATES=(50); else RATES=(500 1000 2000); fi
+for rate in "${RATES[@]}"; do
+  n=$((n + 1))
+  name="$(printf '%02d' "$n")-mock-nonstream-r$rate"
+  echo "bench: $name" >&2
+  step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock \
+    --chunks 16 --rate "$rate" "${LOAD[@]}" \
+    --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-nonstream" --json "$OUT/$name.json" > "$OUT/$name.txt"
+done
+# Paced like a chatty model: 64 chunks 20 ms apart, 128 streams at once (the gap between
+# chunks is what a reader sees), then 512 streams at once (errors only).
+if [ "$SMOKE" = 1 ]; then
+  PACED=(--chunks 4 --concurrency 4 --rounds 1 --batch-requests 4 --warmup-requests 1)
+  PACED512=(--chunks 4 --concurrency 8 --rounds 1 --batch-requests 8 --warmup-requests 1)
+else
+  PACED=(--chunks 64 --concurrency 128 --rounds 2 --batch-ms 3000 --warmup-ms 1500)
+  PACED512=(--chunks 64 --concurrency 512 --rounds 1 --batch-ms 2500 --warmup-ms 1500)
+fi
+for shape in paced128 paced512; do
+  n=$((n + 1))
+  name="$(printf '%02d' "$n")-mock-stream-$shape"
+  echo "bench: $name" >&2
+  if [ "$shape" = paced128 ]; then SHAPE=("${PACED[@]}"); else SHAPE=("${PACED512[@]}"); fi
+  step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock-paced20 --backend-model 'mock+delay=20000' \
+    --stream "${SHAPE[@]}" --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" \
+    --name "mock-stream-20ms" --json "$OUT/$name.json" > "$OUT/$name.txt"
+done
 AFTER_RSS="$(rss_kb "$BRIDGE_PID" VmRSS)"
 PEAK_RSS="$(rss_kb "$BRIDGE_PID" VmHWM)"
-printf '{"kind": "rss", "label": "mock backend", "idle_kb": %s, "after_kb": %s, "peak_kb": %s}\n' \
-  "$IDLE_RSS" "$AFTER_RSS" "$PEAK_RSS" > "$OUT/19-rss.json"
+printf '{"kind": "rss", "label": "mock backend", "idle_kb": %s, "after_kb": %s, "peak_kb": %s, "idle_cpu_ticks": %s, "idle_s": %s, "ticks_per_s": %s}\n' \
+  "$IDLE_RSS" "$AFTER_RSS" "$PEAK_RSS" "$IDLE_TICKS" "$IDLE_S" "$(getconf CLK_TCK)" > "$OUT/39-rss.json"
 kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
 step "bridge-mock log rows" check_rows bridge-mock "$OUT/bridge-mock.db" 1
+
+# A slow upstream: every answer takes 1 s, 1000 requests a second, so ~1000 are in flight;
+# on a fresh ollabridge, whose peak RSS is then this workload's.
+start_bridge bridge-slow "$MOCK_URL" '{"mock-slow": "mock+ttft=1000000"}'
+n=$((n + 1))
+name="$(printf '%02d' "$n")-mock-nonstream-slow1s-r1000"
+echo "bench: $name" >&2
+if [ "$SMOKE" = 1 ]; then SLOW=(--rate 50 "${LOAD[@]}"); else SLOW=(--rate 1000 --rounds 2 --batch-ms 3000 --warmup-ms 300); fi
+step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock-slow --backend-model 'mock+ttft=1000000' \
+  --chunks 16 "${SLOW[@]}" --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" \
+  --name "mock-nonstream-slow1s" --json "$OUT/$name.json" > "$OUT/$name.txt"
+kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
 
 # What the per-request log line (recorder.rs `tracing::info!`, stdout to a file) costs end to
 # end: two ollabridges alike but for that line, loaded in turn (line, quiet, line, quiet) with
@@ -240,13 +292,16 @@ if [ "$LLAMA" = 1 ]; then
   done
   if curl -sf "$LLAMA_URL/health" > /dev/null 2>&1; then
     start_bridge bridge-llama "$LLAMA_URL" '{"tiny-chat": "tiny-chat"}'
-    for c in 1 32; do
-      n=$((n + 1))
-      name="$(printf '%02d' "$n")-llama-stream-c$c"
-      echo "bench: $name" >&2
-      step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$LLAMA_URL" --model tiny-chat \
-        --stream --concurrency "$c" "${LOAD[@]}" \
-        --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$LLAMA_PID" --name "llama-stream" --json "$OUT/$name.json" > "$OUT/$name.txt"
+    for mode in stream nonstream; do
+      if [ "$mode" = stream ]; then MODE=(--stream); else MODE=(); fi
+      for c in 1 32; do
+        n=$((n + 1))
+        name="$(printf '%02d' "$n")-llama-$mode-c$c"
+        echo "bench: $name" >&2
+        step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$LLAMA_URL" --model tiny-chat \
+          "${MODE[@]}" --concurrency "$c" "${LOAD[@]}" \
+          --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$LLAMA_PID" --name "llama-$mode" --json "$OUT/$name.json" > "$OUT/$name.txt"
+      done
     done
     kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
     step "bridge-llama log rows" check_rows bridge-llama "$OUT/bridge-llama.db" 1
@@ -260,14 +315,14 @@ fi
 # --- the request log ------------------------------------------------------------------------
 echo "bench: log writer" >&2
 step "writer (disk)" "$PERF" writer --db "$OUT/writer.db" --label "disk, target/bench" "${WRITER[@]}" \
-  --json "$OUT/20-writer-disk.json" > "$OUT/20-writer-disk.txt"
+  --json "$OUT/40-writer-disk.json" > "$OUT/40-writer-disk.txt"
 if [ -d /dev/shm ]; then
   step "writer (tmpfs)" "$PERF" writer --db "/dev/shm/ollabridge-bench-$$.db" --label "tmpfs, /dev/shm" \
-    "${WRITER[@]}" --json "$OUT/21-writer-tmpfs.json" > "$OUT/21-writer-tmpfs.txt"
+    "${WRITER[@]}" --json "$OUT/41-writer-tmpfs.json" > "$OUT/41-writer-tmpfs.txt"
 fi
 echo "bench: logging cost" >&2
 step "logcost" "$PERF" logcost --db "$OUT/logcost.db" --tracing-log "$OUT/logcost-tracing.log" --label disk \
-  "${LOGCOST[@]}" --json "$OUT/30-logcost.json" > "$OUT/30-logcost.txt"
+  "${LOGCOST[@]}" --json "$OUT/50-logcost.json" > "$OUT/50-logcost.txt"
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 

@@ -4,7 +4,8 @@
 # It builds or reuses the llama-server bench and the scripted tiny models, then runs
 # formatting and lint checks and the whole cargo test suite (unit, mock-backend,
 # real-llama-server end to end, official Python client, the dashboard in chromium, the
-# PostgreSQL store).
+# PostgreSQL store), then the benchmark suite's smoke mode, which only proves the bench
+# still runs (its numbers decide nothing; a failed request, step or log row does).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,3 +25,4 @@ export OLLABRIDGE_LLAMA_SERVER OLLABRIDGE_TINY_MODELS OLLABRIDGE_CHROMIUM OLLABR
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+scripts/bench.sh --smoke

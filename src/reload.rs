@@ -108,57 +108,70 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     changed
 }
 
-/// Watches the config file (debounced) and reloads on change. Editors that replace
-/// the file are handled by watching its directory.
-pub type Watcher = notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
-
-pub fn watch(live: Arc<Live>, path: &Path) -> Result<Watcher, notify_debouncer_mini::notify::Error> {
-    use notify_debouncer_mini::notify::RecursiveMode;
-    let file = path.file_name().map(ToOwned::to_owned);
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let handle = tokio::runtime::Handle::current();
-    // The watcher also reports the file being opened, by anyone: by `cat`, by another
-    // ollabridge sharing the file, by our own reload, which would then reload again
-    // forever. Only a file whose size, time or inode changed is read again (`stat` is
-    // no open, so checking reports nothing).
-    let watched = path.to_owned();
-    let mut last = stamp(&watched);
-    let mut debouncer = notify_debouncer_mini::new_debouncer(
-        Duration::from_millis(300),
-        move |events: notify_debouncer_mini::DebounceEventResult| {
-            let Ok(events) = events else { return };
-            let ours = events
-                .iter()
-                .any(|e: &notify_debouncer_mini::DebouncedEvent| e.path.file_name() == file.as_deref());
-            if !ours {
-                return;
-            }
-            let now = stamp(&watched);
-            if now != last {
-                last = now;
-                let live = live.clone();
-                // Building the backend's HTTP client may block briefly; off the watcher thread.
-                handle.spawn_blocking(move || live.reload_logged());
-            }
-        },
-    )?;
-    debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(debouncer)
+/// Watches the config file and reloads when it changes. Its metadata (modification time,
+/// size, inode) is read every [`POLL`]; a change is read [`SETTLE`] later, so a file
+/// being written is not read half-way, and an editor that replaces the file, a deleted
+/// and recreated file or a swapped symlink are all seen. Watching the directory with
+/// inotify instead woke a thread on every write to the request log when the database
+/// sits beside the config (the default): ~15 µs CPU per request at 10k req/s. Polling one
+/// file costs a `stat` four times a second. Dropping the watcher stops it.
+pub struct Watcher {
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// What tells a changed config file: size, modification time, inode (an editor or a
-/// Kubernetes ConfigMap replacing it).
-fn stamp(path: &Path) -> Option<(u64, Option<std::time::SystemTime>, u64)> {
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How often the config file's metadata is read.
+pub const POLL: Duration = Duration::from_millis(250);
+/// How long after a change was seen the file is read.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// What tells one version of the file from another.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+/// The file's stamp; `None` while it cannot be read (a change too).
+fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);
     #[cfg(not(unix))]
     let inode = 0;
-    Some((meta.len(), meta.modified().ok(), inode))
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode,
+    })
+}
+
+pub fn watch(live: Arc<Live>, path: &Path) -> Result<Watcher, std::io::Error> {
+    std::fs::metadata(path)?;
+    let path = path.to_owned();
+    let mut seen = stamp(&path);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if stamp(&path) == seen {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            seen = stamp(&path);
+            let live = live.clone();
+            // Building the backend's HTTP client may block briefly: off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || live.reload_logged()).await;
+        }
+    });
+    Ok(Watcher { task })
 }
 
 /// Extractor: the state current when the request arrived.

@@ -100,7 +100,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 4096)]
     max_inflight: usize,
     /// Times a request is sent again when a pooled connection turns out closed before any
-    /// answer (llama-server closes kept-alive connections after streams).
+    /// answer (llama-server closes kept-alive connections after streams; ollabridge
+    /// itself sends again twice).
     #[arg(long, default_value_t = 3)]
     retries: usize,
 }
@@ -129,6 +130,8 @@ struct Sample {
     ttft_ns: u64,
     total_ns: u64,
     lag_ns: u64,
+    /// Streams: the time between two reads that brought answer text, each pair.
+    gaps_ns: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -147,6 +150,10 @@ pub struct SideResult {
     pub ttft: Summary,
     /// Open loop: how late requests started.
     pub lag: Summary,
+    /// Streams: time between two successive reads that brought answer text (for paced
+    /// streams, the inter-chunk gap as the client sees it).
+    #[serde(default)]
+    pub gap: Summary,
     pub error_kinds: BTreeMap<String, usize>,
 }
 
@@ -404,6 +411,7 @@ fn side_result(samples: &mut [Sample], busy: Duration, skipped: usize) -> SideRe
     let mut total: Vec<u64> = ok.iter().map(|s| s.total_ns).collect();
     let mut ttft: Vec<u64> = ok.iter().map(|s| s.ttft_ns).collect();
     let mut lag: Vec<u64> = samples.iter().map(|s| s.lag_ns).collect();
+    let mut gaps: Vec<u64> = ok.iter().flat_map(|s| s.gaps_ns.iter().copied()).collect();
     let mut error_kinds = BTreeMap::new();
     for s in samples.iter().filter(|s| !s.ok) {
         let kind: String = s.error.as_deref().unwrap_or("?").chars().take(160).collect();
@@ -419,6 +427,7 @@ fn side_result(samples: &mut [Sample], busy: Duration, skipped: usize) -> SideRe
         total: Summary::of_ns(&mut total),
         ttft: Summary::of_ns(&mut ttft),
         lag: Summary::of_ns(&mut lag),
+        gap: Summary::of_ns(&mut gaps),
         error_kinds,
     }
 }
@@ -493,13 +502,14 @@ async fn one(target: &Target, lag_ns: u64) -> Sample {
     let (outcome, retried) = exchange(target, start).await;
     let total_ns = ns(start.elapsed());
     match outcome {
-        Ok(ttft) => Sample {
+        Ok((ttft, gaps)) => Sample {
             ok: true,
             error: None,
             retried,
             ttft_ns: ns(ttft),
             total_ns,
             lag_ns,
+            gaps_ns: gaps.into_iter().map(ns).collect(),
         },
         Err(error) => Sample {
             ok: false,
@@ -508,62 +518,33 @@ async fn one(target: &Target, lag_ns: u64) -> Sample {
             ttft_ns: 0,
             total_ns,
             lag_ns,
+            gaps_ns: Vec::new(),
         },
     }
 }
 
-/// Sends again (up to `retries` times) when a pooled keep-alive connection turned out
-/// closed before any answer: llama-server closes connections after streams, and at high
-/// concurrency the next pooled one may be closed too. (ollabridge retries once.)
-async fn send(target: &Target) -> (Result<reqwest::Response, reqwest::Error>, bool) {
-    let request = || {
-        target
-            .client
-            .post(&target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(target.body.clone())
-            .send()
-    };
-    let mut retried = false;
-    let mut attempt = 0;
-    loop {
-        match request().await {
-            Err(e) if attempt < target.retries && is_stale_connection(&e) => {
-                attempt += 1;
-                retried = true;
-            }
-            other => return (other, retried),
-        }
-    }
+/// Sends as ollabridge sends to its backends (`ollabridge::backend::send_with_tries`):
+/// again, up to `retries` times, when a pooled keep-alive connection turned out closed
+/// before any answer (llama-server closes connections after streams, and at high
+/// concurrency the next pooled one may be closed too). Whether it was sent again is
+/// reported.
+async fn send(target: &Target) -> (Result<reqwest::Response, String>, bool) {
+    let request = target
+        .client
+        .post(&target.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(target.body.clone());
+    let (response, retries) = ollabridge::backend::send_with_tries(request, &target.url, target.retries + 1).await;
+    (response.map_err(|e| e.to_string()), retries > 0)
 }
 
-fn is_stale_connection(error: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() {
-                return true;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ) {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// Reads the whole answer; returns the time to its first text, or what was wrong.
-async fn exchange(target: &Target, start: Instant) -> (Result<Duration, String>, bool) {
+/// Reads the whole answer; returns the time to its first text and the gaps between reads
+/// that brought text, or what was wrong.
+async fn exchange(target: &Target, start: Instant) -> (Result<(Duration, Vec<Duration>), String>, bool) {
     let (response, retried) = send(target).await;
     let mut response = match response {
         Ok(r) => r,
-        Err(e) => return (Err(format!("request failed: {}", error_chain(&e))), retried),
+        Err(e) => return (Err(format!("request failed: {e}")), retried),
     };
     let status = response.status();
     if !status.is_success() {
@@ -573,12 +554,20 @@ async fn exchange(target: &Target, start: Instant) -> (Result<Duration, String>,
     }
     let mut scanner = ContentScanner::default();
     let mut first_text = None;
+    let mut last_text: Option<Instant> = None;
+    let mut gaps = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if first_text.is_none() && scanner.feed(&chunk) {
                     first_text = Some(start.elapsed());
+                    last_text = Some(Instant::now());
+                } else if target.stream && first_text.is_some() && has_text(&chunk) {
+                    let now = Instant::now();
+                    if let Some(last) = last_text.replace(now) {
+                        gaps.push(now - last);
+                    }
                 }
                 if target.side == Side::Through
                     && (chunk.starts_with(b"{\"error\"") || contains(&chunk, b"\n{\"error\""))
@@ -599,7 +588,7 @@ async fn exchange(target: &Target, start: Instant) -> (Result<Duration, String>,
         return (Err(e), retried);
     }
     match first_text {
-        Some(t) => (Ok(t), retried),
+        Some(t) => (Ok((t, gaps)), retried),
         None => (Err("no answer text in the response".into()), retried),
     }
 }
@@ -642,6 +631,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether this read holds answer text (`"content":"` and a character other than `"`;
+/// text split across two reads counts for the second).
+fn has_text(chunk: &[u8]) -> bool {
+    chunk
+        .windows(NEEDLE.len())
+        .enumerate()
+        .any(|(i, w)| w == NEEDLE && chunk.get(i + NEEDLE.len()).is_some_and(|&b| b != b'"'))
 }
 
 /// Finds the first `"content":"` followed by a character other than `"` (text, not an

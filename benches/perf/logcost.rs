@@ -7,10 +7,10 @@
 //! time (it includes the SQLite worker threads, which exit when the pool closes).
 //!
 //! `logcost`: CPU per request of what ollabridge does to log a request. The calling
-//! thread plays the request path: it repeats what `src/ollama/recorder.rs` does for one
-//! streamed chat (`Recorder::new` … `send`) with the same public pieces (the recorder
-//! module is private, so this is a copy: keep it in step). Its own CPU time (its
-//! `schedstat`) is the request-path cost; the writer stores the rows meanwhile on the
+//! thread plays the request path: it drives ollabridge's own recorder
+//! (`ollabridge::ollama::bench::Recorder`) through one streamed chat as the chat handler
+//! and `respond.rs` do (start, request, resolved, a chunk at a time, finish). Its own CPU
+//! time (its `schedstat`) is the request-path cost; the writer stores the rows meanwhile on the
 //! runtime's threads, and the process's CPU beyond the calling thread's, until the
 //! writer has drained, is the writer's cost per row. Each piece is also timed alone.
 //!
@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ollabridge::Telemetry;
+use ollabridge::backend::{Chunk, Completion, Delta};
 use ollabridge::metrics::{Metrics, RequestEvent};
-use ollabridge::models::normalize;
+use ollabridge::models::Resolved;
+use ollabridge::ollama::bench::{Recorder, RequestContext};
 use ollabridge::ollama::types::{Message, now_rfc3339};
 use ollabridge::store::{self, LogRecord, Writer, timestamp_now};
 use serde::{Deserialize, Serialize};
@@ -264,11 +266,13 @@ struct Input {
     id: String,
     addr: SocketAddr,
     model: String,
-    backend_model: String,
+    resolved: Resolved,
     messages: Vec<Message>,
     body_len: usize,
-    /// The chunks' text and the length of the NDJSON line each became.
-    chunks: Vec<(String, usize)>,
+    /// The chunks the backend sent (the last one ends the answer, with usage and
+    /// timings as llama.cpp and the mock report them) and the length of the NDJSON line
+    /// each became.
+    chunks: Vec<(Chunk, usize)>,
 }
 
 impl Input {
@@ -283,100 +287,66 @@ impl Input {
             content,
             ..Default::default()
         }];
+        let text = |s: &str| Chunk {
+            delta: Delta {
+                content: s.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let n = args.chunks as u64;
+        let done = Chunk {
+            done: Some(Completion {
+                done_reason: "stop".into(),
+                prompt_tokens: Some(32),
+                completion_tokens: Some(n),
+                prompt_eval_ns: Some(1_000_000),
+                eval_ns: Some(n * 100_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut chunks: Vec<(Chunk, usize)> = (0..args.chunks).map(|_| (text("abcd"), 130)).collect();
+        chunks.push((done, 330));
         Input {
             id: format!("{:032x}", 0xfeed_beef_u128),
             addr: SocketAddr::from(([127, 0, 0, 1], 40_000)),
             model: "mock".into(),
-            backend_model: "mock".into(),
+            resolved: Resolved {
+                client: "mock".into(),
+                backend: "mock".into(),
+                strip_think: false,
+                targets: Vec::new(),
+            },
             body_len: serde_json::to_string(&messages).map_or(0, |s| s.len() + 60),
             messages,
-            chunks: (0..args.chunks).map(|_| ("abcd".to_owned(), 130)).collect(),
+            chunks,
         }
     }
 }
 
-/// One request's log path, as `src/ollama/recorder.rs` runs it for a streamed chat that
-/// ended well (plus the handler's `serde_json::to_string(messages)` for the prompt).
-fn request_path(t: &Telemetry, input: &Input) {
-    let started = Instant::now();
-    // Recorder::new
-    let _ = t.events.send(RequestEvent::Started {
-        request_id: input.id.clone(),
-        endpoint: "/api/chat".to_owned(),
-        timestamp: timestamp_now(),
-        model: None,
-    });
-    let inflight = t.metrics.inflight();
-    let mut r = LogRecord {
-        timestamp: timestamp_now(),
-        endpoint: "/api/chat".to_owned(),
-        method: "POST".to_owned(),
-        backend_type: "openai".to_owned(),
-        status_code: 200,
-        request_id: input.id.clone(),
-        client_addr: Some(input.addr.to_string()),
-        client_key: None,
-        ..Default::default()
-    };
-    r.request_bytes = input.body_len as u64;
-    // chat_handler: recorder.request(…), recorder.resolved(…)
-    r.model = Some(input.model.clone());
-    r.prompt = serde_json::to_string(&input.messages).ok();
-    r.stream = true;
-    r.model = Some(input.model.clone());
-    r.backend_model = Some(input.backend_model.clone());
-    // observe + sent_bytes, per chunk
-    let mut content = String::new();
-    let mut first_output = None;
-    let mut output_chunks = 0u64;
-    for (text, line_len) in &input.chunks {
-        first_output.get_or_insert_with(Instant::now);
-        output_chunks += 1;
-        content.push_str(text);
-        r.response_bytes += *line_len as u64;
+/// One streamed chat's log path through ollabridge's recorder, as `handlers.rs` and
+/// `respond.rs` drive it (the prompt for the row is the handler's
+/// `serde_json::to_string(messages)`).
+fn request_path(t: &Arc<Telemetry>, input: &Input) {
+    // The request-id middleware.
+    let context = RequestContext::new(Some(&input.id), Some(input.addr));
+    // chat_handler: Recorder::start, request, resolved
+    let mut recorder = Recorder::new(t, &context, "/api/chat", "POST", "openai");
+    recorder.request_bytes(input.body_len);
+    let prompt = serde_json::to_string(&input.messages).ok();
+    recorder.request(Some(&input.model), prompt, true);
+    recorder.resolved(&input.resolved);
+    recorder.backend_model(&input.resolved.backend);
+    // respond.rs, per chunk: observe, sent_bytes; the final line's metrics; finish
+    for (chunk, line_len) in &input.chunks {
+        recorder.observe(chunk);
+        if chunk.done.is_some() {
+            black_box(recorder.final_metrics());
+        }
+        recorder.sent_bytes(*line_len);
     }
-    // send(): the backend reported usage and timings (llama.cpp, the mock)
-    let first = first_output.unwrap_or_else(Instant::now);
-    r.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    r.response = Some(content);
-    r.done_reason = Some("stop".into());
-    r.prompt_tokens = Some(32);
-    r.completion_tokens = Some(output_chunks);
-    r.prompt_eval_ms = Some(1.0);
-    r.eval_ms = Some(output_chunks as f64 * 0.1);
-    r.tokens_per_second = r.completion_tokens.map(|n| n as f64 / (output_chunks as f64 * 0.1e-3));
-    r.ttft_ms = Some((first - started).as_secs_f64() * 1000.0);
-    r.cost = price(&t.pricing, &r);
-    tracing::info!(
-        endpoint = %r.endpoint,
-        model = r.model.as_deref().unwrap_or(""),
-        status = r.status_code,
-        latency_ms = r.latency_ms,
-        error = r.error.as_deref().unwrap_or(""),
-        "request"
-    );
-    t.metrics.observe(&r);
-    let mut record = std::mem::take(&mut r);
-    t.logger.cap_bodies(&mut record);
-    if t.events.receiver_count() > 0 {
-        let _ = t.events.send(RequestEvent::Finished(Box::new(record.clone())));
-    }
-    t.logger.log(record);
-    drop(inflight);
-}
-
-/// recorder.rs `price`: the row's names normalised, looked up in the price list.
-fn price(pricing: &[(String, ollabridge::config::Price)], r: &LogRecord) -> Option<f64> {
-    [r.model.as_deref(), r.backend_model.as_deref()]
-        .into_iter()
-        .flatten()
-        .find_map(|name| {
-            let key = normalize(name);
-            pricing
-                .iter()
-                .find(|(model, _)| normalize(model) == key)
-                .map(|(_, p)| p.input + p.output)
-        })
+    recorder.finish();
 }
 
 fn new_telemetry(rt: &tokio::runtime::Runtime, db: &Path, capacity: usize) -> crate::Result<(Arc<Telemetry>, Writer)> {
@@ -417,7 +387,7 @@ fn time_piece(length: Duration, mut f: impl FnMut()) -> f64 {
 
 /// The full path `iters` times with a fresh writer: (request-path us, writer us) per request.
 fn full_path(rt: &tokio::runtime::Runtime, args: &LogcostArgs, input: &Input) -> crate::Result<(f64, f64)> {
-    let (telemetry, writer) = new_telemetry(rt, &args.db, args.iters + 16)?;
+    let (telemetry, writer) = new_telemetry(rt, &args.db, 2 * args.iters + 16)?; // a start and an end each
     let pid = std::process::id();
     let process_before = procfs::process_cpu_us(pid).unwrap_or(0);
     let thread_before = procfs::this_thread_ns();

@@ -57,6 +57,7 @@ pub fn run(args: ReportArgs) -> crate::Result<ExitCode> {
         println!("== {}", path.display());
         print_load_table(&loads);
         print_quiet_difference(&loads);
+        print_chunk_cost(&loads);
         for value in &rss {
             println!(
                 "ollabridge RSS ({}): idle {} KiB, after the load {} KiB, peak {} KiB",
@@ -65,6 +66,25 @@ pub fn run(args: ReportArgs) -> crate::Result<ExitCode> {
                 value["after_kb"],
                 value["peak_kb"]
             );
+            if let (Some(ticks), Some(secs), Some(hz)) = (
+                value["idle_cpu_ticks"].as_f64(),
+                value["idle_s"].as_f64(),
+                value["ticks_per_s"].as_f64(),
+            ) {
+                println!(
+                    "ollabridge idle CPU: {:.1} ms per s ({ticks} ticks of 1/{hz} s in {secs} s)",
+                    ticks / hz * 1000.0 / secs
+                );
+            }
+        }
+        for l in loads.iter().filter(|l| l.name.contains("slow")) {
+            if let Some(peak) = l.bridge_peak_rss_kb {
+                println!(
+                    "ollabridge peak RSS, a 1 s upstream at {} req/s ({}): {peak} KiB",
+                    l.rate.unwrap_or(0.0),
+                    l.name
+                );
+            }
         }
         for w in &writers {
             print_writer_result(w);
@@ -183,6 +203,29 @@ pub fn print_load_table(rows: &[LoadResult]) {
                 }
             }
         }
+        if let (true, Some(d), Some(b)) = (r.stream, &r.direct, &r.through) {
+            let mut line = format!(
+                "    first text p50/p99: dir {}/{} brg {}/{} (added {:+.2}/{:+.2})",
+                ms(d.ttft.p50),
+                ms(d.ttft.p99),
+                ms(b.ttft.p50),
+                ms(b.ttft.p99),
+                b.ttft.p50 - d.ttft.p50,
+                b.ttft.p99 - d.ttft.p99
+            );
+            if d.gap.n > 0 && b.gap.n > 0 {
+                line.push_str(&format!(
+                    "; gap between chunks p50/p99: dir {}/{} brg {}/{} (added {:+.2}/{:+.2})",
+                    ms(d.gap.p50),
+                    ms(d.gap.p99),
+                    ms(b.gap.p50),
+                    ms(b.gap.p99),
+                    b.gap.p50 - d.gap.p50,
+                    b.gap.p99 - d.gap.p99
+                ));
+            }
+            println!("{line}");
+        }
         for (label, s) in [("direct", &r.direct), ("bridge", &r.through)] {
             if let Some(s) = s {
                 for (kind, n) in &s.error_kinds {
@@ -197,6 +240,35 @@ pub fn print_load_table(rows: &[LoadResult]) {
          sched = the same from its threads' schedstat (ns), sqlite = of which its SQLite threads, \
          wr/r = its write/writev/pwrite calls per request, lost = log records it dropped, queue full)"
     );
+}
+
+/// ollabridge's CPU per streamed chunk: the difference between unpaced streams of 256 and
+/// of 16 chunks at the same concurrency, per extra chunk (the per-request part cancels).
+fn print_chunk_cost(loads: &[LoadResult]) {
+    let cpu = |name: &str, c: Option<usize>| {
+        loads
+            .iter()
+            .find(|l| l.name == name && l.concurrency == c && l.rate.is_none())
+            .and_then(|l| Some((l.bridge_cpu.as_ref()?.threads_us_per_req, l.chunks)))
+    };
+    let mut shown = Vec::new();
+    for l in loads.iter().filter(|l| l.name == "mock-stream256" && l.rate.is_none()) {
+        if let (Some((long, n_long)), Some((short, n_short))) = (
+            cpu("mock-stream256", l.concurrency),
+            cpu("mock-stream16", l.concurrency),
+        ) {
+            if n_long > n_short {
+                let per_chunk = (long - short) / (n_long - n_short) as f64;
+                shown.push(format!("c{}: {per_chunk:.1}", l.concurrency.unwrap_or(0)));
+            }
+        }
+    }
+    if !shown.is_empty() {
+        println!(
+            "CPU per streamed chunk (stream256 minus stream16, per extra chunk), us: {}",
+            shown.join(", ")
+        );
+    }
 }
 
 /// Workloads `X-line` and `X-quiet` ran in turn through two ollabridges alike but for the

@@ -215,19 +215,33 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
 /// stream while announcing keep-alive, so under load several pooled connections can be
 /// dead at once; the server never saw the request, which makes the retry safe.
 pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Result<reqwest::Response, BackendError> {
-    const TRIES: usize = 3;
+    send_with_tries(request, label, TRIES).await.0
+}
+
+/// How many times [`send`] sends a request whose pooled connection turned out closed.
+const TRIES: usize = 3;
+
+/// [`send`] with a number of tries, also telling how many times the request was sent
+/// again. Public for `benches/perf`, whose load driver sends the same way (and reports
+/// the retries).
+#[doc(hidden)]
+pub async fn send_with_tries(
+    request: reqwest::RequestBuilder,
+    label: &str,
+    tries: usize,
+) -> (Result<reqwest::Response, BackendError>, usize) {
     let (mut request, mut attempt) = (request, 1);
     loop {
         let retry = request.try_clone();
         match request.send().await {
-            Err(e) if attempt < TRIES && is_stale_connection(&e) => {
+            Err(e) if attempt < tries && is_stale_connection(&e) => {
                 let Some(next) = retry else {
-                    return Err(BackendError::from_reqwest(label, &e));
+                    return (Err(BackendError::from_reqwest(label, &e)), attempt - 1);
                 };
                 tracing::debug!(backend = label, attempt, "pooled connection was closed; sending again");
                 (request, attempt) = (next, attempt + 1);
             }
-            result => return result.map_err(|e| BackendError::from_reqwest(label, &e)),
+            result => return (result.map_err(|e| BackendError::from_reqwest(label, &e)), attempt - 1),
         }
     }
 }

@@ -13,3 +13,11 @@ pub mod types;
 
 pub use context::REQUEST_ID;
 pub use handlers::{DASHBOARD_KEY_ID, PINNED_BACKEND, REPLAY_OF, dashboard_router, router};
+
+/// The request recorder and its context, for `benches/perf` only (it measures the real
+/// logging path with them); not an API to build on.
+#[doc(hidden)]
+pub mod bench {
+    pub use super::context::RequestContext;
+    pub use super::recorder::{CacheSlot, Recorder};
+}

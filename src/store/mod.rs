@@ -94,6 +94,8 @@ pub struct Logger {
     dropped: Arc<AtomicU64>,
     /// False while the writer cannot reach the database (and retries).
     store_up: Arc<AtomicBool>,
+    /// One warning a second at most about dropped records, however many are dropped.
+    drop_warnings: Arc<DropWarnings>,
     max_body_bytes: usize,
     redact: bool,
 }
@@ -138,6 +140,11 @@ impl Logger {
     /// one row write, not two.
     pub fn started(&self, record: LogRecord) -> Ticket {
         let ticket = Ticket(self.tickets.fetch_add(1, Ordering::Relaxed));
+        // With the queue half full the writer is behind: final records (the log) come
+        // first, and a start not sent only means no in-flight row for that request.
+        if self.tx.capacity() < self.tx.max_capacity() / 2 {
+            return ticket;
+        }
         let started = Entry::Started {
             ticket,
             at: tokio::time::Instant::now(),
@@ -160,16 +167,20 @@ impl Logger {
 
     fn send(&self, ticket: Option<Ticket>, mut record: LogRecord) {
         self.cap_bodies(&mut record);
-        match self.tx.try_send(Entry::Finished { ticket, record }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(dropped, "log queue full: request record dropped");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("log writer stopped: request record dropped");
-            }
+        let full = match self.tx.try_send(Entry::Finished { ticket, record }) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Under overload every request lands here: one line a second, not one a record.
+        let Some(dropped) = self.drop_warnings.dropped(std::time::Instant::now()) else {
+            return;
+        };
+        if full {
+            tracing::warn!(dropped, total, "log queue full: request records dropped");
+        } else {
+            tracing::warn!(dropped, total, "log writer stopped: request records dropped");
         }
     }
 
@@ -189,6 +200,52 @@ impl Logger {
     }
 }
 
+/// Rate-limits the warning about dropped records: the first drop is reported at once,
+/// later ones at most once per [`DropWarnings::EVERY`], with the number dropped since the
+/// last report. Lock-free; the clock is passed in so tests need not sleep.
+#[derive(Debug)]
+struct DropWarnings {
+    origin: std::time::Instant,
+    /// Nanoseconds after `origin` before which no report is due.
+    next_ns: AtomicU64,
+    /// Drops not reported yet.
+    pending: AtomicU64,
+}
+
+impl DropWarnings {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new(origin: std::time::Instant) -> DropWarnings {
+        DropWarnings {
+            origin,
+            next_ns: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one drop at `now`; `Some(n)` when a warning is due, `n` the drops it reports.
+    fn dropped(&self, now: std::time::Instant) -> Option<u64> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let now_ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        let next = self.next_ns.load(Ordering::Relaxed);
+        if now_ns < next {
+            return None;
+        }
+        let after = now_ns.saturating_add(u64::try_from(Self::EVERY.as_nanos()).unwrap_or(u64::MAX));
+        // Several threads may find it due: one reports.
+        self.next_ns
+            .compare_exchange(next, after, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(self.pending.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for DropWarnings {
+    fn default() -> DropWarnings {
+        DropWarnings::new(std::time::Instant::now())
+    }
+}
+
 /// Cuts `text` to at most `max` bytes on a character boundary, saying so at the end.
 fn cap(text: &mut String, max: usize) {
     if text.len() <= max {
@@ -205,7 +262,73 @@ fn cap(text: &mut String, max: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::cap;
+    use std::time::{Duration, Instant};
+
+    use super::{DropWarnings, cap};
+
+    #[test]
+    fn dropped_records_are_reported_once_a_second_with_their_count() {
+        let t0 = Instant::now();
+        let warnings = DropWarnings::new(t0);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // The first drop is reported at once.
+        assert_eq!(warnings.dropped(at(0)), Some(1));
+        // Within the next second: counted, not reported.
+        for ms in [1, 10, 500, 999] {
+            assert_eq!(warnings.dropped(at(ms)), None);
+        }
+        // A second after the last report: the four silent ones and this one.
+        assert_eq!(warnings.dropped(at(1000)), Some(5));
+        assert_eq!(warnings.dropped(at(1500)), None);
+        // Long quiet, then a drop: reported at once, with the one left over.
+        assert_eq!(warnings.dropped(at(60_000)), Some(2));
+        assert_eq!(warnings.dropped(at(60_001)), None);
+        // A clock reading earlier than the origin does not panic (saturates to 0).
+        assert_eq!(DropWarnings::new(at(5)).dropped(t0), Some(1));
+    }
+
+    #[test]
+    fn a_burst_from_many_threads_makes_one_report_and_loses_no_count() {
+        let t0 = Instant::now();
+        let warnings = DropWarnings::new(t0);
+        let reports: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| (0..1000).filter_map(|_| warnings.dropped(t0)).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        // The next report carries every drop the first one did not.
+        let next = warnings.dropped(t0 + Duration::from_secs(1)).expect("due");
+        assert_eq!(reports[0] + next, 8001);
+    }
+
+    #[test]
+    fn starts_are_not_queued_once_the_queue_is_half_full() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let logger = super::Logger {
+            tx,
+            tickets: Default::default(),
+            dropped: Default::default(),
+            store_up: Default::default(),
+            drop_warnings: Default::default(),
+            max_body_bytes: 1 << 20,
+            redact: false,
+        };
+        let record = super::LogRecord::default;
+        logger.log(record());
+        logger.log(record());
+        // Two of four taken: a start still goes in; then three are, and the next waits out.
+        logger.started(record());
+        logger.started(record());
+        let kinds: Vec<bool> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| matches!(e, super::Entry::Started { .. }))
+            .collect();
+        assert_eq!(kinds, [false, false, true]);
+        // Final records still fill the queue to the end.
+        logger.log(record());
+        assert_eq!(logger.dropped(), 0);
+    }
 
     #[test]
     fn cap_cuts_on_a_char_boundary_and_says_so() {

@@ -117,6 +117,7 @@ impl Writer {
             tickets: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             store_up: store_up.clone(),
+            drop_warnings: Default::default(),
             max_body_bytes,
             redact: false,
         };
@@ -251,9 +252,11 @@ impl WriteLoop {
             batch.push(first);
             let deadline = Instant::now() + BATCH_WINDOW;
             while batch.len() < MAX_BATCH {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(entry)) => batch.push(entry),
-                    Ok(None) | Err(_) => break,
+                // Everything queued at once: one wake-up and timer for many entries.
+                let room = MAX_BATCH - batch.len();
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
             let mut rows = Vec::with_capacity(batch.len());
