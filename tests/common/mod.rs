@@ -3,6 +3,7 @@
 //! ollabridge, and small HTTP helpers.
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
+pub mod holding;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
