@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cache;
 pub mod config;
 mod json;
+pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod ollama;

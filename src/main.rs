@@ -11,9 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ollabridge::store::Store;
 
-mod batched;
 use ollabridge::store::query::{self, LogFilter, LogSummary};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,7 +71,7 @@ async fn main() -> ExitCode {
         None => {}
     }
     // Writes out the last log lines when main returns.
-    let _log_output = init_tracing();
+    let _log_output = ollabridge::logging::init();
     let config = match ollabridge::config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -95,20 +93,6 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down: finishing requests in flight and writing the log");
     server.shutdown().await;
     ExitCode::SUCCESS
-}
-
-/// `OLLABRIDGE_LOG` filters (env-filter syntax); `OLLABRIDGE_LOG_FORMAT=json` writes one
-/// JSON object per line for log shippers. Lines go to stdout in batches (see `batched`).
-fn init_tracing() -> batched::Flusher<std::io::Stdout> {
-    let filter = EnvFilter::try_from_env("OLLABRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let (stdout, flusher) = batched::batched(std::io::stdout(), batched::GATHER);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stdout);
-    if std::env::var("OLLABRIDGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    flusher
 }
 
 fn check_config(path: &Path) -> ExitCode {

@@ -202,6 +202,8 @@ async fn editing_the_file_swaps_the_map_while_50_streams_finish() {
     let log = bridge.stop().await;
     assert!(log.contains("config not reloaded; keeping the previous one"), "{log}");
     assert!(log.contains("invalid JSON"), "{log}");
+    // Its stdout is a pipe, not a terminal: plain text, no color codes.
+    assert!(!log.contains('\u{1b}'), "{log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,11 @@
 //! runtime's threads, and the process's CPU beyond the calling thread's, until the
 //! writer has drained, is the writer's cost per row. Each piece is also timed alone.
 //!
-//! These are lower bounds: one thread, no contention. The request line in particular
-//! costs far more in the server, where two workers share stdout's lock and every line is a
-//! `write(2)`; `scripts/bench.sh` measures that end to end (an ollabridge without the line,
-//! same load, CPU per request compared).
+//! These are lower bounds: one thread, no contention. The request line goes through the
+//! server's own subscriber and batched writer (`ollabridge::logging`), so its `write(2)`
+//! lands on the flush thread and counts with the writer's share; `scripts/bench.sh`
+//! also measures it end to end (an ollabridge without the line, same load, CPU per
+//! request compared).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -26,13 +27,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ollabridge::Telemetry;
 use ollabridge::backend::{Chunk, Completion, Delta};
 use ollabridge::metrics::{Metrics, RequestEvent};
 use ollabridge::models::Resolved;
 use ollabridge::ollama::bench::{Recorder, RequestContext};
 use ollabridge::ollama::types::{Message, now_rfc3339};
 use ollabridge::store::{self, LogRecord, Writer, timestamp_now};
+use ollabridge::{Telemetry, logging};
 use serde::{Deserialize, Serialize};
 
 use crate::procfs;
@@ -423,19 +424,13 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
         .append(true)
         .open(&args.tracing_log)
         .map_err(|e| format!("{}: {e}", args.tracing_log.display()))?;
-    // As ollabridge's main.rs sets it up (stdout there, this file here): `info` by default,
-    // `warn` for OLLABRIDGE_LOG=warn. Both exist before any event, so every callsite's
-    // cached interest covers both (with only one, tracing caches "never" for a callsite
-    // first hit outside it, and the request line would silently never be written).
-    let file = Arc::new(file);
-    let subscriber = |filter: &str| {
-        tracing::Dispatch::new(
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(file.clone())
-                .finish(),
-        )
-    };
+    // As the server sets it up (`logging::init`: stdout there, this file here, written in
+    // batches by a thread, no colors off a terminal): `info` by default, `warn` for
+    // OLLABRIDGE_LOG=warn. Both exist before any event, so every callsite's cached
+    // interest covers both (with only one, tracing caches "never" for a callsite first
+    // hit outside it, and the request line would silently never be written).
+    let (out, flusher) = logging::batched::batched(file, logging::batched::GATHER);
+    let subscriber = |filter: &str| tracing::Dispatch::new(logging::subscriber(filter, out.clone(), false, false));
     let dispatch = subscriber("info");
     let dispatch_off = subscriber("warn");
 
@@ -490,7 +485,7 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
         time_piece(piece, || telemetry.metrics.observe(&row)),
     );
     piece_of(
-        "tracing::info! request line (1 thread, to a file; e2e: see table)",
+        "tracing::info! request line (batched to a file as the server does)",
         tracing::dispatcher::with_default(&dispatch, || {
             time_piece(piece, || {
                 tracing::info!(
@@ -520,11 +515,14 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
         drop(telemetry);
         rt.block_on(writer.close());
     }
+    // The lines of the pieces above are written once they have gathered.
+    std::thread::sleep(3 * logging::batched::GATHER);
     let lines_before = line_count(&args.tracing_log);
     let (on_us, writer_us) = tracing::dispatcher::with_default(&dispatch, || full_path(&rt, &args, &input))?;
     piece_of("whole request path, tracing on (default)", on_us);
     let (off_us, _) = tracing::dispatcher::with_default(&dispatch_off, || full_path(&rt, &args, &input))?;
     piece_of("whole request path, OLLABRIDGE_LOG=warn (filter check only)", off_us);
+    drop(flusher); // writes out what is still gathering
     let lines = line_count(&args.tracing_log).saturating_sub(lines_before);
     if args.tracing_log != Path::new("/dev/null") && lines != args.iters {
         return Err(format!(

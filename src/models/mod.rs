@@ -36,6 +36,16 @@ pub enum ResolveError {
     Backend(#[from] BackendError),
 }
 
+/// The model a request names (trimmed), else `default`; neither is a 400.
+pub fn requested_name(requested: Option<&str>, default: Option<&str>) -> Result<String, ResolveError> {
+    requested
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .or(default)
+        .map(str::to_owned)
+        .ok_or(ResolveError::Missing)
+}
+
 /// A backend's model list and when it was fetched.
 type Listed = (Instant, Arc<Vec<BackendModel>>);
 
@@ -90,12 +100,7 @@ impl Models {
     }
 
     pub async fn resolve(&self, requested: Option<&str>, upstreams: &[Upstream]) -> Result<Resolved, ResolveError> {
-        let client = requested
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .or(self.default.as_deref())
-            .ok_or(ResolveError::Missing)?
-            .to_owned();
+        let client = requested_name(requested, self.default.as_deref())?;
         if let Some(mapping) = self.mapping(&client) {
             return Ok(Resolved {
                 backend: mapping.target.clone(),

@@ -226,11 +226,8 @@ async fn resolve(state: &AppState, context: &RequestContext, requested: Option<&
             known.join(", ")
         )));
     };
-    let client = requested
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::from(crate::models::ResolveError::Missing))?
-        .to_owned();
+    // A pinned backend has no default model: the request names one.
+    let client = crate::models::requested_name(requested, None)?;
     let mapping = state.models.mapping(&client);
     let model = mapping.map_or_else(|| client.clone(), |m| m.target.clone());
     Ok(Resolved {

@@ -90,6 +90,8 @@ pub struct Ticket(u64);
 #[derive(Clone)]
 pub struct Logger {
     tx: mpsc::Sender<Entry>,
+    /// Wakes the writer before its window ends once a whole batch waits.
+    batch_ready: Arc<tokio::sync::Notify>,
     tickets: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     /// False while the writer cannot reach the database (and retries).
@@ -151,7 +153,9 @@ impl Logger {
             record,
         };
         // Lost when the queue is full: the request's final record stands alone then.
-        let _ = self.tx.try_send(started);
+        if self.tx.try_send(started).is_ok() {
+            self.queued();
+        }
         ticket
     }
 
@@ -168,7 +172,7 @@ impl Logger {
     fn send(&self, ticket: Option<Ticket>, mut record: LogRecord) {
         self.cap_bodies(&mut record);
         let full = match self.tx.try_send(Entry::Finished { ticket, record }) {
-            Ok(()) => return,
+            Ok(()) => return self.queued(),
             Err(mpsc::error::TrySendError::Full(_)) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         };
@@ -181,6 +185,13 @@ impl Logger {
             tracing::warn!(dropped, total, "log queue full: request records dropped");
         } else {
             tracing::warn!(dropped, total, "log writer stopped: request records dropped");
+        }
+    }
+
+    /// The writer sleeps while entries gather; a whole batch waiting wakes it.
+    fn queued(&self) {
+        if self.queue_depth() >= writer::MAX_BATCH {
+            self.batch_ready.notify_one();
         }
     }
 
@@ -304,10 +315,23 @@ mod tests {
     }
 
     #[test]
-    fn starts_are_not_queued_once_the_queue_is_half_full() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    fn a_whole_batch_queued_wakes_the_writer_before_its_window_ends() {
+        use futures::FutureExt;
+        let (logger, _rx) = test_logger(4 * super::writer::MAX_BATCH);
+        let woken = || logger.batch_ready.notified().now_or_never().is_some();
+        for _ in 1..super::writer::MAX_BATCH {
+            logger.log(super::LogRecord::default());
+        }
+        assert!(!woken(), "one short of a batch: the writer sleeps on");
+        logger.log(super::LogRecord::default());
+        assert!(woken(), "a whole batch waits: the writer is told");
+    }
+
+    fn test_logger(capacity: usize) -> (super::Logger, tokio::sync::mpsc::Receiver<super::Entry>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         let logger = super::Logger {
             tx,
+            batch_ready: Default::default(),
             tickets: Default::default(),
             dropped: Default::default(),
             store_up: Default::default(),
@@ -315,6 +339,12 @@ mod tests {
             max_body_bytes: 1 << 20,
             redact: false,
         };
+        (logger, rx)
+    }
+
+    #[test]
+    fn starts_are_not_queued_once_the_queue_is_half_full() {
+        let (logger, mut rx) = test_logger(4);
         let record = super::LogRecord::default;
         logger.log(record());
         logger.log(record());

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use std::collections::HashMap;
@@ -22,7 +22,8 @@ use sqlx::{Encode, QueryBuilder, Type};
 
 /// How long the writer gathers records before committing them together.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
-const MAX_BATCH: usize = 512;
+/// Entries taken per batch; a queue this deep ends the gathering window early.
+pub(super) const MAX_BATCH: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,8 +113,10 @@ impl Writer {
     ) -> (Logger, Writer) {
         let (tx, rx) = mpsc::channel(capacity);
         let store_up = Arc::new(AtomicBool::new(true));
+        let batch_ready = Arc::new(Notify::new());
         let logger = Logger {
             tx,
+            batch_ready: batch_ready.clone(),
             tickets: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             store_up: store_up.clone(),
@@ -132,6 +135,7 @@ impl Writer {
             store,
             instance,
             in_flight: InFlight::default(),
+            batch_ready,
         };
         let handle = tokio::spawn(writer.run(rx));
         (logger, Writer { handle })
@@ -173,6 +177,19 @@ struct WriteLoop {
     in_flight: InFlight,
     /// When to look for rows other processes abandoned next (PostgreSQL).
     next_sweep: Instant,
+    /// Poked by the loggers once a whole batch is queued.
+    batch_ready: Arc<Notify>,
+}
+
+/// What the queue holds now, up to a batch, without waiting (and so without asking to
+/// be woken by the next entry).
+fn take_queued(rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(entry) => batch.push(entry),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Whether the database takes writes, and since when it does not.
@@ -250,14 +267,15 @@ impl WriteLoop {
             };
             let Some(first) = received else { break };
             batch.push(first);
-            let deadline = Instant::now() + BATCH_WINDOW;
-            while batch.len() < MAX_BATCH {
-                // Everything queued at once: one wake-up and timer for many entries.
-                let room = MAX_BATCH - batch.len();
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+            take_queued(&mut rx, &mut batch);
+            if batch.len() < MAX_BATCH {
+                // Entries gather while the writer sleeps: waiting on the queue instead
+                // would wake it (a thread switch) for every request.
+                tokio::select! {
+                    () = tokio::time::sleep(BATCH_WINDOW) => {}
+                    () = self.batch_ready.notified() => {}
                 }
+                take_queued(&mut rx, &mut batch);
             }
             let mut rows = Vec::with_capacity(batch.len());
             let mut replacing = Vec::new();
