@@ -10,13 +10,14 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The subscriber the server logs through, writing to `out`: `filter` in env-filter
-/// syntax, one JSON object per line with `json`, ANSI colors with `ansi`.
+/// syntax (one that does not parse means `info`, not silence), one JSON object per line
+/// with `json`, ANSI colors with `ansi`.
 pub fn subscriber<W>(filter: &str, out: W, json: bool, ansi: bool) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(out)
         .with_ansi(ansi);
     if json {
