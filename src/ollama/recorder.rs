@@ -178,13 +178,15 @@ impl Recorder {
     /// is under way, once its model is known.
     fn announce(&mut self) {
         let r = &self.record;
-        // No listener is fine: the event is for live views only.
-        let _ = self.telemetry.events.send(RequestEvent::Started {
-            request_id: r.request_id.clone(),
-            endpoint: r.endpoint.clone(),
-            timestamp: r.timestamp.clone(),
-            model: r.model.clone(),
-        });
+        // The event is for live views only: without one, not even built.
+        if self.telemetry.events.receiver_count() > 0 {
+            let _ = self.telemetry.events.send(RequestEvent::Started {
+                request_id: r.request_id.clone(),
+                endpoint: r.endpoint.clone(),
+                timestamp: r.timestamp.clone(),
+                model: r.model.clone(),
+            });
+        }
         let so_far = LogRecord {
             timestamp: r.timestamp.clone(),
             endpoint: r.endpoint.clone(),
@@ -206,12 +208,16 @@ impl Recorder {
     pub fn observe(&mut self, chunk: &Chunk) {
         let delta = &chunk.delta;
         if !delta.is_empty() {
-            let now = Instant::now();
-            self.first_output.get_or_insert(now);
             self.output_chunks += 1;
-            if self.last_progress.is_none_or(|last| now - last >= PROGRESS_EVERY) {
-                self.last_progress = Some(now);
-                self.progress();
+            // The clock is read for the first output, and after it only for live views.
+            let live = self.telemetry.events.receiver_count() > 0;
+            if self.first_output.is_none() || live {
+                let now = Instant::now();
+                self.first_output.get_or_insert(now);
+                if live && self.last_progress.is_none_or(|last| now - last >= PROGRESS_EVERY) {
+                    self.last_progress = Some(now);
+                    self.progress();
+                }
             }
         }
         self.content.push_str(&delta.content);
@@ -223,12 +229,10 @@ impl Recorder {
     }
 
     fn progress(&self) {
-        if self.telemetry.events.receiver_count() > 0 {
-            let _ = self.telemetry.events.send(RequestEvent::Progress {
-                request_id: self.record.request_id.clone(),
-                tokens: self.output_chunks,
-            });
-        }
+        let _ = self.telemetry.events.send(RequestEvent::Progress {
+            request_id: self.record.request_id.clone(),
+            tokens: self.output_chunks,
+        });
     }
 
     /// The final chunk's fields: the backend's numbers where it reported them,
@@ -406,6 +410,9 @@ pub struct CacheSlot {
 
 /// The configured price for the row's model: the client's name first, then the backend's.
 fn price(pricing: &[(String, crate::config::Price)], r: &LogRecord) -> Option<(f64, f64)> {
+    if pricing.is_empty() {
+        return None;
+    }
     [r.model.as_deref(), r.backend_model.as_deref()]
         .into_iter()
         .flatten()

@@ -65,7 +65,7 @@ pub struct LogRecord {
 }
 
 pub fn timestamp_now() -> String {
-    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    query::stored(&chrono::Utc::now())
 }
 
 /// What the writer receives: a request starting (stored as an in-flight row only if it

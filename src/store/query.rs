@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use chrono::format::{Fixed, Item, Numeric, Pad};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,8 +21,23 @@ pub const PREVIEW_CHARS: u32 = 200;
 /// Most rows one page returns.
 pub const MAX_LIMIT: u32 = 500;
 
-/// The stored `timestamp` format (UTC).
-const STORED: &str = "%Y-%m-%d %H:%M:%S%.3f";
+/// The stored `timestamp` format (UTC), `%Y-%m-%d %H:%M:%S%.3f` parsed ahead: every
+/// request's row is stamped on the request path, and parsing the pattern each time
+/// cost more than the formatting.
+const STORED: &[Item<'static>] = &[
+    Item::Numeric(Numeric::Year, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Month, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Day, Pad::Zero),
+    Item::Literal(" "),
+    Item::Numeric(Numeric::Hour, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Minute, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Second, Pad::Zero),
+    Item::Fixed(Fixed::Nanosecond3),
+];
 
 /// Opens an existing log database for reading only: never creates, migrates or writes.
 pub async fn open_reader(path: &Path, max_connections: u32) -> Result<SqlitePool, StoreError> {
@@ -504,7 +520,7 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
 
 /// An instant in the stored `timestamp` format.
 pub fn stored(t: &DateTime<Utc>) -> String {
-    t.format(STORED).to_string()
+    t.format_with_items(STORED.iter()).to_string()
 }
 
 /// A stored `timestamp` read back as an instant.
