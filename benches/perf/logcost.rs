@@ -10,9 +10,9 @@
 //! thread plays the request path: it drives ollabridge's own recorder
 //! (`ollabridge::ollama::bench::Recorder`) through one streamed chat as the chat handler
 //! and `respond.rs` do (start, request, resolved, a chunk at a time, finish). Its own CPU
-//! time (its `schedstat`) is the request-path cost; the writer stores the rows meanwhile on the
-//! runtime's threads, and the process's CPU beyond the calling thread's, until the
-//! writer has drained, is the writer's cost per row. Each piece is also timed alone.
+//! time (its `schedstat`) is the request-path cost; the writer stores the rows once the
+//! round's requests are queued, and the process's CPU beyond the calling thread's, until
+//! the writer has drained, is the writer's cost per row. Each piece is also timed alone.
 //!
 //! These are lower bounds: one thread, no contention. The request line goes through the
 //! server's own subscriber and batched writer (`ollabridge::logging`), so its `write(2)`
@@ -396,7 +396,8 @@ fn full_path(
     input: &Input,
     iters: usize,
 ) -> crate::Result<(f64, f64)> {
-    let (telemetry, writer) = new_telemetry(rt, &args.db, 2 * iters + 16)?; // a start and an end each
+    // A start and an end each, and room to spare: past half full, starts are skipped.
+    let (telemetry, writer) = new_telemetry(rt, &args.db, 4 * iters + 16)?;
     let pid = std::process::id();
     let process_before = procfs::process_cpu_us(pid).unwrap_or(0);
     let thread_before = procfs::this_thread_ns();
@@ -526,17 +527,19 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
     // The lines of the pieces above are written once they have gathered.
     std::thread::sleep(3 * logging::batched::GATHER);
     let lines_before = line_count(&args.tracing_log);
-    // The whole path shares the 2 cores with the writer draining, so one run swings by
-    // ±50 %: rounds alternate tracing on and off, and the medians are reported.
+    // The whole path's writer runs on a runtime nobody drives until the rounds' requests
+    // are queued: draining meanwhile on the other vCPU (on this VM, a hyperthread sibling)
+    // made one run swing by ±50 %. Rounds alternate tracing on and off; medians reported.
+    let quiet = crate::runtime(1)?;
     let per_round = args.iters.div_ceil(FULL_PATH_ROUNDS);
     let (mut on, mut off, mut writer) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..FULL_PATH_ROUNDS {
         let (on_us, writer_us) =
-            tracing::dispatcher::with_default(&dispatch, || full_path(&rt, &args, &input, per_round))?;
+            tracing::dispatcher::with_default(&dispatch, || full_path(&quiet, &args, &input, per_round))?;
         on.push(on_us);
         writer.push(writer_us);
         let (off_us, _) =
-            tracing::dispatcher::with_default(&dispatch_off, || full_path(&rt, &args, &input, per_round))?;
+            tracing::dispatcher::with_default(&dispatch_off, || full_path(&quiet, &args, &input, per_round))?;
         off.push(off_us);
     }
     let (on_us, off_us, writer_us) = (median(&on), median(&off), median(&writer));

@@ -324,7 +324,7 @@ async fn answer<R: Answered>(
     if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &request) {
         recorder.cache_hit();
         recorder.backend_model(&resolved.backend);
-        return answer.respond(hit.into_chunks(), recorder).await;
+        return Box::pin(answer.respond(hit.into_chunks(), recorder)).await;
     }
     let database = &state.config.database;
     let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
@@ -346,7 +346,8 @@ async fn answer<R: Answered>(
                 failover.succeeded(upstream);
                 recorder.routed(upstream, slot, &failover.attempts);
                 recorder.backend_model(&call.backend_model);
-                return answer.respond(chunks, recorder).await;
+                // Boxed: the future waiting for the first chunk need not have room for it.
+                return Box::pin(answer.respond(chunks, recorder)).await;
             }
             Err(e) => e,
         };

@@ -23,7 +23,9 @@ pub struct Recorder {
     /// A backend slot (`max_concurrent`), held until the answer ends.
     _slot: Option<OwnedSemaphorePermit>,
     started: Instant,
-    record: LogRecord,
+    /// Boxed: the recorder moves through every handler's future, which would otherwise
+    /// carry the row's ~640 bytes once per place it passes through.
+    record: Box<LogRecord>,
     content: String,
     thinking: String,
     tool_calls: Vec<ToolCall>,
@@ -57,7 +59,7 @@ impl Recorder {
             _slot: None,
             telemetry: telemetry.clone(),
             started: context.received,
-            record: LogRecord {
+            record: Box::new(LogRecord {
                 timestamp,
                 endpoint: endpoint.to_owned(),
                 method: method.to_owned(),
@@ -68,7 +70,7 @@ impl Recorder {
                 client_key: context.client_key.clone(),
                 replay_of: context.replay_of,
                 ..Default::default()
-            },
+            }),
             content: String::new(),
             thinking: String::new(),
             tool_calls: Vec::new(),
@@ -311,7 +313,7 @@ impl Recorder {
         self.sent = true;
         let metrics = self.final_metrics();
         self.store_in_cache();
-        let r = &mut self.record;
+        let r: &mut LogRecord = &mut self.record;
         r.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if r.error.is_none() || !self.content.is_empty() {
             r.response = Some(std::mem::take(&mut self.content));
