@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ollabridge::backend::{Chunk, Completion, Delta};
 use ollabridge::metrics::{Metrics, RequestEvent};
 use ollabridge::models::Resolved;
-use ollabridge::ollama::bench::{Recorder, RequestContext};
+use ollabridge::ollama::bench::{Recorder, RequestContext, request_line};
 use ollabridge::ollama::types::{Message, now_rfc3339};
 use ollabridge::store::{self, LogRecord, Writer, timestamp_now};
 use ollabridge::{Telemetry, logging};
@@ -494,19 +494,8 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
         time_piece(piece, || telemetry.metrics.observe(&row)),
     );
     piece_of(
-        "tracing::info! request line (batched to a file as the server does)",
-        tracing::dispatcher::with_default(&dispatch, || {
-            time_piece(piece, || {
-                tracing::info!(
-                    endpoint = %row.endpoint,
-                    model = row.model.as_deref().unwrap_or(""),
-                    status = row.status_code,
-                    latency_ms = row.latency_ms,
-                    error = row.error.as_deref().unwrap_or(""),
-                    "request"
-                );
-            })
-        }),
+        "request line, recorder::request_line (batched to a file as the server does)",
+        tracing::dispatcher::with_default(&dispatch, || time_piece(piece, || request_line(&row))),
     );
     drop(telemetry);
     rt.block_on(writer.close());

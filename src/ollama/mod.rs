@@ -19,5 +19,5 @@ pub use handlers::{DASHBOARD_KEY_ID, PINNED_BACKEND, REPLAY_OF, dashboard_router
 #[doc(hidden)]
 pub mod bench {
     pub use super::context::RequestContext;
-    pub use super::recorder::{CacheSlot, Recorder};
+    pub use super::recorder::{CacheSlot, Recorder, request_line};
 }

@@ -353,15 +353,7 @@ impl Recorder {
         r.cost = price(&self.telemetry.pricing, r).map(|(input, output)| {
             (r.prompt_tokens.unwrap_or(0) as f64 * input + r.completion_tokens.unwrap_or(0) as f64 * output) / 1e6
         });
-        tracing::info!(
-            request_id = %r.request_id,
-            endpoint = %r.endpoint,
-            model = r.model.as_deref().unwrap_or(""),
-            status = r.status_code,
-            latency_ms = r.latency_ms,
-            error = r.error.as_deref().unwrap_or(""),
-            "request"
-        );
+        request_line(r);
         self.telemetry.metrics.observe(r);
         let mut record = std::mem::take(r);
         // Capped before anyone sees it: live views get what the database gets.
@@ -408,6 +400,20 @@ pub struct CacheSlot {
     pub ttl: std::time::Duration,
     /// Answers that call tools are kept too.
     pub tool_calls: bool,
+}
+
+/// The one line each finished request writes to the process log (target
+/// `ollabridge::ollama::recorder`, which `OLLABRIDGE_LOG` can quiet on its own).
+pub fn request_line(r: &LogRecord) {
+    tracing::info!(
+        request_id = %r.request_id,
+        endpoint = %r.endpoint,
+        model = r.model.as_deref().unwrap_or(""),
+        status = r.status_code,
+        latency_ms = r.latency_ms,
+        error = r.error.as_deref().unwrap_or(""),
+        "request"
+    );
 }
 
 /// The configured price for the row's model: the client's name first, then the backend's.
