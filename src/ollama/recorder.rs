@@ -210,16 +210,12 @@ impl Recorder {
     pub fn observe(&mut self, chunk: &Chunk) {
         let delta = &chunk.delta;
         if !delta.is_empty() {
+            let now = Instant::now();
+            self.first_output.get_or_insert(now);
             self.output_chunks += 1;
-            // The clock is read for the first output, and after it only for live views.
-            let live = self.telemetry.events.receiver_count() > 0;
-            if self.first_output.is_none() || live {
-                let now = Instant::now();
-                self.first_output.get_or_insert(now);
-                if live && self.last_progress.is_none_or(|last| now - last >= PROGRESS_EVERY) {
-                    self.last_progress = Some(now);
-                    self.progress();
-                }
+            if self.last_progress.is_none_or(|last| now - last >= PROGRESS_EVERY) {
+                self.last_progress = Some(now);
+                self.progress();
             }
         }
         self.content.push_str(&delta.content);
@@ -230,11 +226,15 @@ impl Recorder {
         }
     }
 
+    /// At most every `PROGRESS_EVERY`: asking whether anyone listens takes the event
+    /// channel's lock, shared by every request, so it is not asked per chunk.
     fn progress(&self) {
-        let _ = self.telemetry.events.send(RequestEvent::Progress {
-            request_id: self.record.request_id.clone(),
-            tokens: self.output_chunks,
-        });
+        if self.telemetry.events.receiver_count() > 0 {
+            let _ = self.telemetry.events.send(RequestEvent::Progress {
+                request_id: self.record.request_id.clone(),
+                tokens: self.output_chunks,
+            });
+        }
     }
 
     /// The final chunk's fields: the backend's numbers where it reported them,

@@ -39,6 +39,9 @@ const STORED: &[Item<'static>] = &[
     Item::Fixed(Fixed::Nanosecond3),
 ];
 
+/// The stored format as read back (and as clients may write it): any fraction of a second.
+const STORED_READ: &str = "%Y-%m-%d %H:%M:%S%.f";
+
 /// Opens an existing log database for reading only: never creates, migrates or writes.
 pub async fn open_reader(path: &Path, max_connections: u32) -> Result<SqlitePool, StoreError> {
     let shown = path.display().to_string();
@@ -503,7 +506,7 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f") {
+    if let Ok(t) = NaiveDateTime::parse_from_str(text, STORED_READ) {
         return Ok(t.and_utc());
     }
     if let Some(t) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
@@ -525,7 +528,7 @@ pub fn stored(t: &DateTime<Utc>) -> String {
 
 /// A stored `timestamp` read back as an instant.
 pub fn parse_stored(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+    NaiveDateTime::parse_from_str(text, STORED_READ)
         .ok()
         .map(|t| t.and_utc())
 }
