@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backend;
 pub mod cache;
 pub mod config;
+mod http1;
 mod json;
 pub mod logging;
 pub mod metrics;
@@ -19,7 +20,6 @@ pub mod reload;
 pub mod store;
 mod tls;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,7 +175,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     match &tls {
         Some(files) => {
             let acceptor = tls::acceptor(&files.cert, &files.key).map_err(StartError::Tls)?;
-            // Tapped so that axum's ConnectInfo<SocketAddr> works; also sets TCP_NODELAY.
+            // Tapped to set TCP_NODELAY on the connection under TLS.
             let listener = tls::TlsListener {
                 tcp: listener,
                 acceptor,
@@ -185,11 +185,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
-            serving.push(tokio::spawn(
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
-                    .into_future(),
-            ));
+            serving.push(tokio::spawn(http1::serve(listener, app, stop.clone())));
         }
         None => serving.push(serve(listener, app, &stop)),
     }
@@ -273,11 +269,7 @@ fn serve(listener: TcpListener, app: axum::Router, stop: &CancellationToken) -> 
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    )
+    tokio::spawn(http1::serve(listener, app, stop.clone()))
 }
 
 impl Server {
