@@ -354,3 +354,9 @@ mod tests {
         );
     }
 }
+
+// jemalloc: ~15 % less CPU per request than glibc's malloc at 64 clients (interleaved
+// A/B), for ~1 MB more RSS idle and 2-4 MB more with 1000 requests in flight; mimalloc
+// saved 10 % but cost 14 MB idle and 48 MB at that peak.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
