@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite, one command:
 #
-#   scripts/bench.sh             full run: about 2-3 minutes after the build
+#   scripts/bench.sh             full run: about 5 minutes after the build
 #   scripts/bench.sh --smoke     every workload a few requests only (under a minute after
 #                                the build); exits non-zero if any request, log row or step
 #                                fails, never because of a number (scripts/test.sh runs it)
