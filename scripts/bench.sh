@@ -14,7 +14,8 @@
 #   cargo bench --bench perf -- report --spread target/bench/<run1> target/bench/<run2> ...
 #
 # It builds ollabridge and the bench tool (benches/perf, a `harness = false` bench target),
-# starts the mock OpenAI backend (`perf mock`) and ollabridge as a separate process
+# starts the mock OpenAI backend (`perf mock`), a bare forwarding proxy (`perf floor`, the
+# least any proxy on ollabridge's crates costs here) and ollabridge as a separate process
 # (`ollabridge --config ...`, so its CPU can be read from /proc), then for each workload
 # sends the same requests through ollabridge (/api/chat) and straight to the backend
 # (/v1/chat/completions), in alternating batches (`perf load`). Then the same against a real
@@ -164,6 +165,17 @@ MOCK_PID=$!
 PIDS+=("$MOCK_PID")
 wait_for "$OUT/mock.out" "^listening " 10
 MOCK_URL="$(sed -n 's/^listening //p' "$OUT/mock.out")"
+# The floor: a bare forwarding proxy on ollabridge's crates (`perf floor`), run on a few of
+# the workloads below right after ollabridge, to tell this host's cost of any such proxy
+# from ollabridge's own.
+start_floor() { # start_floor NAME: sets FLOOR_URL, FLOOR_PID
+  "$PERF" floor --port 0 --backend "$MOCK_URL" > "$OUT/$1.out" 2> "$OUT/$1.err" &
+  FLOOR_PID=$!
+  PIDS+=("$FLOOR_PID")
+  wait_for "$OUT/$1.out" "^listening " 10
+  FLOOR_URL="$(sed -n 's/^listening //p' "$OUT/$1.out")"
+}
+start_floor floor
 start_bridge bridge-mock "$MOCK_URL" '{"mock": "mock", "mock-paced": "mock+delay=2000", "mock-paced20": "mock+delay=20000"}'
 sleep 0.5
 IDLE_RSS="$(rss_kb "$BRIDGE_PID" VmRSS)"
@@ -188,6 +200,16 @@ for shape in nonstream stream16 stream256; do
     step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model mock \
       "${SHAPE[@]}" --concurrency "$c" "${LOAD[@]}" \
       --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" --name "mock-$shape" --json "$OUT/$name.json" > "$OUT/$name.txt"
+    case "$shape-c$c" in
+      nonstream-c1 | nonstream-c64 | stream16-c1 | stream256-c8)
+        n=$((n + 1))
+        name="$(printf '%02d' "$n")-floor-$shape-c$c"
+        echo "bench: $name" >&2
+        step "$name" "$PERF" load --through "$FLOOR_URL" --through-openai --direct "$MOCK_URL" --model mock \
+          "${SHAPE[@]}" --concurrency "$c" "${LOAD[@]}" \
+          --pid "$FLOOR_PID" --backend-pid "$MOCK_PID" --name "floor-$shape" --json "$OUT/$name.json" > "$OUT/$name.txt"
+        ;;
+    esac
   done
 done
 # Paced like a real model: 2 ms between tokens, so each chunk arrives on its own.
@@ -252,6 +274,20 @@ step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$MOCK_URL" --model m
   --chunks 16 "${SLOW[@]}" --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$MOCK_PID" \
   --name "mock-nonstream-slow1s" --json "$OUT/$name.json" > "$OUT/$name.txt"
 kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
+# The same through a fresh floor proxy: what its crates keep per request in flight.
+kill "$FLOOR_PID" && wait "$FLOOR_PID" || true
+start_floor floor-slow
+sleep 0.5
+FLOOR_IDLE_RSS="$(rss_kb "$FLOOR_PID" VmRSS)"
+n=$((n + 1))
+name="$(printf '%02d' "$n")-floor-nonstream-slow1s-r1000"
+echo "bench: $name" >&2
+step "$name" "$PERF" load --through "$FLOOR_URL" --through-openai --direct "$MOCK_URL" --model 'mock+ttft=1000000' \
+  --chunks 16 "${SLOW[@]}" --pid "$FLOOR_PID" --backend-pid "$MOCK_PID" \
+  --name "floor-nonstream-slow1s" --json "$OUT/$name.json" > "$OUT/$name.txt"
+printf '{"kind": "rss", "process": "floor proxy", "label": "1 s upstream", "idle_kb": %s, "after_kb": %s, "peak_kb": %s}\n' \
+  "$FLOOR_IDLE_RSS" "$(rss_kb "$FLOOR_PID" VmRSS)" "$(rss_kb "$FLOOR_PID" VmHWM)" > "$OUT/$(printf '%02d' "$n")-floor-rss.json"
+kill "$FLOOR_PID" && wait "$FLOOR_PID" || true
 
 # What the per-request log line (recorder.rs `tracing::info!`, stdout to a file) costs end to
 # end: two ollabridges alike but for that line, loaded in turn (line, quiet, line, quiet) with

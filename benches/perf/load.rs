@@ -35,6 +35,10 @@ pub struct LoadArgs {
     /// ollabridge's base URL; its `/api/chat` is measured.
     #[arg(long)]
     through: Option<String>,
+    /// The through side is a proxy that speaks OpenAI (`perf floor`): it is sent exactly
+    /// what the direct side is, at `--through`'s `/v1/chat/completions`.
+    #[arg(long)]
+    through_openai: bool,
     /// The backend's base URL; its `/v1/chat/completions` gets the same workload.
     #[arg(long)]
     direct: Option<String>,
@@ -115,6 +119,8 @@ enum Side {
 /// One side's endpoint and the body it is sent each time.
 struct Target {
     side: Side,
+    /// Answers in Ollama's NDJSON (ollabridge), else in OpenAI's JSON/SSE.
+    ollama: bool,
     retries: usize,
     client: reqwest::Client,
     url: String,
@@ -230,40 +236,49 @@ fn targets(args: &LoadArgs) -> crate::Result<Vec<Arc<Target>>> {
         .take(args.prompt_bytes.max(1))
         .collect();
     let messages = json!([{"role": "user", "content": content}]);
-    let mut targets = Vec::new();
-    if let Some(base) = &args.through {
-        let mut body = json!({"model": args.model, "messages": messages, "stream": args.stream});
-        if args.chunks > 0 {
-            body["options"] = json!({"num_predict": args.chunks});
-        }
-        targets.push(Arc::new(Target {
-            side: Side::Through,
-            retries: args.retries,
-            client: client(timeout)?,
-            url: format!("{}/api/chat", base.trim_end_matches('/')),
-            body: Bytes::from(body.to_string()),
-            stream: args.stream,
-        }));
+    // What ollabridge itself sends upstream for an Ollama request.
+    let model = args.backend_model.as_deref().unwrap_or(&args.model);
+    let mut openai_body = json!({"model": model, "messages": messages, "stream": args.stream});
+    if args.stream {
+        openai_body["stream_options"] = json!({"include_usage": true});
     }
-    if let Some(base) = &args.direct {
-        // What ollabridge itself sends upstream for the request above.
-        let model = args.backend_model.as_deref().unwrap_or(&args.model);
-        let mut body = json!({"model": model, "messages": messages, "stream": args.stream});
-        if args.stream {
-            body["stream_options"] = json!({"include_usage": true});
-        }
-        if args.chunks > 0 {
-            body["max_tokens"] = json!(args.chunks);
-        }
+    if args.chunks > 0 {
+        openai_body["max_tokens"] = json!(args.chunks);
+    }
+    let openai = |side, base: &str| -> crate::Result<Arc<Target>> {
         let base = base.trim_end_matches('/').trim_end_matches("/v1");
-        targets.push(Arc::new(Target {
-            side: Side::Direct,
+        Ok(Arc::new(Target {
+            side,
+            ollama: false,
             retries: args.retries,
             client: client(timeout)?,
             url: format!("{base}/v1/chat/completions"),
-            body: Bytes::from(body.to_string()),
+            body: Bytes::from(openai_body.to_string()),
             stream: args.stream,
-        }));
+        }))
+    };
+    let mut targets = Vec::new();
+    match &args.through {
+        Some(base) if args.through_openai => targets.push(openai(Side::Through, base)?),
+        Some(base) => {
+            let mut body = json!({"model": args.model, "messages": messages, "stream": args.stream});
+            if args.chunks > 0 {
+                body["options"] = json!({"num_predict": args.chunks});
+            }
+            targets.push(Arc::new(Target {
+                side: Side::Through,
+                ollama: true,
+                retries: args.retries,
+                client: client(timeout)?,
+                url: format!("{}/api/chat", base.trim_end_matches('/')),
+                body: Bytes::from(body.to_string()),
+                stream: args.stream,
+            }));
+        }
+        None => {}
+    }
+    if let Some(base) = &args.direct {
+        targets.push(openai(Side::Direct, base)?);
     }
     Ok(targets)
 }
@@ -569,9 +584,7 @@ async fn exchange(target: &Target, start: Instant) -> (Result<(Duration, Vec<Dur
                         gaps.push(now - last);
                     }
                 }
-                if target.side == Side::Through
-                    && (chunk.starts_with(b"{\"error\"") || contains(&chunk, b"\n{\"error\""))
-                {
+                if target.ollama && (chunk.starts_with(b"{\"error\"") || contains(&chunk, b"\n{\"error\"")) {
                     let line = String::from_utf8_lossy(&chunk).chars().take(120).collect::<String>();
                     return (Err(format!("error line: {line}")), retried);
                 }
@@ -597,11 +610,11 @@ async fn exchange(target: &Target, start: Instant) -> (Result<(Duration, Vec<Dur
 fn check_end(target: &Target, tail: &[u8]) -> Result<(), String> {
     let text = String::from_utf8_lossy(tail);
     let text = text.trim_end();
-    let ok = match (target.side, target.stream) {
-        (Side::Through, true) => text.rsplit('\n').next().is_some_and(|l| l.contains("\"done\":true")),
-        (Side::Through, false) => text.contains("\"done\":true"),
-        (Side::Direct, true) => text.ends_with("data: [DONE]"),
-        (Side::Direct, false) => text.ends_with('}'),
+    let ok = match (target.ollama, target.stream) {
+        (true, true) => text.rsplit('\n').next().is_some_and(|l| l.contains("\"done\":true")),
+        (true, false) => text.contains("\"done\":true"),
+        (false, true) => text.ends_with("data: [DONE]"),
+        (false, false) => text.ends_with('}'),
     };
     if ok {
         Ok(())

@@ -1,10 +1,12 @@
 //! ollabridge's benchmark tool (a `harness = false` bench target): a mock OpenAI backend, an
-//! interleaved load driver (through ollabridge vs straight to the backend), the log writer's
+//! interleaved load driver (through ollabridge vs straight to the backend), a bare
+//! forwarding proxy on the same crates as ollabridge (the floor of its overhead), the log writer's
 //! throughput, and the CPU cost of the per-request logging path. `scripts/bench.sh` runs it
 //! all; each subcommand also runs alone:
 //!
 //! ```sh
 //! cargo bench --bench perf -- mock --port 8081
+//! cargo bench --bench perf -- floor --port 8082 --backend http://127.0.0.1:8081
 //! cargo bench --bench perf -- load --through http://127.0.0.1:11434 --direct http://127.0.0.1:8081 --stream
 //! cargo bench --bench perf -- writer --db /tmp/w.db
 //! cargo bench --bench perf -- logcost --db /tmp/l.db
@@ -14,6 +16,7 @@
 //! Without a subcommand it prints its usage and exits 0, so `cargo test --all-targets` (which
 //! runs bench targets once, with no arguments) only checks that it builds and starts.
 
+mod floor;
 mod load;
 mod logcost;
 mod mock;
@@ -42,6 +45,8 @@ struct Cli {
 enum Command {
     /// A mock OpenAI-compatible backend (`/v1/chat/completions`, `/v1/models`).
     Mock(mock::MockArgs),
+    /// The least proxy on ollabridge's crates: forwards requests to a backend unchanged.
+    Floor(floor::FloorArgs),
     /// Ollama `/api/chat` load through ollabridge, interleaved with the same load sent
     /// straight to the backend's `/v1/chat/completions`.
     Load(load::LoadArgs),
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Mock(args) => mock::run(args),
+        Command::Floor(args) => floor::run(args),
         Command::Load(args) => load::run(args),
         Command::Writer(args) => logcost::run_writer(args),
         Command::Logcost(args) => logcost::run_logcost(args),

@@ -58,9 +58,11 @@ pub fn run(args: ReportArgs) -> crate::Result<ExitCode> {
         print_load_table(&loads);
         print_quiet_difference(&loads);
         print_chunk_cost(&loads);
+        print_above_floor(&loads);
         for value in &rss {
             println!(
-                "ollabridge RSS ({}): idle {} KiB, after the load {} KiB, peak {} KiB",
+                "{} RSS ({}): idle {} KiB, after the load {} KiB, peak {} KiB",
+                value["process"].as_str().unwrap_or("ollabridge"),
                 value["label"].as_str().unwrap_or("?"),
                 value["idle_kb"],
                 value["after_kb"],
@@ -80,7 +82,12 @@ pub fn run(args: ReportArgs) -> crate::Result<ExitCode> {
         for l in loads.iter().filter(|l| l.name.contains("slow")) {
             if let Some(peak) = l.bridge_peak_rss_kb {
                 println!(
-                    "ollabridge peak RSS, a 1 s upstream at {} req/s ({}): {peak} KiB",
+                    "{} peak RSS, a 1 s upstream at {} req/s ({}): {peak} KiB",
+                    if l.name.starts_with(FLOOR) {
+                        "floor proxy"
+                    } else {
+                        "ollabridge"
+                    },
                     l.rate.unwrap_or(0.0),
                     l.name
                 );
@@ -269,6 +276,71 @@ fn print_chunk_cost(loads: &[LoadResult]) {
             shown.join(", ")
         );
     }
+}
+
+/// Workloads named `floor-X` ran through `perf floor` (the bare proxy), `mock-X` through
+/// ollabridge, against the same mock.
+const FLOOR: &str = "floor-";
+
+/// For each workload that also ran through the bare proxy: what the floor adds, what
+/// ollabridge adds, and ollabridge's own part (the difference).
+fn print_above_floor(loads: &[LoadResult]) {
+    let mut lines = Vec::new();
+    for floor in loads.iter().filter(|l| l.name.starts_with(FLOOR)) {
+        let name = format!("mock-{}", &floor.name[FLOOR.len()..]);
+        let Some(bridge) = loads
+            .iter()
+            .find(|l| l.name == name && l.concurrency == floor.concurrency && l.rate == floor.rate)
+        else {
+            continue;
+        };
+        let added = |l: &LoadResult| -> Option<(f64, f64, Option<f64>)> {
+            let (d, b) = (l.direct.as_ref()?, l.through.as_ref()?);
+            let cpu = l.bridge_cpu.as_ref().map(|c| c.threads_us_per_req);
+            Some((b.total.p50 - d.total.p50, b.total.p99 - d.total.p99, cpu))
+        };
+        let (Some((f50, f99, fcpu)), Some((b50, b99, bcpu))) = (added(floor), added(bridge)) else {
+            continue;
+        };
+        let load = match (floor.concurrency, floor.rate) {
+            (Some(c), _) => format!("c{c}"),
+            (None, Some(rate)) => format!("{rate:.0}/s"),
+            _ => "?".into(),
+        };
+        let cpu = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.0}"));
+        let own_cpu = match (fcpu, bcpu) {
+            (Some(f), Some(b)) => format!("{:+.0}", b - f),
+            _ => "-".into(),
+        };
+        lines.push(format!(
+            "{:<22} {:>6} | {:+6.2} {:+6.2} {:>5} | {:+6.2} {:+6.2} {:>5} | {:+6.2} {:+6.2} {:>5}",
+            &floor.name[FLOOR.len()..],
+            load,
+            f50,
+            f99,
+            cpu(fcpu),
+            b50,
+            b99,
+            cpu(bcpu),
+            b50 - f50,
+            b99 - f99,
+            own_cpu
+        ));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!(
+        "{:<22} {:>6} | {:<19} | {:<19} | {:<19}",
+        "above the floor", "load", "floor +p50 +p99 cpu", "brg +p50 +p99 cpu", "own +p50 +p99 cpu"
+    );
+    for line in lines {
+        println!("{line}");
+    }
+    println!(
+        "(floor = `perf floor`, a bare proxy on ollabridge's crates: hyper's server, reqwest's \
+         client; ms added to the direct time, us CPU per request; own = ollabridge minus the floor)"
+    );
 }
 
 /// Workloads `X-line` and `X-quiet` ran in turn through two ollabridges alike but for the
