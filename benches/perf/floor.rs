@@ -86,7 +86,13 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
+    // Copied, as ollabridge does (src/http1.rs): a slice would keep hyper's read buffer
+    // alive for the whole request.
+    let Ok(body) = body
+        .collect()
+        .await
+        .map(|collected| Bytes::copy_from_slice(&collected.to_bytes()))
+    else {
         return Ok(bare(StatusCode::BAD_REQUEST));
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());

@@ -3,22 +3,21 @@
 //! `auth.allow_unauthenticated_from`. Keys are compared as SHA-256 digests in
 //! constant time; the matching key's id goes into the request's log row.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::context::RequestContext;
 use crate::config::ClientKey;
 use crate::reload::Live;
 
-pub async fn require_key(State(live): State<Arc<Live>>, mut request: Request, next: Next) -> Response {
+/// Why the request is not let in (401, in the shape of the API it asked), or `None`
+/// when it is; then the matching key's id is set on its [`RequestContext`].
+pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
     let state = live.load();
     let auth = &state.config.auth;
     if auth.keys.is_empty() || request.uri().path() == "/health" {
-        return next.run(request).await;
+        return None;
     }
     let presented = bearer_token(request.headers());
     let key_sent = presented.is_some();
@@ -27,7 +26,7 @@ pub async fn require_key(State(live): State<Arc<Live>>, mut request: Request, ne
         .map(|k| k.id.clone());
     let path = request.uri().path().to_owned();
     let Some(context) = request.extensions_mut().get_mut::<RequestContext>() else {
-        return unauthorized("request context missing");
+        return Some(unauthorized("request context missing"));
     };
     let trusted_network = context
         .client_addr
@@ -43,17 +42,15 @@ pub async fn require_key(State(live): State<Arc<Live>>, mut request: Request, ne
                 "rejected: no valid API key"
             );
             let reason = if key_sent { "invalid API key" } else { "missing API key" };
-            // OpenAI clients read `error.message`: the same words in their shape.
             if crate::openai_api::serves(&path) {
-                return crate::openai_api::unauthorized(&unauthorized_message(reason));
+                return Some(crate::openai_api::unauthorized(&unauthorized_message(reason)));
             }
-            return unauthorized(reason);
+            return Some(unauthorized(reason));
         }
     }
-    next.run(request).await
+    None
 }
 
-/// Every key is compared, so the time taken does not tell which one nearly matched.
 fn matching_key<'a>(keys: &'a [ClientKey], token: &str) -> Option<&'a ClientKey> {
     keys.iter().fold(None, |found, key| {
         let equal = key.matches(token);

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -53,8 +52,8 @@ fn new_id() -> String {
     format!("{bits:032x}")
 }
 
-/// Middleware: attaches a [`RequestContext`] and answers with its id.
-pub async fn with_request_context(mut request: Request, next: Next) -> Response {
+/// Attaches a [`RequestContext`] to the request; returns its id for [`echo_id`].
+pub fn attach(request: &mut Request) -> Option<HeaderValue> {
     let client_addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let asked = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
     let mut context = RequestContext::new(asked, client_addr);
@@ -64,11 +63,14 @@ pub async fn with_request_context(mut request: Request, next: Next) -> Response 
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true") || v.as_bytes() == b"1");
     let id = HeaderValue::from_str(&context.id).ok();
     request.extensions_mut().insert(context);
-    let mut response = next.run(request).await;
+    id
+}
+
+/// Answers with the request's id (`X-Request-Id`), whatever the answer.
+pub fn echo_id(response: &mut Response, id: Option<HeaderValue>) {
     if let Some(id) = id {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    response
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::Value;
 
 use super::auth;
-use super::context::{RequestContext, with_request_context};
+use super::context::{self, RequestContext};
 use super::error::{ApiError, parse_body};
 use super::recorder::{CacheSlot, Recorder};
 use super::respond::{Answer, Shape};
@@ -28,9 +29,7 @@ use crate::reload::{Live, Snapshot};
 /// The Ollama API for clients: API keys checked, CORS when configured.
 pub fn router(live: Arc<Live>) -> Router {
     let cors = live.load().config.server.enable_cors;
-    let router = routes(live.clone())
-        .layer(axum::middleware::from_fn_with_state(live, auth::require_key))
-        .layer(axum::middleware::from_fn(with_request_context));
+    let router = routes(live.clone()).layer(axum::middleware::from_fn_with_state(live, client_edge));
     if cors {
         return router.layer(tower_http::cors::CorsLayer::permissive());
     }
@@ -40,12 +39,49 @@ pub fn router(live: Arc<Live>) -> Router {
 /// The same API for the dashboard on the admin listener (playground and replay), which
 /// checked the admin token already: logged like any client, as key id `dashboard`.
 pub fn dashboard_router(live: Arc<Live>) -> Router {
-    routes(live)
-        .layer(axum::middleware::from_fn(from_dashboard))
-        .layer(axum::middleware::from_fn(with_request_context))
+    routes(live.clone()).layer(axum::middleware::from_fn_with_state(live, dashboard_edge))
 }
 
-async fn from_dashboard(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+// One middleware per router, doing all the edge's work in turn: each layer costs a
+// boxed future per request, and every request passes them all.
+
+/// The client API's edge: the request's API key checked.
+async fn client_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> Response {
+    edge(&live, request, next, |request| auth::refusal(&live, request)).await
+}
+
+/// The dashboard's edge: no API key (the admin token was checked), the key id
+/// `dashboard` and the replay headers honoured.
+async fn dashboard_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> Response {
+    edge(&live, request, next, |request| {
+        from_dashboard(request);
+        None
+    })
+    .await
+}
+
+/// Attaches the request's context, lets `admit` refuse it, turns axum's plain-text 413
+/// into Ollama's JSON (the `/v1` routes shape their own), echoes the request id.
+async fn edge(
+    live: &Live,
+    mut request: Request,
+    next: Next,
+    admit: impl FnOnce(&mut Request) -> Option<Response>,
+) -> Response {
+    let id = context::attach(&mut request);
+    let openai = crate::openai_api::serves(request.uri().path());
+    let mut response = match admit(&mut request) {
+        None => next.run(request).await,
+        Some(refused) => refused,
+    };
+    if !openai {
+        response = body_too_large_as_json(live, response);
+    }
+    context::echo_id(&mut response, id);
+    response
+}
+
+fn from_dashboard(request: &mut Request) {
     let replay_of = request
         .headers()
         .get(REPLAY_OF)
@@ -61,7 +97,6 @@ async fn from_dashboard(mut request: axum::extract::Request, next: axum::middlew
         context.replay_of = replay_of;
         context.pinned_backend = backend;
     }
-    next.run(request).await
 }
 
 /// The log row a replayed request repeats; honoured on the dashboard router only.
@@ -91,10 +126,6 @@ fn routes(live: Arc<Live>) -> Router {
         .route("/api/embeddings", post(embed::embeddings_handler))
         .route("/api/pull", post(models_routes::pull_handler))
         .route("/api/{*rest}", any(models_routes::other_api_handler))
-        .layer(axum::middleware::map_response_with_state(
-            live.clone(),
-            body_too_large_as_json,
-        ))
         // Images make bodies big; the default allows far more than axum's 2 MB.
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // OpenAI's API, after the layers above: it answers errors in its own shape.
@@ -103,7 +134,7 @@ fn routes(live: Arc<Live>) -> Router {
 }
 
 /// axum refuses an oversized body with plain text; clients expect Ollama's JSON.
-async fn body_too_large_as_json(State(live): State<Arc<Live>>, response: Response) -> Response {
+fn body_too_large_as_json(live: &Live, response: Response) -> Response {
     if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
