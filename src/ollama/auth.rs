@@ -42,6 +42,7 @@ pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
                 "rejected: no valid API key"
             );
             let reason = if key_sent { "invalid API key" } else { "missing API key" };
+            // OpenAI clients read `error.message`: the same words in their shape.
             if crate::openai_api::serves(&path) {
                 return Some(crate::openai_api::unauthorized(&unauthorized_message(reason)));
             }
@@ -51,6 +52,7 @@ pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
     None
 }
 
+/// Every key is compared, so the time taken does not tell which one nearly matched.
 fn matching_key<'a>(keys: &'a [ClientKey], token: &str) -> Option<&'a ClientKey> {
     keys.iter().fold(None, |found, key| {
         let equal = key.matches(token);
