@@ -46,39 +46,44 @@ pub fn dashboard_router(live: Arc<Live>) -> Router {
 // boxed future per request, and every request passes them all.
 
 /// The client API's edge: the request's API key checked.
-async fn client_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> Response {
-    edge(&live, request, next, |request| auth::refusal(&live, request)).await
+fn client_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> impl Future<Output = Response> {
+    edge(live, request, next, auth::refusal)
 }
 
 /// The dashboard's edge: no API key (the admin token was checked), the key id
 /// `dashboard` and the replay headers honoured.
-async fn dashboard_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> Response {
-    edge(&live, request, next, |request| {
+fn dashboard_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> impl Future<Output = Response> {
+    edge(live, request, next, |_, request| {
         from_dashboard(request);
         None
     })
-    .await
 }
 
 /// Attaches the request's context, lets `admit` refuse it, turns axum's plain-text 413
 /// into Ollama's JSON (the `/v1` routes shape their own), echoes the request id.
-async fn edge(
-    live: &Live,
+///
+/// The checks run before the returned future, which holds only the route's: it lives
+/// as long as the request waits for its answer.
+fn edge(
+    live: Arc<Live>,
     mut request: Request,
     next: Next,
-    admit: impl FnOnce(&mut Request) -> Option<Response>,
-) -> Response {
+    admit: impl FnOnce(&Live, &mut Request) -> Option<Response>,
+) -> impl Future<Output = Response> {
     let id = context::attach(&mut request);
     let openai = crate::openai_api::serves(request.uri().path());
-    let mut response = match admit(&mut request) {
-        None => next.run(request).await,
-        Some(refused) => refused,
+    let answered = match admit(&live, &mut request) {
+        None => futures::future::Either::Left(next.run(request)),
+        Some(refused) => futures::future::Either::Right(std::future::ready(refused)),
     };
-    if !openai {
-        response = body_too_large_as_json(live, response);
+    async move {
+        let mut response = answered.await;
+        if !openai {
+            response = body_too_large_as_json(&live, response);
+        }
+        context::echo_id(&mut response, id);
+        response
     }
-    context::echo_id(&mut response, id);
-    response
 }
 
 fn from_dashboard(request: &mut Request) {
@@ -152,96 +157,119 @@ async fn health_handler() -> axum::Json<Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn chat_handler(
+// The chat and generate handlers, and `answer`, are plain functions returning an `async
+// move` block, and keep the recorder and the parsed request boxed: their future is what
+// every request waiting for its backend holds. An `async fn` keeps each argument beside
+// the local it is moved into, and a local that was ever borrowed keeps its room across
+// every later await even once moved out; both made the chat future 5.5 KB, now 3.2 KB.
+
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+fn chat_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
-) -> Response {
-    let mut recorder = Recorder::start(&state, &context, "/api/chat", "POST", &body);
-    if state.config.server.log_raw_requests {
-        tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/chat");
+) -> impl Future<Output = Response> {
+    async move {
+        let mut recorder = Box::new(Recorder::start(&state, &context, "/api/chat", "POST", &body));
+        if state.config.server.log_raw_requests {
+            tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/chat");
+        }
+        let request: Box<ChatRequest> = match parse_body(&body) {
+            Ok(r) => r,
+            Err(e) => return recorder.reject(e),
+        };
+        let stream = request.stream.unwrap_or(true);
+        let prompt = request.messages.as_ref().and_then(|m| serde_json::to_string(m).ok());
+        recorder.request(request.model.as_deref(), prompt, stream);
+        let Some(messages) = &request.messages else {
+            return recorder.reject(ApiError::BadRequest("messages is required".into()));
+        };
+        let resolved = match resolve(&state, &context, request.model.as_deref()).await {
+            Ok(r) => r,
+            Err(e) => return recorder.reject(e),
+        };
+        recorder.resolved(&resolved);
+        if messages.is_empty() {
+            return load_answer(*recorder, Shape::Chat, &resolved.client, request.keep_alive.as_ref());
+        }
+        if state.config.server.log_messages {
+            tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
+        }
+        answer(&state, &context, recorder, Shape::Chat, resolved, stream, request, body).await
     }
-    let request: ChatRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
-    let stream = request.stream.unwrap_or(true);
-    let prompt = request.messages.as_ref().and_then(|m| serde_json::to_string(m).ok());
-    recorder.request(request.model.as_deref(), prompt, stream);
-    let Some(messages) = &request.messages else {
-        return recorder.reject(ApiError::BadRequest("messages is required".into()));
-    };
-    let resolved = match resolve(&state, &context, request.model.as_deref()).await {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
-    recorder.resolved(&resolved);
-    if messages.is_empty() {
-        return load_answer(recorder, Shape::Chat, &resolved.client, request.keep_alive.as_ref());
-    }
-    if state.config.server.log_messages {
-        tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
-    }
-    answer(&state, &context, recorder, Shape::Chat, resolved, stream, request, body).await
 }
 
-async fn generate_handler(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+fn generate_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
-) -> Response {
-    let mut recorder = Recorder::start(&state, &context, "/api/generate", "POST", &body);
-    if state.config.server.log_raw_requests {
-        tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/generate");
-    }
-    let request: GenerateRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
-    let stream = request.stream.unwrap_or(true);
-    recorder.request(request.model.as_deref(), request.prompt.clone(), stream);
-    let resolved = match resolve(&state, &context, request.model.as_deref()).await {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
-    recorder.resolved(&resolved);
-    // Fill-in-the-middle needs a model and route that honour `suffix`; llama.cpp's
-    // /v1/completions ignores it silently, so only models configured with the
-    // "insert" capability get it, as Ollama itself refuses it otherwise.
-    let supports_insert = state
-        .models
-        .mapping(&resolved.client)
-        .and_then(|m| m.capabilities.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c == "insert"));
-    let first_kind = state.backends[resolved.targets[0].backend].client.kind();
-    if request.suffix.is_some() && !supports_insert && first_kind == BackendKind::Openai {
-        let e = ApiError::BadRequest(format!(
-            "\"{}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
+) -> impl Future<Output = Response> {
+    async move {
+        let mut recorder = Box::new(Recorder::start(&state, &context, "/api/generate", "POST", &body));
+        if state.config.server.log_raw_requests {
+            tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/generate");
+        }
+        let request: Box<GenerateRequest> = match parse_body(&body) {
+            Ok(r) => r,
+            Err(e) => return recorder.reject(e),
+        };
+        let stream = request.stream.unwrap_or(true);
+        recorder.request(request.model.as_deref(), request.prompt.clone(), stream);
+        let resolved = match resolve(&state, &context, request.model.as_deref()).await {
+            Ok(r) => r,
+            Err(e) => return recorder.reject(e),
+        };
+        recorder.resolved(&resolved);
+        // Fill-in-the-middle needs a model and route that honour `suffix`; llama.cpp's
+        // /v1/completions ignores it silently, so only models configured with the
+        // "insert" capability get it, as Ollama itself refuses it otherwise.
+        let supports_insert = state
+            .models
+            .mapping(&resolved.client)
+            .and_then(|m| m.capabilities.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c == "insert"));
+        let first_kind = state.backends[resolved.targets[0].backend].client.kind();
+        if request.suffix.is_some() && !supports_insert && first_kind == BackendKind::Openai {
+            let e = ApiError::BadRequest(format!(
+                "\"{}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
              if the backend's /v1/completions honours suffix",
-            resolved.client
-        ));
-        return recorder.reject(e);
+                resolved.client
+            ));
+            return recorder.reject(e);
+        }
+        if request.template.is_some() {
+            tracing::debug!(model = %resolved.client, "generate: 'template' is ignored; the backend applies its own");
+        }
+        if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
+            return load_answer(
+                *recorder,
+                Shape::Generate,
+                &resolved.client,
+                request.keep_alive.as_ref(),
+            );
+        }
+        if state.config.server.log_messages {
+            tracing::info!(model = %resolved.client, prompt = ?request.prompt, system = ?request.system, "generate request");
+        }
+        answer(
+            &state,
+            &context,
+            recorder,
+            Shape::Generate,
+            resolved,
+            stream,
+            request,
+            body,
+        )
+        .await
     }
-    if request.template.is_some() {
-        tracing::debug!(model = %resolved.client, "generate: 'template' is ignored; the backend applies its own");
-    }
-    if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
-        return load_answer(recorder, Shape::Generate, &resolved.client, request.keep_alive.as_ref());
-    }
-    if state.config.server.log_messages {
-        tracing::info!(model = %resolved.client, prompt = ?request.prompt, system = ?request.system, "generate request");
-    }
-    answer(
-        &state,
-        &context,
-        recorder,
-        Shape::Generate,
-        resolved,
-        stream,
-        request,
-        body,
-    )
-    .await
 }
 
 /// The model's targets; a request pinned to a backend (dashboard replay) goes there
@@ -336,61 +364,67 @@ fn from_cache<R: Answered>(
     clippy::too_many_arguments,
     reason = "one call site per endpoint, each naming every part"
 )]
-async fn answer<R: Answered>(
-    state: &AppState,
-    context: &RequestContext,
-    mut recorder: Recorder,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+fn answer<'a, R: Answered + 'a>(
+    state: &'a AppState,
+    context: &'a RequestContext,
+    mut recorder: Box<Recorder>,
     shape: Shape,
     resolved: Resolved,
     stream: bool,
-    request: R,
+    request: Box<R>,
     body: Bytes,
-) -> Response {
-    let answer = Answer {
-        shape,
-        model: resolved.client.clone(),
-        stream,
-        log_lines: state.config.server.log_raw_responses,
-    };
-    if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &request) {
-        recorder.cache_hit();
-        recorder.backend_model(&resolved.backend);
-        return Box::pin(answer.respond(hit.into_chunks(), recorder)).await;
-    }
-    let database = &state.config.database;
-    let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
-    recorder.capture(capture.clone());
-    let mut call = Call {
-        capture,
-        client_model: resolved.client,
-        backend_model: resolved.backend,
-        strip_think: resolved.strip_think,
-        stream,
-        request,
-        body,
-    };
-    let mut failover = Failover::new(&state.backends, &resolved.targets);
-    while let Some((upstream, model)) = failover.next_target() {
-        call.backend_model = model;
-        let error = match ask_first_chunk(upstream, &call).await {
-            Ok((chunks, slot)) => {
-                failover.succeeded(upstream);
-                recorder.routed(upstream, slot, &failover.attempts);
-                recorder.backend_model(&call.backend_model);
-                // Boxed: the future waiting for the first chunk need not have room for it.
-                return Box::pin(answer.respond(chunks, recorder)).await;
-            }
-            Err(e) => e,
+) -> impl Future<Output = Response> + 'a {
+    async move {
+        let answer = Answer {
+            shape,
+            model: resolved.client.clone(),
+            stream,
+            log_lines: state.config.server.log_raw_responses,
         };
-        if let Some(error) = failover.failed(upstream, &call.backend_model, error) {
-            recorder.failed_attempts(&failover.attempts);
-            return recorder.reject(error.into());
+        if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &*request) {
+            recorder.cache_hit();
+            recorder.backend_model(&resolved.backend);
+            return Box::pin(answer.respond(hit.into_chunks(), *recorder)).await;
         }
+        let database = &state.config.database;
+        let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
+        recorder.capture(capture.clone());
+        let mut call = Call {
+            capture,
+            client_model: resolved.client,
+            backend_model: resolved.backend,
+            strip_think: resolved.strip_think,
+            stream,
+            request: *request,
+            body,
+        };
+        let mut failover = Failover::new(&state.backends, &resolved.targets);
+        while let Some((upstream, model)) = failover.next_target() {
+            call.backend_model = model;
+            let error = match ask_first_chunk(upstream, &call).await {
+                Ok((chunks, slot)) => {
+                    failover.succeeded(upstream);
+                    recorder.routed(upstream, slot, &failover.attempts);
+                    recorder.backend_model(&call.backend_model);
+                    // Boxed: the future waiting for the first chunk need not have room for it.
+                    return Box::pin(answer.respond(chunks, *recorder)).await;
+                }
+                Err(e) => e,
+            };
+            if let Some(error) = failover.failed(upstream, &call.backend_model, error) {
+                recorder.failed_attempts(&failover.attempts);
+                return recorder.reject(error.into());
+            }
+        }
+        recorder.reject(ApiError::Backend(BackendError::Config(format!(
+            "no backend to ask for '{}'",
+            call.client_model
+        ))))
     }
-    recorder.reject(ApiError::Backend(BackendError::Config(format!(
-        "no backend to ask for '{}'",
-        call.client_model
-    ))))
 }
 
 /// Asks one backend, holding one of its slots, and waits for the answer's first chunk:

@@ -2,6 +2,8 @@
 //! to the backend's route of the same name with only the model renamed, and the answer
 //! comes back as the backend sent it (see `relay`), logged like an Ollama request.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::Extension;
 use axum::http::header;
@@ -18,85 +20,99 @@ use crate::ollama::context::RequestContext;
 use crate::ollama::recorder::Recorder;
 use crate::reload::Snapshot;
 
-pub async fn chat_handler(
+pub fn chat_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
-) -> Response {
-    pass_through(&state, &context, Route::Chat, body).await
+) -> impl Future<Output = Response> {
+    pass_through(state, context, Route::Chat, body)
 }
 
-pub async fn completions_handler(
+pub fn completions_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
-) -> Response {
-    pass_through(&state, &context, Route::Completions, body).await
+) -> impl Future<Output = Response> {
+    pass_through(state, context, Route::Completions, body)
 }
 
-pub async fn embeddings_handler(
+pub fn embeddings_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
-) -> Response {
-    pass_through(&state, &context, Route::Embeddings, body).await
+) -> impl Future<Output = Response> {
+    pass_through(state, context, Route::Embeddings, body)
 }
 
-async fn pass_through(state: &AppState, context: &RequestContext, route: Route, body: Bytes) -> Response {
-    let endpoint = route.endpoint();
-    let mut recorder = Recorder::start(state, context, endpoint, "POST", &body);
-    let server = &state.config.server;
-    if server.log_raw_requests {
-        tracing::info!(body = %String::from_utf8_lossy(&body), "raw request {endpoint}");
-    }
-    let request = match ClientRequest::read(&body) {
-        Ok(r) => r,
-        Err(e) => return refuse(recorder, e),
-    };
-    let prompt = route.prompt(&request.body);
-    if server.log_messages {
-        tracing::info!(model = ?request.model, prompt = ?prompt, "{endpoint} request");
-    }
-    recorder.request(request.model.as_deref(), prompt, request.stream);
-    let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
-        Ok(r) => r,
-        Err(e) => return refuse(recorder, e.into()),
-    };
-    recorder.resolved(&resolved);
-    // Like the Ollama routes, the model's targets are tried in turn; here a target has
-    // answered once it sent a 2xx status (its stream is not read ahead).
-    let mut failover = Failover::new(&state.backends, &resolved.targets);
-    while let Some((upstream, model)) = failover.next_target() {
-        let refusal = match ask(state, upstream, &model, route, &request).await {
-            Ok(answer) => {
-                failover.succeeded(upstream);
-                recorder.routed(upstream, answer.slot, &failover.attempts);
-                recorder.backend_model(&model);
-                recorder.capture(answer.capture.clone());
-                let exchange = Exchange {
-                    route,
-                    client_model: resolved.client,
-                    label: upstream.client.label().to_owned(),
-                    strip_usage: answer.strip_usage,
-                    strip_think: resolved.strip_think,
-                    log_lines: server.log_raw_responses,
-                    capture: answer.capture,
-                };
-                return match answer.is_sse {
-                    true => relay::stream(exchange, answer.response, recorder).await,
-                    false => relay::whole(exchange, answer.response, recorder).await,
-                };
-            }
-            Err(refusal) => refusal,
-        };
-        recorder.capture(refusal.capture);
-        if let Some(error) = failover.failed(upstream, &model, refusal.error) {
-            recorder.failed_attempts(&failover.attempts);
-            return refuse(recorder, OpenAiError::from_backend(&error, refusal.detail.as_ref()));
+/// A plain function returning an `async move` block, with the recorder boxed, for the
+/// reason the Ollama chat handler is (its future is what a request waiting holds).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+fn pass_through(
+    state: Arc<AppState>,
+    context: RequestContext,
+    route: Route,
+    body: Bytes,
+) -> impl Future<Output = Response> {
+    async move {
+        let state = &*state;
+        let endpoint = route.endpoint();
+        let mut recorder = Box::new(Recorder::start(state, &context, endpoint, "POST", &body));
+        let server = &state.config.server;
+        if server.log_raw_requests {
+            tracing::info!(body = %String::from_utf8_lossy(&body), "raw request {endpoint}");
         }
+        let request = match ClientRequest::read(&body) {
+            Ok(r) => r,
+            Err(e) => return refuse(*recorder, e),
+        };
+        let prompt = route.prompt(&request.body);
+        if server.log_messages {
+            tracing::info!(model = ?request.model, prompt = ?prompt, "{endpoint} request");
+        }
+        recorder.request(request.model.as_deref(), prompt, request.stream);
+        let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
+            Ok(r) => r,
+            Err(e) => return refuse(*recorder, e.into()),
+        };
+        recorder.resolved(&resolved);
+        // Like the Ollama routes, the model's targets are tried in turn; here a target has
+        // answered once it sent a 2xx status (its stream is not read ahead).
+        let mut failover = Failover::new(&state.backends, &resolved.targets);
+        while let Some((upstream, model)) = failover.next_target() {
+            let refusal = match ask(state, upstream, &model, route, &request).await {
+                Ok(answer) => {
+                    failover.succeeded(upstream);
+                    recorder.routed(upstream, answer.slot, &failover.attempts);
+                    recorder.backend_model(&model);
+                    recorder.capture(answer.capture.clone());
+                    let exchange = Exchange {
+                        route,
+                        client_model: resolved.client,
+                        label: upstream.client.label().to_owned(),
+                        strip_usage: answer.strip_usage,
+                        strip_think: resolved.strip_think,
+                        log_lines: server.log_raw_responses,
+                        capture: answer.capture,
+                    };
+                    return match answer.is_sse {
+                        true => relay::stream(exchange, answer.response, *recorder).await,
+                        false => relay::whole(exchange, answer.response, *recorder).await,
+                    };
+                }
+                Err(refusal) => refusal,
+            };
+            recorder.capture(refusal.capture);
+            if let Some(error) = failover.failed(upstream, &model, refusal.error) {
+                recorder.failed_attempts(&failover.attempts);
+                return refuse(*recorder, OpenAiError::from_backend(&error, refusal.detail.as_ref()));
+            }
+        }
+        let error = BackendError::Config(format!("no backend to ask for '{}'", resolved.client));
+        refuse(*recorder, OpenAiError::from_backend(&error, None))
     }
-    let error = BackendError::Config(format!("no backend to ask for '{}'", resolved.client));
-    refuse(recorder, OpenAiError::from_backend(&error, None))
 }
 
 /// A backend that took the request: its 2xx answer, not read yet.
