@@ -214,8 +214,11 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
 /// to be closed before any answer came. llama-server closes connections after every
 /// stream while announcing keep-alive, so under load several pooled connections can be
 /// dead at once; the server never saw the request, which makes the retry safe.
-pub(crate) async fn send(request: reqwest::RequestBuilder, label: &str) -> Result<reqwest::Response, BackendError> {
-    send_with_tries(request, label, TRIES).await.0
+pub(crate) fn send(
+    request: reqwest::RequestBuilder,
+    label: &str,
+) -> impl Future<Output = Result<reqwest::Response, BackendError>> + '_ {
+    futures::FutureExt::map(send_with_tries(request, label, TRIES), |(response, _)| response)
 }
 
 /// How many times [`send`] sends a request whose pooled connection turned out closed.
@@ -224,24 +227,33 @@ const TRIES: usize = 3;
 /// [`send`] with a number of tries, also telling how many times the request was sent
 /// again. Public for `benches/perf`, whose load driver sends the same way (and reports
 /// the retries).
+///
+/// A plain function returning an `async move` block: an `async fn` would keep the
+/// request twice in the future every request waiting for its backend holds.
 #[doc(hidden)]
-pub async fn send_with_tries(
-    request: reqwest::RequestBuilder,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+pub fn send_with_tries(
+    mut request: reqwest::RequestBuilder,
     label: &str,
     tries: usize,
-) -> (Result<reqwest::Response, BackendError>, usize) {
-    let (mut request, mut attempt) = (request, 1);
-    loop {
-        let retry = request.try_clone();
-        match request.send().await {
-            Err(e) if attempt < tries && is_stale_connection(&e) => {
-                let Some(next) = retry else {
-                    return (Err(BackendError::from_reqwest(label, &e)), attempt - 1);
-                };
-                tracing::debug!(backend = label, attempt, "pooled connection was closed; sending again");
-                (request, attempt) = (next, attempt + 1);
+) -> impl Future<Output = (Result<reqwest::Response, BackendError>, usize)> + '_ {
+    async move {
+        let mut attempt = 1;
+        loop {
+            let retry = request.try_clone();
+            match request.send().await {
+                Err(e) if attempt < tries && is_stale_connection(&e) => {
+                    let Some(next) = retry else {
+                        return (Err(BackendError::from_reqwest(label, &e)), attempt - 1);
+                    };
+                    tracing::debug!(backend = label, attempt, "pooled connection was closed; sending again");
+                    (request, attempt) = (next, attempt + 1);
+                }
+                result => return (result.map_err(|e| BackendError::from_reqwest(label, &e)), attempt - 1),
             }
-            result => return (result.map_err(|e| BackendError::from_reqwest(label, &e)), attempt - 1),
         }
     }
 }

@@ -75,15 +75,16 @@ impl OpenAiBackend {
         &self.label
     }
 
-    async fn send(
-        &self,
+    /// Encodes and sends the request; the returned future holds only the send and
+    /// what reads the answer, as it lives as long as the backend takes to answer.
+    fn send<'a>(
+        &'a self,
         route: Route,
-        body: Map<String, Value>,
+        mut body: Map<String, Value>,
         stream: bool,
         translator: Translator,
-        capture: Option<&Capture>,
-    ) -> Result<ChunkStream, BackendError> {
-        let mut body = body;
+        capture: Option<&'a Capture>,
+    ) -> impl Future<Output = Result<ChunkStream, BackendError>> + 'a {
         // Without usage, counts come from llama.cpp's `timings` or are estimated.
         if !self.stream_options {
             body.remove("stream_options");
@@ -93,38 +94,43 @@ impl OpenAiBackend {
                 body.insert(self.max_tokens_field.as_str().to_owned(), limit);
             }
         }
-        let body =
-            serde_json::to_vec(&body).map_err(|e| BackendError::Protocol(format!("cannot encode request: {e}")))?;
-        if let Some(capture) = capture {
-            capture.request(&body);
+        let encoded = serde_json::to_vec(&body);
+        if let (Ok(body), Some(capture)) = (&encoded, capture) {
+            capture.request(body);
         }
-        let request = self
-            .http
-            .post(match route {
-                Route::Chat => self.chat_url.clone(),
-                Route::Completions => self.completions_url.clone(),
-            })
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        let response = crate::backend::send(request, &self.label).await?;
-        let status = response.status();
-        if !status.is_success() || !stream {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-            if let Some(capture) = capture {
-                capture.response(&body);
+        let sent = encoded.map(|body| {
+            let request = self
+                .http
+                .post(match route {
+                    Route::Chat => self.chat_url.clone(),
+                    Route::Completions => self.completions_url.clone(),
+                })
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+            crate::backend::send(request, &self.label)
+        });
+        async move {
+            let sent = sent.map_err(|e| BackendError::Protocol(format!("cannot encode request: {e}")))?;
+            let response = sent.await?;
+            let status = response.status();
+            if !status.is_success() || !stream {
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+                if let Some(capture) = capture {
+                    capture.response(&body);
+                }
+                if !status.is_success() {
+                    return Err(BackendError::from_status(status.as_u16(), &body));
+                }
+                let chunks = translator.on_body(&body)?;
+                return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
             }
-            if !status.is_success() {
-                return Err(BackendError::from_status(status.as_u16(), &body));
-            }
-            let chunks = translator.on_body(&body)?;
-            return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
+            let label = self.label.clone();
+            let events = crate::backend::captured(response.bytes_stream(), capture.cloned()).eventsource();
+            Ok(sse_to_chunks(events, translator, label))
         }
-        let label = self.label.clone();
-        let events = crate::backend::captured(response.bytes_stream(), capture.cloned()).eventsource();
-        Ok(sse_to_chunks(events, translator, label))
     }
 }
 
