@@ -76,14 +76,14 @@ fn edge(
         None => futures::future::Either::Left(next.run(request)),
         Some(refused) => futures::future::Either::Right(std::future::ready(refused)),
     };
-    async move {
-        let mut response = answered.await;
+    // A combinator, not an async block: the block would keep `answered` twice.
+    futures::FutureExt::map(answered, move |mut response| {
         if !openai {
             response = body_too_large_as_json(&live, response);
         }
         context::echo_id(&mut response, id);
         response
-    }
+    })
 }
 
 fn from_dashboard(request: &mut Request) {

@@ -2,7 +2,8 @@
 //! `eventsource-stream`, and feeds each event to the pure translator.
 
 use eventsource_stream::{EventStreamError, Eventsource};
-use futures::{StreamExt, stream};
+use futures::future::{self, Either};
+use futures::{StreamExt, TryFutureExt, stream};
 use reqwest::Url;
 use serde_json::{Map, Value};
 
@@ -94,24 +95,28 @@ impl OpenAiBackend {
                 body.insert(self.max_tokens_field.as_str().to_owned(), limit);
             }
         }
-        let encoded = serde_json::to_vec(&body);
-        if let (Ok(body), Some(capture)) = (&encoded, capture) {
-            capture.request(body);
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => body,
+            Err(e) => {
+                let error = BackendError::Protocol(format!("cannot encode request: {e}"));
+                return Either::Left(future::ready(Err(error)));
+            }
+        };
+        if let Some(capture) = capture {
+            capture.request(&body);
         }
-        let sent = encoded.map(|body| {
-            let request = self
-                .http
-                .post(match route {
-                    Route::Chat => self.chat_url.clone(),
-                    Route::Completions => self.completions_url.clone(),
-                })
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-            crate::backend::send(request, &self.label)
-        });
-        async move {
-            let sent = sent.map_err(|e| BackendError::Protocol(format!("cannot encode request: {e}")))?;
-            let response = sent.await?;
+        let request = self
+            .http
+            .post(match route {
+                Route::Chat => self.chat_url.clone(),
+                Route::Completions => self.completions_url.clone(),
+            })
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        // `and_then`, not an async block awaiting the send: the block would keep the
+        // send's future twice.
+        let sent = crate::backend::send(request, &self.label);
+        Either::Right(sent.and_then(move |response| async move {
             let status = response.status();
             if !status.is_success() || !stream {
                 let body = response
@@ -130,7 +135,7 @@ impl OpenAiBackend {
             let label = self.label.clone();
             let events = crate::backend::captured(response.bytes_stream(), capture.cloned()).eventsource();
             Ok(sse_to_chunks(events, translator, label))
-        }
+        }))
     }
 }
 
