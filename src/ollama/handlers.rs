@@ -173,10 +173,7 @@ fn chat_handler(
     body: Bytes,
 ) -> impl Future<Output = Response> {
     async move {
-        let mut recorder = Box::new(Recorder::start(&state, &context, "/api/chat", "POST", &body));
-        if state.config.server.log_raw_requests {
-            tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/chat");
-        }
+        let mut recorder = Recorder::begin(&state, &context, "/api/chat", &body);
         let request: Box<ChatRequest> = match parse_body(&body) {
             Ok(r) => r,
             Err(e) => return recorder.reject(e),
@@ -212,10 +209,7 @@ fn generate_handler(
     body: Bytes,
 ) -> impl Future<Output = Response> {
     async move {
-        let mut recorder = Box::new(Recorder::start(&state, &context, "/api/generate", "POST", &body));
-        if state.config.server.log_raw_requests {
-            tracing::info!(body = %String::from_utf8_lossy(&body), "raw request /api/generate");
-        }
+        let mut recorder = Recorder::begin(&state, &context, "/api/generate", &body);
         let request: Box<GenerateRequest> = match parse_body(&body) {
             Ok(r) => r,
             Err(e) => return recorder.reject(e),

@@ -107,6 +107,17 @@ impl Recorder {
         recorder
     }
 
+    /// [`start`](Recorder::start) for a POST that answers from a backend, boxed (the
+    /// handlers' futures hold it while the backend answers), with the raw body logged
+    /// when `server.log_raw_requests` is on.
+    pub fn begin(state: &crate::AppState, context: &RequestContext, endpoint: &str, body: &[u8]) -> Box<Recorder> {
+        let recorder = Box::new(Recorder::start(state, context, endpoint, "POST", body));
+        if state.config.server.log_raw_requests {
+            tracing::info!(body = %String::from_utf8_lossy(body), "raw request {endpoint}");
+        }
+        recorder
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.record.endpoint
     }

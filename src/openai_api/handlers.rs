@@ -59,11 +59,8 @@ fn pass_through(
     async move {
         let state = &*state;
         let endpoint = route.endpoint();
-        let mut recorder = Box::new(Recorder::start(state, &context, endpoint, "POST", &body));
+        let mut recorder = Recorder::begin(state, &context, endpoint, &body);
         let server = &state.config.server;
-        if server.log_raw_requests {
-            tracing::info!(body = %String::from_utf8_lossy(&body), "raw request {endpoint}");
-        }
         let request = match ClientRequest::read(&body) {
             Ok(r) => r,
             Err(e) => return refuse(*recorder, e),
