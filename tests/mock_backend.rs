@@ -2776,3 +2776,90 @@ async fn load_time_options_and_keep_alive_are_not_sent_upstream() {
         "{rows:#?}"
     );
 }
+
+/// Reads one HTTP/1.1 request (head and `content-length` body) from `stream` into
+/// `buf`; its request line, or `None` when the peer closed first.
+async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                return head.lines().next().map(str::to_owned);
+            }
+        }
+        let mut chunk = [0; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// llama-server announces keep-alive but closes connections after streams, so the
+/// bridge's next request on such a pooled connection finds it closed before any answer.
+/// The backend never acted on it, so the bridge sends it again on a new connection and
+/// the client sees only the answer. This backend answers the first request on each
+/// connection and closes the connection when a second one arrives on it.
+#[tokio::test]
+async fn a_request_on_a_pooled_connection_the_backend_closed_is_sent_again() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let body = completion(json!({"role": "assistant", "content": "ok"}), "stop").to_string();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: keep-alive\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            for connection in 1.. {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let (seen, answer) = (seen.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let Some(first) = read_request(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(format!("{connection}: {first}"));
+                    stream.write_all(answer.as_bytes()).await.unwrap();
+                    if let Some(second) = read_request(&mut stream, &mut buf).await {
+                        seen.lock()
+                            .unwrap()
+                            .push(format!("{connection}: {second} (closed unanswered)"));
+                    }
+                });
+            }
+        }
+    });
+    let mut bridge = Bridge::openai(&url, json!({"alias": "backend-model"})).await;
+    for _ in 0..3 {
+        let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi(), "stream": false})).await;
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((status, &answer["message"]["content"]), (200, &json!("ok")), "{body}");
+    }
+    let post = "post /v1/chat/completions http/1.1";
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            format!("1: {post}"),
+            format!("1: {post} (closed unanswered)"),
+            format!("2: {post}"),
+            format!("2: {post} (closed unanswered)"),
+            format!("3: {post}"),
+        ]
+    );
+    let rows = bridge.rows().await;
+    let outcomes: Vec<_> = rows
+        .iter()
+        .map(|r| (r["status_code"].clone(), r["error"].clone()))
+        .collect();
+    assert_eq!(outcomes, vec![(json!(200), Value::Null); 3]);
+}

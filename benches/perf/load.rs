@@ -544,11 +544,13 @@ async fn one(target: &Target, lag_ns: u64) -> Sample {
 /// concurrency the next pooled one may be closed too). Whether it was sent again is
 /// reported.
 async fn send(target: &Target) -> (Result<reqwest::Response, String>, bool) {
-    let request = target
-        .client
-        .post(&target.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(target.body.clone());
+    let request = || {
+        target
+            .client
+            .post(&target.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(target.body.clone())
+    };
     let (response, retries) = ollabridge::backend::send_with_tries(request, &target.url, target.retries + 1).await;
     (response.map_err(|e| e.to_string()), retries > 0)
 }

@@ -210,15 +210,16 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
         .map_err(|e| BackendError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Sends a request; again (up to 3 tries) when a pooled keep-alive connection turns out
-/// to be closed before any answer came. llama-server closes connections after every
-/// stream while announcing keep-alive, so under load several pooled connections can be
-/// dead at once; the server never saw the request, which makes the retry safe.
-pub(crate) fn send(
-    request: reqwest::RequestBuilder,
-    label: &str,
-) -> impl Future<Output = Result<reqwest::Response, BackendError>> + '_ {
-    futures::FutureExt::map(send_with_tries(request, label, TRIES), |(response, _)| response)
+/// Sends the request `build` makes; again (up to 3 tries, building it anew) when a pooled
+/// keep-alive connection turns out to be closed before any answer came. llama-server
+/// closes connections after every stream while announcing keep-alive, so under load
+/// several pooled connections can be dead at once; the server never saw the request,
+/// which makes the retry safe.
+pub(crate) fn send<'a>(
+    build: impl Fn() -> reqwest::RequestBuilder + Send + 'a,
+    label: &'a str,
+) -> impl Future<Output = Result<reqwest::Response, BackendError>> + 'a {
+    futures::FutureExt::map(send_with_tries(build, label, TRIES), |(response, _)| response)
 }
 
 /// How many times [`send`] sends a request whose pooled connection turned out closed.
@@ -228,29 +229,27 @@ const TRIES: usize = 3;
 /// again. Public for `benches/perf`, whose load driver sends the same way (and reports
 /// the retries).
 ///
-/// A plain function returning an `async move` block: an `async fn` would keep the
-/// request twice in the future every request waiting for its backend holds.
+/// The request is built again for a retry rather than cloned up front: every request
+/// waiting for its backend would otherwise hold a copy (its URL and headers) that is
+/// almost never used. A plain function returning an `async move` block: an `async fn`
+/// would keep its arguments twice in the future.
 #[doc(hidden)]
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice in its future"
 )]
-pub fn send_with_tries(
-    mut request: reqwest::RequestBuilder,
-    label: &str,
+pub fn send_with_tries<'a>(
+    build: impl Fn() -> reqwest::RequestBuilder + Send + 'a,
+    label: &'a str,
     tries: usize,
-) -> impl Future<Output = (Result<reqwest::Response, BackendError>, usize)> + '_ {
+) -> impl Future<Output = (Result<reqwest::Response, BackendError>, usize)> + 'a {
     async move {
         let mut attempt = 1;
         loop {
-            let retry = request.try_clone();
-            match request.send().await {
+            match build().send().await {
                 Err(e) if attempt < tries && is_stale_connection(&e) => {
-                    let Some(next) = retry else {
-                        return (Err(BackendError::from_reqwest(label, &e)), attempt - 1);
-                    };
                     tracing::debug!(backend = label, attempt, "pooled connection was closed; sending again");
-                    (request, attempt) = (next, attempt + 1);
+                    attempt += 1;
                 }
                 result => return (result.map_err(|e| BackendError::from_reqwest(label, &e)), attempt - 1),
             }

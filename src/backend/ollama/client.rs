@@ -44,12 +44,15 @@ impl OllamaBackend {
             .base
             .join(path.trim_start_matches('/'))
             .map_err(|e| BackendError::Config(format!("cannot build backend URL for {path}: {e}")))?;
-        let mut request = self.http.request(method, url);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
+        let request = || {
+            let request = self.http.request(method.clone(), url.clone());
+            match &body {
+                Some(body) => request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone()),
+                None => request,
+            }
+        };
         crate::backend::send(request, &self.label).await
     }
 

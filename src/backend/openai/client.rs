@@ -56,19 +56,20 @@ impl OpenAiBackend {
     /// `/v1/embeddings` for a batch of inputs.
     pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
         let body = translate::embeddings_request(backend_model, inputs);
-        let bytes = self
-            .exchange(self.http.post(self.url("v1/embeddings")?).json(&body))
-            .await?;
+        let url = self.url("v1/embeddings")?;
+        let bytes = self.exchange(|| self.http.post(url.clone()).json(&body)).await?;
         translate::openai_embeddings_to_vectors(&bytes, inputs.len())
     }
 
     /// Posts a client's body as it is to one of the backend's `/v1` routes.
     pub async fn post_v1(&self, path: &str, body: bytes::Bytes) -> Result<reqwest::Response, BackendError> {
-        let request = self
-            .http
-            .post(self.url(path)?)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let url = self.url(path)?;
+        let request = || {
+            self.http
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
         crate::backend::send(request, &self.label).await
     }
 
@@ -96,7 +97,7 @@ impl OpenAiBackend {
             }
         }
         let body = match serde_json::to_vec(&body) {
-            Ok(body) => body,
+            Ok(body) => bytes::Bytes::from(body),
             Err(e) => {
                 let error = BackendError::Protocol(format!("cannot encode request: {e}"));
                 return Either::Left(future::ready(Err(error)));
@@ -105,14 +106,16 @@ impl OpenAiBackend {
         if let Some(capture) = capture {
             capture.request(&body);
         }
-        let request = self
-            .http
-            .post(match route {
-                Route::Chat => self.chat_url.clone(),
-                Route::Completions => self.completions_url.clone(),
-            })
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let url = match route {
+            Route::Chat => &self.chat_url,
+            Route::Completions => &self.completions_url,
+        };
+        let request = move || {
+            self.http
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
         // `and_then`, not an async block awaiting the send: the block would keep the
         // send's future twice.
         let sent = crate::backend::send(request, &self.label);
@@ -223,7 +226,8 @@ impl Backend for OpenAiBackend {
     }
 
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
-        let body = self.exchange(self.http.get(self.url("v1/models")?)).await?;
+        let url = self.url("v1/models")?;
+        let body = self.exchange(|| self.http.get(url.clone())).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Protocol(format!("unreadable model list from {}: {e}", self.label)))?;
         // A single-model llama-server describes its model in /props; other servers
@@ -248,7 +252,10 @@ impl Backend for OpenAiBackend {
 
 impl OpenAiBackend {
     /// A whole request and answer; a non-2xx answer becomes the backend's error.
-    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<bytes::Bytes, BackendError> {
+    async fn exchange(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder + Send,
+    ) -> Result<bytes::Bytes, BackendError> {
         let response = crate::backend::send(request, &self.label).await?;
         let status = response.status();
         let body = response
@@ -262,7 +269,8 @@ impl OpenAiBackend {
     }
 
     async fn props(&self) -> Option<Props> {
-        let body = self.exchange(self.http.get(self.url("props").ok()?)).await.ok()?;
+        let url = self.url("props").ok()?;
+        let body = self.exchange(|| self.http.get(url.clone())).await.ok()?;
         serde_json::from_slice(&body).ok()
     }
 }
