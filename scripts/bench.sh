@@ -168,8 +168,8 @@ MOCK_URL="$(sed -n 's/^listening //p' "$OUT/mock.out")"
 # The floor: a bare forwarding proxy on ollabridge's crates (`perf floor`), run on a few of
 # the workloads below right after ollabridge, to tell this host's cost of any such proxy
 # from ollabridge's own.
-start_floor() { # start_floor NAME: sets FLOOR_URL, FLOOR_PID
-  "$PERF" floor --port 0 --backend "$MOCK_URL" > "$OUT/$1.out" 2> "$OUT/$1.err" &
+start_floor() { # start_floor NAME [BACKEND_URL, default the mock]: sets FLOOR_URL, FLOOR_PID
+  "$PERF" floor --port 0 --backend "${2:-$MOCK_URL}" > "$OUT/$1.out" 2> "$OUT/$1.err" &
   FLOOR_PID=$!
   PIDS+=("$FLOOR_PID")
   wait_for "$OUT/$1.out" "^listening " 10
@@ -328,6 +328,9 @@ if [ "$LLAMA" = 1 ]; then
   done
   if curl -sf "$LLAMA_URL/health" > /dev/null 2>&1; then
     start_bridge bridge-llama "$LLAMA_URL" '{"tiny-chat": "tiny-chat"}'
+    # The floor in front of llama-server too (1 client), for what any proxy adds to the
+    # waits on a model that thinks: each is a wake-up of a sleeping process.
+    start_floor floor-llama "$LLAMA_URL"
     for mode in stream nonstream; do
       if [ "$mode" = stream ]; then MODE=(--stream); else MODE=(); fi
       for c in 1 32; do
@@ -337,9 +340,18 @@ if [ "$LLAMA" = 1 ]; then
         step "$name" "$PERF" load --through "$BRIDGE_URL" --direct "$LLAMA_URL" --model tiny-chat \
           "${MODE[@]}" --concurrency "$c" "${LOAD[@]}" \
           --pid "$BRIDGE_PID" --admin "$ADMIN_URL" --backend-pid "$LLAMA_PID" --name "llama-$mode" --json "$OUT/$name.json" > "$OUT/$name.txt"
+        if [ "$c" = 1 ]; then
+          n=$((n + 1))
+          name="$(printf '%02d' "$n")-floor-llama-$mode-c$c"
+          echo "bench: $name" >&2
+          step "$name" "$PERF" load --through "$FLOOR_URL" --through-openai --direct "$LLAMA_URL" --model tiny-chat \
+            "${MODE[@]}" --concurrency "$c" "${LOAD[@]}" \
+            --pid "$FLOOR_PID" --backend-pid "$LLAMA_PID" --name "floor-llama-$mode" --json "$OUT/$name.json" > "$OUT/$name.txt"
+        fi
       done
     done
     kill "$BRIDGE_PID" && wait "$BRIDGE_PID" || true
+    kill "$FLOOR_PID" && wait "$FLOOR_PID" || true
     step "bridge-llama log rows" check_rows bridge-llama "$OUT/bridge-llama.db" 1
   else
     echo "bench: llama-server did not become healthy (see $OUT/llama-server.log)" >&2

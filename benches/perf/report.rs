@@ -278,8 +278,8 @@ fn print_chunk_cost(loads: &[LoadResult]) {
     }
 }
 
-/// Workloads named `floor-X` ran through `perf floor` (the bare proxy), `mock-X` through
-/// ollabridge, against the same mock.
+/// Workloads named `floor-X` ran through `perf floor` (the bare proxy), `mock-X` (against
+/// the mock) or `X` (e.g. `llama-nonstream`) through ollabridge, against the same backend.
 const FLOOR: &str = "floor-";
 
 /// For each workload that also ran through the bare proxy: what the floor adds, what
@@ -287,10 +287,11 @@ const FLOOR: &str = "floor-";
 fn print_above_floor(loads: &[LoadResult]) {
     let mut lines = Vec::new();
     for floor in loads.iter().filter(|l| l.name.starts_with(FLOOR)) {
-        let name = format!("mock-{}", &floor.name[FLOOR.len()..]);
+        let rest = &floor.name[FLOOR.len()..];
+        let names = [format!("mock-{rest}"), rest.to_owned()];
         let Some(bridge) = loads
             .iter()
-            .find(|l| l.name == name && l.concurrency == floor.concurrency && l.rate == floor.rate)
+            .find(|l| names.contains(&l.name) && l.concurrency == floor.concurrency && l.rate == floor.rate)
         else {
             continue;
         };
