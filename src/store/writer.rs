@@ -20,8 +20,10 @@ use super::db::{Dialect, Instance, Store, close_abandoned_rows, close_own_rows, 
 use super::{Entry, LogRecord, Logger, Ticket};
 use sqlx::{Encode, QueryBuilder, Type};
 
-/// How long the writer gathers records before committing them together.
-const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// How long the writer gathers records before committing them together. Each batch
+/// costs a transaction and several hand-offs to sqlx's worker thread: at ~220 requests/s
+/// 200 ms took 30 µs less CPU per request than 50 ms (of ~300).
+const BATCH_WINDOW: Duration = Duration::from_millis(200);
 /// Entries taken per batch; a queue this deep ends the gathering window early.
 pub(super) const MAX_BATCH: usize = 512;
 
