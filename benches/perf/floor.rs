@@ -96,11 +96,17 @@ async fn forward(
         return Ok(bare(StatusCode::BAD_REQUEST));
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut upstream = client.request(parts.method, format!("{backend}{path}")).body(body);
-    if let Some(content_type) = parts.headers.get(CONTENT_TYPE) {
-        upstream = upstream.header(CONTENT_TYPE, content_type);
-    }
-    let Ok(answer) = upstream.send().await else {
+    let url = format!("{backend}{path}");
+    let upstream = || {
+        let upstream = client.request(parts.method.clone(), &url).body(body.clone());
+        match parts.headers.get(CONTENT_TYPE) {
+            Some(content_type) => upstream.header(CONTENT_TYPE, content_type),
+            None => upstream,
+        }
+    };
+    // Sent again, as ollabridge does, when a pooled connection turns out closed:
+    // llama-server closes connections after streams while announcing keep-alive.
+    let (Ok(answer), _) = ollabridge::backend::send_with_tries(upstream, &backend, 3).await else {
         return Ok(bare(StatusCode::BAD_GATEWAY));
     };
     let mut response = Response::builder().status(answer.status());
