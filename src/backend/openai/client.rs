@@ -64,13 +64,15 @@ impl OpenAiBackend {
     /// Posts a client's body as it is to one of the backend's `/v1` routes.
     pub async fn post_v1(&self, path: &str, body: bytes::Bytes) -> Result<reqwest::Response, BackendError> {
         let url = self.url(path)?;
-        let request = || {
-            self.http
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-        };
-        crate::backend::send(request, &self.label).await
+        crate::backend::send(|| self.post_json(&url, &body), &self.label).await
+    }
+
+    /// A POST of a JSON body; built again for each try of [`crate::backend::send`].
+    fn post_json(&self, url: &Url, body: &bytes::Bytes) -> reqwest::RequestBuilder {
+        self.http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
     }
 
     pub fn label(&self) -> &str {
@@ -110,12 +112,7 @@ impl OpenAiBackend {
             Route::Chat => &self.chat_url,
             Route::Completions => &self.completions_url,
         };
-        let request = move || {
-            self.http
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-        };
+        let request = move || self.post_json(url, &body);
         // `and_then`, not an async block awaiting the send: the block would keep the
         // send's future twice.
         let sent = crate::backend::send(request, &self.label);
