@@ -316,9 +316,12 @@ if [ "$LLAMA" = 1 ]; then
   MODELS="$(scripts/tiny-models.sh "$ROOT/target/tiny-models")"
   PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   # One thread: llama.cpp's workers spin while waiting, which on 2 cores would take the
-  # CPU ollabridge and the driver need (LLAMA_THREADS to change).
+  # CPU ollabridge and the driver need (LLAMA_THREADS to change). An HTTP thread per
+  # connection: llama-server serves each connection on one thread and keeps it while idle
+  # for 5 s, so with its default six the driver's idle connections from a direct batch
+  # could stall the next batch through ollabridge (once: 30 requests waited 5-15 s).
   "$LLAMA_BIN" -m "$MODELS/tiny-chat.gguf" --alias tiny-chat --host 127.0.0.1 --port "$PORT" \
-    --jinja -c 16384 -np 4 -t "${LLAMA_THREADS:-1}" --no-webui > "$OUT/llama-server.log" 2>&1 &
+    --jinja -c 16384 -np 4 -t "${LLAMA_THREADS:-1}" --threads-http 80 --no-webui > "$OUT/llama-server.log" 2>&1 &
   LLAMA_PID=$!
   PIDS+=("$LLAMA_PID")
   LLAMA_URL="http://127.0.0.1:$PORT"
