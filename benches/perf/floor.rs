@@ -106,7 +106,8 @@ async fn forward(
     };
     // Sent again, as ollabridge does, when a pooled connection turns out closed:
     // llama-server closes connections after streams while announcing keep-alive.
-    let (Ok(answer), _) = ollabridge::backend::send_with_tries(upstream, &backend, 3).await else {
+    let (Ok(answer), _) = ollabridge::backend::send_with_tries(upstream, &backend, ollabridge::backend::TRIES).await
+    else {
         return Ok(bare(StatusCode::BAD_GATEWAY));
     };
     let mut response = Response::builder().status(answer.status());

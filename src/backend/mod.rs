@@ -223,7 +223,9 @@ pub(crate) fn send<'a>(
 }
 
 /// How many times [`send`] sends a request whose pooled connection turned out closed.
-const TRIES: usize = 3;
+/// Public for `benches/perf`, whose floor proxy retries as ollabridge does.
+#[doc(hidden)]
+pub const TRIES: usize = 3;
 
 /// [`send`] with a number of tries, also telling how many times the request was sent
 /// again. Public for `benches/perf`, whose load driver sends the same way (and reports
