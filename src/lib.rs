@@ -18,6 +18,7 @@ pub mod ollama;
 pub mod openai_api;
 pub mod reload;
 pub mod store;
+mod text;
 mod tls;
 
 use std::net::SocketAddr;
@@ -48,6 +49,18 @@ pub struct Telemetry {
     pub health: backend::health::HealthRegistry,
     /// Answers kept for identical requests (`cache`); its size is fixed at start.
     pub cache: cache::ResponseCache,
+}
+
+impl Telemetry {
+    /// `work`, unless the shutdown grace period ends first: then `cut()`'s answer. A
+    /// request still waiting for its backend (a slot, the answer's head, its first
+    /// chunk) must not hold the shutdown past the grace period.
+    pub async fn unless_cut_off<F: Future>(&self, work: F, cut: impl FnOnce() -> F::Output) -> F::Output {
+        tokio::select! {
+            done = work => done,
+            () = self.cut_off.cancelled() => cut(),
+        }
+    }
 }
 
 /// What every handler shares; replaced whole when the config is reloaded.

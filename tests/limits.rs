@@ -194,3 +194,182 @@ async fn shutdown_cuts_off_streams_after_the_grace_period() {
     assert_eq!(rows[0]["error"], "the server is shutting down; the answer was cut off");
     assert_eq!(rows[0]["response"], "Once");
 }
+
+/// A backend that takes requests and never answers them.
+async fn silent_backend() -> String {
+    let app = Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        "never"
+    });
+    let (url, _server) = common::serve(app).await;
+    url
+}
+
+/// Regression: a request still waiting for its backend's answer held the shutdown for
+/// the whole `backend.timeout` (the systemd unit's stop timeout would SIGKILL it). The
+/// grace period cuts it off like a stream: 503, and a log row saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_off_requests_waiting_on_a_stalled_backend() {
+    let backend = silent_backend().await;
+    let mut bridge = Bridge::start(json!({
+        "server": {"shutdown_grace": 0.3},
+        "backend": {"type": "openai", "endpoint": backend, "timeout": 120},
+        "models": {"mappings": {"m": "m"}},
+    }))
+    .await;
+    let url = bridge.url.clone();
+    let requests = [
+        (
+            "/api/chat",
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        ("/api/generate", json!({"model": "m", "prompt": "hi"})),
+        ("/api/embed", json!({"model": "m", "input": "hi"})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ];
+    let waiting = tokio::spawn(async move {
+        futures::future::join_all(requests.iter().map(|(path, body)| {
+            let url = format!("{url}{path}");
+            async move {
+                let r = reqwest::Client::new().post(url).json(body).send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        }))
+        .await
+    });
+    // Every request has reached the backend (its in-flight rows appear after a second).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    bridge.stop().await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "waited for the stalled backend: {waited:?}"
+    );
+    let cut = "the server is shutting down; the answer was cut off";
+    let answers = waiting.await.unwrap();
+    assert_eq!(
+        answers,
+        [
+            (503, json!({"error": cut})),
+            (503, json!({"error": cut})),
+            (503, json!({"error": cut})),
+            (
+                503,
+                json!({"error": {"message": cut, "type": "api_error", "param": null, "code": null}})
+            ),
+        ]
+    );
+    let rows = bridge.rows().await;
+    let mut logged: Vec<(String, i64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["endpoint"].as_str().unwrap().to_owned(),
+                r["status_code"].as_i64().unwrap(),
+                r["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    logged.sort();
+    let expected: Vec<(String, i64, String)> = ["/api/chat", "/api/embed", "/api/generate", "/v1/chat/completions"]
+        .iter()
+        .map(|e| (e.to_string(), 503, cut.to_owned()))
+        .collect();
+    assert_eq!(logged, expected);
+}
+
+/// Regression: a 30 MiB model name was echoed in the 404, stored whole in `model` and
+/// `error`, and made `/api/logs` answers 189 MB. Names longer than any model's are a 400
+/// on every route that takes one, and what the row keeps is capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_model_name_is_refused_and_never_stored_whole() {
+    let (backend, _) = slow_backend(Duration::ZERO).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": backend},
+        "models": {"mappings": {"m": "m"}},
+    }))
+    .await;
+    let name = "x".repeat(2 << 20);
+    let too_long = format!("model name is {} bytes long; at most 1024 are accepted", 2 << 20);
+    let client = reqwest::Client::new();
+    let message = json!({"role": "user", "content": "hi"});
+    for (path, body) in [
+        ("/api/chat", json!({"model": name, "messages": [message]})),
+        ("/api/generate", json!({"model": name, "prompt": "hi"})),
+        ("/api/embed", json!({"model": name, "input": "hi"})),
+        ("/api/show", json!({"model": name})),
+        ("/v1/chat/completions", json!({"model": name, "messages": [message]})),
+    ] {
+        let r = client
+            .post(format!("{}{path}", bridge.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        let error = body["error"]["message"].as_str().or(body["error"].as_str());
+        assert_eq!(error, Some(too_long.as_str()), "{path}: {body}");
+    }
+    // A name just long enough to be a name is still looked up (and not found).
+    let long = "y".repeat(1024);
+    let r = client
+        .post(format!("{}/api/chat", bridge.url))
+        .json(&json!({"model": long, "messages": [message]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let metrics = common::get_text(&format!("{}/metrics", bridge.admin_url)).await;
+    assert!(
+        !metrics.contains("xxxx") && !metrics.contains("yyyy"),
+        "a client's name became a label"
+    );
+    assert!(
+        metrics.contains(r#"ollabridge_requests_total{model="",backend="",endpoint="/api/chat",status="404"} 1"#),
+        "{metrics}"
+    );
+    let rows = bridge.rows().await;
+    // (`/api/show` answers without a row, as it always did.)
+    assert_eq!(rows.len(), 5);
+    for row in &rows {
+        assert!(row["model"].as_str().unwrap().len() <= 1024, "{}", row["endpoint"]);
+        assert!(row["error"].as_str().unwrap().len() <= 8192, "{}", row["endpoint"]);
+    }
+    let note = format!("…[truncated, {} bytes in all]", 2 << 20);
+    assert_eq!(
+        rows[0]["model"].as_str().unwrap(),
+        format!("{}{note}", "x".repeat(1024 - note.len()))
+    );
+}
+
+/// Regression: bodies were capped by the recorder and again by the logger, so a row
+/// said "96 bytes in all" of a 370-byte request. Each stored body is cut once, to at
+/// most `database.max_body_bytes`, and names its true length.
+#[tokio::test]
+async fn a_stored_body_names_its_true_length() {
+    let (backend, _) = slow_backend(Duration::ZERO).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": backend},
+        "database": {"max_body_bytes": 64, "store_bodies": true},
+    }))
+    .await;
+    let content = "z".repeat(300);
+    let body = json!({"model": "m", "stream": false, "messages": [{"role": "user", "content": content}]}).to_string();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/chat", bridge.url))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rows = bridge.rows().await;
+    let stored = rows[0]["request_body"].as_str().unwrap();
+    let note = format!("…[truncated, {} bytes in all]", body.len());
+    assert_eq!(stored, format!("{}{note}", &body[..64 - note.len()]));
+}

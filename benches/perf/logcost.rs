@@ -491,7 +491,7 @@ pub fn run_logcost(args: LogcostArgs) -> crate::Result<ExitCode> {
     };
     piece_of(
         "metrics.observe(row)",
-        time_piece(piece, || telemetry.metrics.observe(&row)),
+        time_piece(piece, || telemetry.metrics.observe(&row, true)),
     );
     piece_of(
         "request line, recorder::request_line (batched to a file as the server does)",

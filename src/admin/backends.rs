@@ -38,10 +38,6 @@ pub async fn backends_handler(
         .zip(lists)
         .map(|(upstream, listed)| {
             let config = &upstream.config;
-            let mut endpoint = config.endpoint.clone();
-            if endpoint.password().is_some() {
-                let _ = endpoint.set_password(Some("***"));
-            }
             let (models, list_error) = match listed {
                 Ok(list) => (
                     list.iter()
@@ -55,7 +51,7 @@ pub async fn backends_handler(
             json!({
                 "name": config.name,
                 "type": config.kind.as_str(),
-                "endpoint": endpoint.as_str(),
+                "endpoint": config.shown_endpoint(),
                 "discover": config.discover.as_ref().map(|d| json!({"prefix": d.prefix})),
                 "health": upstream.health.report(now),
                 "models": models,

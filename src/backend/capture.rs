@@ -49,9 +49,7 @@ impl Capture {
         self.lock(|c| {
             let response = (c.response_total > 0).then(|| {
                 let mut text = String::from_utf8_lossy(&c.response).into_owned();
-                if c.response_total > c.response.len() {
-                    text.push_str(&format!("…[truncated, {} bytes in all]", c.response_total));
-                }
+                crate::text::cut_noting(&mut text, c.limit, c.response_total);
                 text
             });
             (c.request.take(), response)
@@ -70,16 +68,17 @@ mod tests {
 
     #[test]
     fn keeps_the_request_and_at_most_limit_response_bytes() {
-        let capture = Capture::new(5);
+        let capture = Capture::new(34);
         assert_eq!(capture.take(), (None, None));
         capture.request(br#"{"model":"m"}"#);
         capture.response(b"data: ");
-        capture.response(b"{}\n\n");
+        capture.response(&[b'x'; 34]);
+        // 34 bytes in all, the note included, so the log's own cap leaves it as it is.
         assert_eq!(
             capture.take(),
             (
                 Some(r#"{"model":"m"}"#.to_owned()),
-                Some("data:…[truncated, 10 bytes in all]".to_owned())
+                Some("dat…[truncated, 40 bytes in all]".to_owned())
             )
         );
         let whole = Capture::new(64);

@@ -129,11 +129,16 @@ fn is_io(error: &reqwest::Error) -> bool {
     false
 }
 
-/// The innermost cause reads best ("Connection refused (os error 111)").
+/// The innermost cause reads best ("Connection refused (os error 111)"). When that is
+/// reqwest's own error, its text names the URL: credentials in it are masked.
 fn root_cause(error: &reqwest::Error) -> String {
     let mut last: &dyn std::error::Error = error;
     while let Some(s) = last.source() {
         last = s;
     }
-    last.to_string()
+    let text = last.to_string();
+    match error.url() {
+        Some(url) => text.replace(url.as_str(), &crate::config::masked_url(url)),
+        None => text,
+    }
 }

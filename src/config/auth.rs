@@ -37,6 +37,37 @@ impl fmt::Debug for ClientKey {
     }
 }
 
+/// `url` as it may be shown (errors, logs, the admin API): its password, and the values of
+/// query parameters that look like credentials (`password`, `key`, `token`, `secret`,
+/// `sig`...), replaced by `***`. The user name stays: it tells which account is used.
+pub fn masked_url(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["pass", "key", "token", "secret", "sig", "auth", "credential"]
+            .iter()
+            .any(|word| name.contains(word))
+    };
+    if url.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.into()
+}
+
 /// A secret that never shows up in logs or debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub(super) String);

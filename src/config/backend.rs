@@ -109,17 +109,20 @@ impl MaxTokensField {
     }
 }
 
+impl BackendConfig {
+    /// The endpoint as errors, logs and the admin API show it: credentials masked.
+    pub fn shown_endpoint(&self) -> String {
+        super::masked_url(&self.endpoint)
+    }
+}
+
 /// Written by hand so the endpoint prints as a URL, with any password in it masked.
 impl fmt::Debug for BackendConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut endpoint = self.endpoint.clone();
-        if endpoint.password().is_some() {
-            let _ = endpoint.set_password(Some("***"));
-        }
         f.debug_struct("BackendConfig")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("endpoint", &endpoint.as_str())
+            .field("endpoint", &self.shown_endpoint())
             .field("timeout", &self.timeout)
             .field("api_key", &self.api_key)
             .field("thinking", &self.thinking)
@@ -230,12 +233,19 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
             ));
         }
     };
-    let endpoint =
-        Url::parse(&raw.endpoint).map_err(|e| format!("{key}.endpoint: '{}' is not a URL ({e})", raw.endpoint))?;
+    let endpoint = Url::parse(&raw.endpoint).map_err(|e| {
+        // A URL that does not parse cannot be masked: one with credentials is not echoed.
+        let shown = if raw.endpoint.contains('@') {
+            "(not shown: it holds credentials)"
+        } else {
+            &raw.endpoint
+        };
+        format!("{key}.endpoint: '{shown}' is not a URL ({e})")
+    })?;
     if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
         return Err(format!(
             "{key}.endpoint: '{}' must be an http:// or https:// URL with a host",
-            raw.endpoint
+            super::masked_url(&endpoint)
         ));
     }
     let max_tokens_field = match raw.max_tokens_field.as_deref() {

@@ -59,23 +59,7 @@ impl DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match Url::parse(&self.0) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                // `password=` in the query string is masked too.
-                if url.query_pairs().any(|(k, _)| k == "password") {
-                    let pairs: Vec<(String, String)> = url
-                        .query_pairs()
-                        .map(|(k, v)| {
-                            let v = if k == "password" { "***".into() } else { v.into_owned() };
-                            (k.into_owned(), v)
-                        })
-                        .collect();
-                    url.query_pairs_mut().clear().extend_pairs(pairs);
-                }
-                f.write_str(url.as_str())
-            }
+            Ok(url) => f.write_str(&super::masked_url(&url)),
             // It may hold a password where a URL parser cannot find it.
             Err(_) => f.write_str("postgres://***"),
         }

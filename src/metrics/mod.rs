@@ -167,14 +167,19 @@ impl Metrics {
         }
     }
 
-    /// A finished request, as it is logged.
-    pub fn observe(&self, r: &LogRecord) {
-        let model = r.model.clone().unwrap_or_default();
+    /// A finished request, as it is logged. Labels take only values from a bounded set,
+    /// as any client may send anything: the model's name when it was resolved (or a
+    /// backend answered for it), the backend's when one was asked, a known route.
+    pub fn observe(&self, r: &LogRecord, model_known: bool) {
+        let model = match model_known || r.status_code < 400 {
+            true => r.model.clone().unwrap_or_default(),
+            false => String::new(),
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 model: model.clone(),
-                backend: r.backend.clone().unwrap_or_else(|| r.backend_type.clone()),
-                endpoint: r.endpoint.clone(),
+                backend: r.backend.clone().unwrap_or_default(),
+                endpoint: endpoint_label(&r.endpoint).to_owned(),
                 status: r.status_code.to_string(),
             })
             .inc();
@@ -242,6 +247,31 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// The routes requests are counted by; any other path (a pass-through's
+/// `/api/blobs/<digest>`, say) counts as `other`.
+const ENDPOINTS: &[&str] = &[
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/pull",
+    "/api/push",
+    "/api/create",
+    "/api/copy",
+    "/api/delete",
+    "/api/show",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+];
+
+fn endpoint_label(endpoint: &str) -> &str {
+    match ENDPOINTS.contains(&endpoint) {
+        true => endpoint,
+        false => "other",
     }
 }
 

@@ -32,18 +32,29 @@ pub enum ResolveError {
     /// 404: neither mapped nor offered by a backend.
     #[error("model '{0}' not found")]
     NotFound(String),
+    /// 400: longer than any model name (it would be echoed and logged).
+    #[error("model name is {0} bytes long; at most {MAX_MODEL_NAME_BYTES} are accepted")]
+    TooLong(usize),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
 
-/// The model a request names (trimmed), else `default`; neither is a 400.
+/// Longest model name accepted. Ollama's own names have at most ~600 characters (host
+/// 350, namespace, model and tag 80 each).
+pub const MAX_MODEL_NAME_BYTES: usize = 1024;
+
+/// The model a request names (trimmed), else `default`; neither is a 400, and so is a
+/// name longer than [`MAX_MODEL_NAME_BYTES`].
 pub fn requested_name(requested: Option<&str>, default: Option<&str>) -> Result<String, ResolveError> {
-    requested
+    let name = requested
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .or(default)
-        .map(str::to_owned)
-        .ok_or(ResolveError::Missing)
+        .ok_or(ResolveError::Missing)?;
+    if name.len() > MAX_MODEL_NAME_BYTES {
+        return Err(ResolveError::TooLong(name.len()));
+    }
+    Ok(name.to_owned())
 }
 
 /// A backend's model list and when it was fetched.

@@ -141,7 +141,11 @@ async fn embed(
     }
     let mut failover = Failover::new(&state.backends, &resolved.targets);
     while let Some((upstream, model)) = failover.next_target() {
-        let error = match embed_on(upstream, &model, inputs).await {
+        let asked = embed_on(upstream, &model, inputs);
+        let asked = state
+            .telemetry
+            .unless_cut_off(asked, || Err(BackendError::ShuttingDown));
+        let error = match asked.await {
             Ok((embeddings, slot)) => {
                 failover.succeeded(upstream);
                 recorder.routed(upstream, slot, &failover.attempts);

@@ -52,7 +52,7 @@ impl From<BackendError> for ApiError {
 impl From<ResolveError> for ApiError {
     fn from(e: ResolveError) -> ApiError {
         match e {
-            ResolveError::Missing => ApiError::BadRequest(e.to_string()),
+            ResolveError::Missing | ResolveError::TooLong(_) => ApiError::BadRequest(e.to_string()),
             ResolveError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ResolveError::Backend(b) => b.into(),
         }

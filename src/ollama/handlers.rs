@@ -399,7 +399,11 @@ fn answer<'a, R: Answered + 'a>(
         let mut failover = Failover::new(&state.backends, &resolved.targets);
         while let Some((upstream, model)) = failover.next_target() {
             call.backend_model = model;
-            let error = match ask_first_chunk(upstream, &call).await {
+            let asked = ask_first_chunk(upstream, &call);
+            let asked = state
+                .telemetry
+                .unless_cut_off(asked, || Err(BackendError::ShuttingDown));
+            let error = match asked.await {
                 Ok((chunks, slot)) => {
                     failover.succeeded(upstream);
                     recorder.routed(upstream, slot, &failover.attempts);

@@ -17,9 +17,8 @@ use super::context::RequestContext;
 use super::error::{ApiError, parse_body};
 use super::recorder::Recorder;
 use crate::AppState;
-use crate::backend::ollama::OllamaBackend;
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{AnyBackend, BackendModel, Upstream};
+use crate::backend::{AnyBackend, BackendError, BackendModel, Upstream};
 use crate::config::ModelMapping;
 use crate::models::{ResolveError, listed_name, normalize};
 use crate::reload::Snapshot;
@@ -229,13 +228,18 @@ pub async fn pull_handler(
 pub async fn forward_logged(
     state: &AppState,
     context: &RequestContext,
-    backend: &OllamaBackend,
+    upstream: &Upstream,
     method: Method,
     uri: &Uri,
     body: Bytes,
 ) -> Response {
     let path = uri.path();
     let mut recorder = Recorder::start(state, context, path, method.as_str(), &body);
+    let AnyBackend::Ollama(backend) = &upstream.client else {
+        let e = BackendError::Config(format!("backend '{}' is not an Ollama", upstream.name()));
+        return recorder.reject(e.into());
+    };
+    recorder.routed(upstream, None, &[]);
     let requested: Option<String> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
         v.get("model")
             .or_else(|| v.get("name"))
@@ -259,7 +263,11 @@ pub async fn forward_logged(
     };
     let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
     let forwarded_body = (!body.is_empty()).then_some(body);
-    match backend.forward(method, path_and_query, forwarded_body).await {
+    let forwarded = backend.forward(method, path_and_query, forwarded_body);
+    let forwarded = state
+        .telemetry
+        .unless_cut_off(forwarded, || Err(BackendError::ShuttingDown));
+    match forwarded.await {
         Ok(response) => {
             let status = response.status().as_u16();
             if status >= 400 {
@@ -288,7 +296,7 @@ fn relay(response: reqwest::Response) -> Response {
 
 /// The Ollama backend a pass-through request goes to: the one serving the model its
 /// body names, else the default backend; `None` when that is not an Ollama.
-pub async fn ollama_for<'a>(state: &'a AppState, body: &[u8]) -> Option<&'a OllamaBackend> {
+pub async fn ollama_for<'a>(state: &'a AppState, body: &[u8]) -> Option<&'a Upstream> {
     // With one backend there is nothing to choose (and nothing to ask it).
     let requested = requested_model(body).filter(|_| state.backends.len() > 1);
     let index = match requested.as_deref() {
@@ -299,10 +307,8 @@ pub async fn ollama_for<'a>(state: &'a AppState, body: &[u8]) -> Option<&'a Olla
             .map_or(0, |r| r.targets[0].backend),
         None => 0,
     };
-    match &state.backends[index].client {
-        AnyBackend::Ollama(backend) => Some(backend),
-        AnyBackend::OpenAi(_) => None,
-    }
+    let upstream = &state.backends[index];
+    matches!(upstream.client, AnyBackend::Ollama(_)).then_some(upstream)
 }
 
 /// The `model` (or older `name`) a JSON body names.

@@ -39,6 +39,8 @@ pub struct Recorder {
     ticket: Option<Ticket>,
     /// When live views last heard how far the answer got.
     last_progress: Option<Instant>,
+    /// The model was resolved (mapped or offered): a name metrics may label with.
+    model_known: bool,
     sent: bool,
 }
 
@@ -81,6 +83,7 @@ impl Recorder {
             cache_slot: None,
             ticket: None,
             last_progress: None,
+            model_known: false,
             sent: false,
         }
     }
@@ -183,6 +186,7 @@ impl Recorder {
     /// when the client sent none) and the backend's name for it.
     pub fn resolved(&mut self, resolved: &crate::models::Resolved) {
         self.record.model = Some(resolved.client.clone());
+        self.model_known = true;
         self.backend_model(&resolved.backend);
         self.announce();
     }
@@ -365,7 +369,7 @@ impl Recorder {
             (r.prompt_tokens.unwrap_or(0) as f64 * input + r.completion_tokens.unwrap_or(0) as f64 * output) / 1e6
         });
         request_line(r);
-        self.telemetry.metrics.observe(r);
+        self.telemetry.metrics.observe(r, self.model_known);
         let mut record = std::mem::take(r);
         // Capped before anyone sees it: live views get what the database gets.
         self.telemetry.logger.cap_bodies(&mut record);

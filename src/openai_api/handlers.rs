@@ -79,7 +79,19 @@ fn pass_through(
         // answered once it sent a 2xx status (its stream is not read ahead).
         let mut failover = Failover::new(&state.backends, &resolved.targets);
         while let Some((upstream, model)) = failover.next_target() {
-            let refusal = match ask(state, upstream, &model, route, &request).await {
+            let asked = ask(state, upstream, &model, route, &request);
+            #[expect(
+                clippy::result_large_err,
+                reason = "the same Result `ask` returns, made once per request at most"
+            )]
+            let shutting_down = || {
+                Err(Refusal {
+                    error: BackendError::ShuttingDown,
+                    detail: None,
+                    capture: None,
+                })
+            };
+            let refusal = match state.telemetry.unless_cut_off(asked, shutting_down).await {
                 Ok(answer) => {
                     failover.succeeded(upstream);
                     recorder.routed(upstream, answer.slot, &failover.attempts);

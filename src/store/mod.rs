@@ -109,9 +109,29 @@ impl Logger {
         self
     }
 
-    /// Cuts the texts to `database.max_body_bytes`, or drops them (and the tool
-    /// calls) when redacting.
+    /// Makes the record fit the log: the texts cut to `database.max_body_bytes` (or
+    /// dropped, with the tool calls, when redacting), every other text to
+    /// [`MAX_FIELD_BYTES`]. Clients choose most of them (a model name can be 30 MB), and
+    /// the row is stored, shown by the admin API and sent to live views. Cutting again
+    /// changes nothing, so a record capped by the recorder passes the logger as it is.
     pub fn cap_bodies(&self, record: &mut LogRecord) {
+        for text in [
+            &mut record.model,
+            &mut record.backend_model,
+            &mut record.done_reason,
+            &mut record.client_addr,
+            &mut record.backend,
+            &mut record.attempts,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([&mut record.endpoint, &mut record.method, &mut record.backend_type])
+        {
+            cap(text, MAX_FIELD_BYTES);
+        }
+        if let Some(error) = &mut record.error {
+            cap(error, MAX_ERROR_BYTES);
+        }
         if self.redact {
             record.prompt = None;
             record.response = None;
@@ -126,9 +146,10 @@ impl Logger {
             &mut record.prompt,
             &mut record.response,
             &mut record.thinking,
+            &mut record.tool_calls,
             &mut record.request_body,
             &mut record.backend_request,
-            // (`backend_response` is cut as it streams in: see `backend::Capture`.)
+            &mut record.backend_response,
         ]
         .into_iter()
         .flatten()
@@ -257,18 +278,14 @@ impl Default for DropWarnings {
     }
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary, saying so at the end.
+/// Longest model name, endpoint, backend name... kept in a row.
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// Longest error kept in a row (an error may quote the backend's own message).
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+
 fn cap(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
     let total = text.len();
-    text.truncate(end);
-    text.push_str(&format!("…[truncated, {total} bytes in all]"));
+    crate::text::cut_noting(text, max, total);
 }
 
 #[cfg(test)]
@@ -362,11 +379,54 @@ mod tests {
 
     #[test]
     fn cap_cuts_on_a_char_boundary_and_says_so() {
-        let mut s = "héllo".to_owned();
-        cap(&mut s, 2);
-        assert_eq!(s, "h…[truncated, 6 bytes in all]");
+        // The note takes 30 bytes of the 33: "hé" would end inside the é.
+        let mut s = format!("hé{}", "x".repeat(40));
+        cap(&mut s, 33);
+        assert_eq!(s, "h…[truncated, 43 bytes in all]");
+        assert!(s.len() <= 33);
         let mut short = "ok".to_owned();
         cap(&mut short, 2);
         assert_eq!(short, "ok");
+        // Too small a limit for the note: just cut.
+        let mut tiny = "abcdef".to_owned();
+        cap(&mut tiny, 4);
+        assert_eq!(tiny, "abcd");
+    }
+
+    /// Regression: the recorder capped a row and the logger capped it again, so a
+    /// 370-byte body was noted as "96 bytes in all".
+    #[test]
+    fn capping_twice_keeps_the_true_length() {
+        let mut once = "x".repeat(370);
+        cap(&mut once, 64);
+        assert_eq!(once, format!("{}…[truncated, 370 bytes in all]", "x".repeat(32)));
+        let mut twice = once.clone();
+        cap(&mut twice, 64);
+        assert_eq!(twice, once);
+    }
+
+    #[test]
+    fn every_field_is_capped_and_the_texts_to_max_body_bytes() {
+        let (logger, _rx) = test_logger(4);
+        let huge = "m".repeat(3 * super::MAX_ERROR_BYTES);
+        let mut record = super::LogRecord {
+            model: Some(huge.clone()),
+            backend_model: Some(huge.clone()),
+            endpoint: huge.clone(),
+            error: Some(huge.clone()),
+            attempts: Some(huge.clone()),
+            prompt: Some("p".repeat(2 << 20)),
+            tool_calls: Some("t".repeat(2 << 20)),
+            ..Default::default()
+        };
+        logger.cap_bodies(&mut record);
+        for field in [&record.model, &record.backend_model, &record.attempts] {
+            assert_eq!(field.as_ref().unwrap().len(), super::MAX_FIELD_BYTES);
+        }
+        assert_eq!(record.endpoint.len(), super::MAX_FIELD_BYTES);
+        assert!(record.endpoint.ends_with("…[truncated, 24576 bytes in all]"));
+        assert_eq!(record.error.as_ref().unwrap().len(), super::MAX_ERROR_BYTES);
+        assert_eq!(record.prompt.as_ref().unwrap().len(), 1 << 20);
+        assert_eq!(record.tool_calls.as_ref().unwrap().len(), 1 << 20);
     }
 }

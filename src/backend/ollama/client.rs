@@ -28,7 +28,7 @@ impl OllamaBackend {
         OllamaBackend {
             http,
             base,
-            label: config.endpoint.to_string(),
+            label: config.shown_endpoint(),
         }
     }
 

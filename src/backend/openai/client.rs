@@ -40,7 +40,7 @@ impl OpenAiBackend {
             chat_url: join(Route::Chat),
             completions_url: join(Route::Completions),
             base,
-            label: config.endpoint.to_string(),
+            label: config.shown_endpoint(),
             thinking: config.thinking,
             max_tokens_field: config.max_tokens_field,
             stream_options: config.stream_options,
