@@ -566,6 +566,17 @@ async fn logs_filter_search_and_page() {
         "parameter 'limit' given more than once",
     )
     .await;
+    // Regression: SQLite read `q=%00` as an empty search and matched every row.
+    bad_request(
+        &format!("{admin}/api/logs?q=%00"),
+        "invalid 'q': must not contain NUL (%00)",
+    )
+    .await;
+    bad_request(
+        &format!("{admin}/api/logs?model=a%00b"),
+        "invalid 'model': must not contain NUL (%00)",
+    )
+    .await;
     let (status, body) = get_json(&format!("{admin}/api/nothing-here")).await;
     assert_eq!((status, body), (404, json!({"error": "not found"})));
 }

@@ -451,3 +451,38 @@ async fn backend_quirks_extra_headers_and_the_max_tokens_field() {
         ]
     );
 }
+
+/// Regression: an Ollama as an embedding model's fallback answered a misleading 500
+/// ("embeddings go to it only as a model's first target") that hid the first target's
+/// real failure. The fallback now answers, through its own `/api/embed`.
+#[tokio::test]
+async fn embeddings_fail_over_to_an_ollama_fallback() {
+    let ollama = axum::Router::new().route(
+        "/api/embed",
+        axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
+            assert_eq!(body, json!({"model": "nomic", "input": ["hi"]}));
+            axum::Json(json!({"model": "nomic", "embeddings": [[3.0, 4.0]], "prompt_eval_count": 2}))
+        }),
+    );
+    let (ollama_url, _server) = common::serve(ollama).await;
+    let gone = format!("http://127.0.0.1:{}", common::free_port());
+    let mut bridge = Bridge::start(json!({
+        "backends": {
+            "llama": {"type": "openai", "endpoint": gone, "health_interval": 0},
+            "ollama": {"type": "ollama", "endpoint": ollama_url, "health_interval": 0},
+        },
+        "models": {"mappings": {"e": {"model": "e", "fallbacks": [{"backend": "ollama", "model": "nomic"}]}}},
+    }))
+    .await;
+    let (status, _, body) = common::post(&format!("{}/api/embed", bridge.url), json!({"model": "e", "input": "hi"})).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((body["model"].clone(), body["embeddings"].clone()), (json!("e"), json!([[0.6, 0.8]])));
+    let rows = bridge.rows().await;
+    assert_eq!(
+        (rows[0]["status_code"].clone(), rows[0]["backend"].clone(), rows[0]["backend_model"].clone()),
+        (json!(200), json!("ollama"), json!("nomic"))
+    );
+    let attempts: Value = serde_json::from_str(rows[0]["attempts"].as_str().unwrap()).unwrap();
+    assert_eq!(attempts[0]["backend"], "llama");
+}

@@ -1826,6 +1826,29 @@ async fn pull_of_a_served_model_succeeds_like_ollama() {
     );
 }
 
+/// Regression: a pull of a mapped model reported success while the backend was down
+/// (a mapped name resolves without asking it). Home Assistant then set up a model that
+/// could not answer.
+#[tokio::test]
+async fn pull_fails_while_the_backend_is_down() {
+    let gone = format!("http://127.0.0.1:{}", common::free_port());
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": gone, "health_interval": 0},
+        "models": {"mappings": {"alias": "backend-model"}},
+    }))
+    .await;
+    let (status, content_type, body) = post(
+        &format!("{}/api/pull", bridge.url),
+        json!({"model": "alias", "stream": false}),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str()), (502, "application/json"), "{body}");
+    let error = parse(&body)["error"].as_str().unwrap().to_owned();
+    assert!(error.starts_with(&format!("backend at {gone}/ is unreachable: ")), "{error}");
+    let rows = bridge.rows().await;
+    assert_eq!((rows[0]["status_code"].clone(), rows[0]["error"].clone()), (json!(502), json!(error)));
+}
+
 /// Models live in the backend, so creating, copying, deleting, pushing and uploading
 /// blobs are a clear 501 saying so, and any other unknown `/api/*` route a 501 naming
 /// it; nothing is sent to the backend and nothing is logged (only model calls are).

@@ -201,6 +201,11 @@ impl Params {
                     known.join(", ")
                 )));
             }
+            // SQLite reads a text up to its first NUL (`q=%00` matched every row) and
+            // PostgreSQL refuses one: no parameter has a use for it.
+            if pairs[i].1.contains('\0') {
+                return Err(AdminError::param(name, "must not contain NUL (%00)"));
+            }
             if pairs[..i].iter().any(|(n, _)| n == name) {
                 return Err(AdminError::BadRequest(format!(
                     "parameter '{name}' given more than once"

@@ -156,6 +156,14 @@ impl AnyBackend {
         }
     }
 
+    /// Vectors for `inputs` from the backend's model `backend_model`.
+    pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.embed(backend_model, inputs).await,
+            AnyBackend::Ollama(b) => b.embed(backend_model, inputs).await,
+        }
+    }
+
     /// Posts a client's body as it is to an OpenAI route (`v1/chat/completions`, ...):
     /// an OpenAI backend's own, or the one a real Ollama serves beside its API.
     pub async fn post_v1(&self, path: &str, body: Bytes) -> Result<reqwest::Response, BackendError> {

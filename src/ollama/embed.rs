@@ -16,7 +16,7 @@ use super::error::{ApiError, parse_body};
 use super::models_routes::{forward_logged, ollama_for};
 use super::recorder::Recorder;
 use crate::AppState;
-use crate::backend::{AnyBackend, BackendError, Embeddings, Failover, Upstream};
+use crate::backend::{BackendError, Embeddings, Failover, Upstream};
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -171,13 +171,7 @@ async fn embed_on(
     inputs: &[String],
 ) -> Result<(Embeddings, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
     let slot = upstream.slot().await?;
-    match &upstream.client {
-        AnyBackend::OpenAi(backend) => Ok((backend.embed(model, inputs).await?, slot)),
-        AnyBackend::Ollama(_) => Err(BackendError::Config(format!(
-            "backend '{}' is an Ollama; embeddings go to it only as a model's first target",
-            upstream.name()
-        ))),
-    }
+    Ok((upstream.client.embed(model, inputs).await?, slot))
 }
 
 /// Ollama's `/api/embed` returns unit vectors; with `dimensions` it cuts first, then

@@ -207,6 +207,12 @@ pub async fn pull_handler(
         Err(e) => return recorder.reject(e.into()),
     };
     recorder.resolved(&resolved);
+    // A mapped name resolves without asking the backend: a pull must not report success
+    // while the backend that would serve the model cannot be reached.
+    let first = &resolved.targets[0];
+    if let Err(e) = state.models.offered(&state.backends, first.backend, false).await {
+        return recorder.reject(e.into());
+    }
     recorder.finish();
     if !stream {
         return Json(json!({ "status": "success" })).into_response();

@@ -7,8 +7,8 @@ use serde_json::Value;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
-use super::translate::{answer_line_to_chunk, rename_model};
-use crate::backend::{Backend, BackendError, BackendModel, Call, ChunkStream};
+use super::translate::{answer_line_to_chunk, ollama_embed_to_vectors, rename_model};
+use crate::backend::{Backend, BackendError, BackendModel, Call, ChunkStream, Embeddings};
 use crate::config::{BackendConfig, BackendKind};
 
 /// Ollama's Go client refuses lines over 8 MB; we accept a little more.
@@ -58,6 +58,21 @@ impl OllamaBackend {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// `/api/embed` for a batch of inputs (a model's fallback target on a real Ollama).
+    pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+        let body = serde_json::json!({ "model": backend_model, "input": inputs }).to_string();
+        let response = self.forward(Method::POST, "api/embed", Some(Bytes::from(body))).await?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
+        if !status.is_success() {
+            return Err(BackendError::from_status(status.as_u16(), &body));
+        }
+        ollama_embed_to_vectors(&body, inputs.len())
     }
 
     async fn answer<R>(&self, path: &str, call: &Call<R>) -> Result<ChunkStream, BackendError> {

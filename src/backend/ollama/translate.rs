@@ -26,6 +26,31 @@ pub fn rename_model(body: &[u8], model: &str) -> Result<Bytes, BackendError> {
         .map_err(|e| BackendError::Protocol(e.to_string()))
 }
 
+/// `/api/embed`'s answer → vectors in input order.
+pub fn ollama_embed_to_vectors(body: &[u8], expected: usize) -> Result<crate::backend::Embeddings, BackendError> {
+    #[derive(Deserialize)]
+    struct EmbedAnswer {
+        embeddings: Vec<Vec<f64>>,
+        #[serde(default)]
+        prompt_eval_count: Option<u64>,
+    }
+    let answer: EmbedAnswer = serde_json::from_slice(body).map_err(|e| {
+        let text = String::from_utf8_lossy(body);
+        let shown: String = text.chars().take(200).collect();
+        BackendError::Protocol(format!("unreadable /api/embed answer ({e}): {shown}"))
+    })?;
+    if answer.embeddings.len() != expected {
+        return Err(BackendError::Protocol(format!(
+            "asked for {expected} embeddings, got {}",
+            answer.embeddings.len()
+        )));
+    }
+    Ok(crate::backend::Embeddings {
+        vectors: answer.embeddings,
+        prompt_tokens: answer.prompt_eval_count,
+    })
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct AnswerLine {
     #[serde(default)]
@@ -107,6 +132,18 @@ pub fn answer_line_to_chunk(line: &[u8], client_model: &str, backend_model: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_embed_answers_and_refuses_a_wrong_count() {
+        let body = br#"{"model":"m","embeddings":[[0.6,0.8],[1.0,0.0]],"prompt_eval_count":4}"#;
+        let embeddings = ollama_embed_to_vectors(body, 2).unwrap();
+        assert_eq!(embeddings.vectors, vec![vec![0.6, 0.8], vec![1.0, 0.0]]);
+        assert_eq!(embeddings.prompt_tokens, Some(4));
+        assert_eq!(
+            ollama_embed_to_vectors(body, 3),
+            Err(BackendError::Protocol("asked for 3 embeddings, got 2".into()))
+        );
+    }
 
     #[test]
     fn renames_model_and_keeps_unknown_keys_in_order() {
