@@ -9,7 +9,6 @@ mod handlers;
 mod models;
 mod relay;
 mod request;
-mod sse;
 
 use std::sync::Arc;
 

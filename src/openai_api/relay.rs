@@ -18,12 +18,14 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::error::OpenAiError;
 use super::request::{Route, rename_model};
-use super::sse::{SseEvent, SseSplitter, is_usage_only};
+use crate::backend::openai::sse::{SseEvent, SseSplitter};
 use crate::backend::openai::translate::Translator;
 use crate::backend::{BackendError, Capture};
 use crate::ollama::recorder::Recorder;
@@ -255,11 +257,13 @@ impl Relay {
         };
         match next {
             Some(Ok(bytes)) => {
-                for event in self.splitter.push(&bytes) {
-                    if self.ended {
-                        break;
+                self.splitter.push(&bytes);
+                while !self.ended {
+                    match self.splitter.next_event() {
+                        Ok(Some(event)) => self.on_event(event),
+                        Ok(None) => break,
+                        Err(e) => self.fail(BackendError::Protocol(e.to_string()), None),
                     }
-                    self.on_event(event);
                 }
             }
             Some(Err(e)) => self.fail(BackendError::from_reqwest(&self.exchange.label, &e), None),
@@ -268,13 +272,13 @@ impl Relay {
     }
 
     fn on_event(&mut self, event: SseEvent) {
-        let Some(data) = event.data.as_ref().filter(|_| !self.done) else {
+        let Some(data) = event.data().filter(|_| !self.done) else {
             return self.forward(event.raw);
         };
         if event.name == "error" {
             let error = BackendError::Status {
                 status: 502,
-                message: data.clone(),
+                message: data.to_owned(),
             };
             return self.fail(error, None);
         }
@@ -361,6 +365,21 @@ impl Relay {
     }
 }
 
+/// The chunk `stream_options.include_usage` adds at the end: `usage` and no choices.
+fn is_usage_only(data: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        choices: Option<Vec<IgnoredAny>>,
+        #[serde(default)]
+        usage: Option<IgnoredAny>,
+    }
+    // Cheap test first: every other chunk of the stream goes through here too.
+    data.contains("\"usage\"")
+        && serde_json::from_str::<Probe>(data)
+            .is_ok_and(|p| p.choices.is_some_and(|c| c.is_empty()) && p.usage.is_some())
+}
+
 fn with_type(mut response: Response, content_type: &'static str) -> Response {
     response
         .headers_mut()
@@ -377,5 +396,18 @@ mod tests {
         assert_eq!(base64_len("AAAAAA=="), 4);
         assert_eq!(base64_len("AAAAAAAA"), 6);
         assert_eq!(base64_len("AAAAAAAAAAA="), 8);
+    }
+
+    #[test]
+    fn usage_only_chunks_are_told_apart() {
+        assert!(is_usage_only(
+            r#"{"choices":[],"usage":{"prompt_tokens":1},"timings":{}}"#
+        ));
+        assert!(!is_usage_only(
+            r#"{"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only(r#"{"choices":[],"usage":null}"#));
+        assert!(!is_usage_only(r#"{"choices":[{"delta":{"content":"usage"}}]}"#));
+        assert!(!is_usage_only("[DONE]"));
     }
 }

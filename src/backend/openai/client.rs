@@ -1,12 +1,12 @@
-//! HTTP side of the OpenAI backend: sends translated requests, decodes SSE with
-//! `eventsource-stream`, and feeds each event to the pure translator.
+//! HTTP side of the OpenAI backend: sends translated requests, cuts the SSE answer into
+//! events with [`SseSplitter`], and feeds each event to the pure translator.
 
-use eventsource_stream::{EventStreamError, Eventsource};
 use futures::future::{self, Either};
 use futures::{StreamExt, TryFutureExt, stream};
 use reqwest::Url;
 use serde_json::{Map, Value};
 
+use super::sse::SseSplitter;
 use super::translate::{self, Route, Translator};
 use super::types::{ModelList, Props};
 use crate::backend::{Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall};
@@ -132,42 +132,64 @@ impl OpenAiBackend {
                 let chunks = translator.on_body(&body)?;
                 return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
             }
-            let label = self.label.clone();
-            let events = crate::backend::captured(response.bytes_stream(), capture.cloned()).eventsource();
-            Ok(sse_to_chunks(events, translator, label))
+            let bytes = crate::backend::captured(response.bytes_stream(), capture.cloned());
+            Ok(sse_to_chunks(bytes, translator, self.label.clone()))
         }))
     }
 }
 
 /// Drives the translator over the SSE events; at the end of the upstream stream it
 /// emits the buffered tool calls and the final chunk (or the truncation error).
-fn sse_to_chunks<S>(events: S, translator: Translator, label: String) -> ChunkStream
+fn sse_to_chunks<S>(bytes: S, translator: Translator, label: String) -> ChunkStream
 where
-    S: futures::Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>> + Send + 'static,
+    S: futures::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
 {
     struct State<S> {
-        events: std::pin::Pin<Box<S>>,
+        bytes: std::pin::Pin<Box<S>>,
+        splitter: SseSplitter,
         translator: Translator,
         pending: std::collections::VecDeque<crate::backend::Chunk>,
         ended: bool,
+        label: String,
     }
     let state = State {
-        events: Box::pin(events),
+        bytes: Box::pin(bytes),
+        splitter: SseSplitter::default(),
         translator,
         pending: Default::default(),
         ended: false,
+        label,
     };
-    stream::unfold(state, move |mut state| {
-        let label = label.clone();
-        async move {
-            loop {
-                if let Some(chunk) = state.pending.pop_front() {
-                    return Some((Ok(chunk), state));
-                }
-                if state.ended {
-                    return None;
-                }
-                let item = match state.events.next().await {
+    stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(chunk) = state.pending.pop_front() {
+                return Some((Ok(chunk), state));
+            }
+            if state.ended {
+                return None;
+            }
+            let item = match state.splitter.next_event() {
+                Err(e) => Err(BackendError::Protocol(e.to_string())),
+                Ok(Some(event)) => match event.data() {
+                    // Comments and keep-alives.
+                    None => continue,
+                    Some(data) if event.name == "error" => Err(BackendError::Status {
+                        status: 502,
+                        message: data.to_owned(),
+                    }),
+                    Some(data) => match state.translator.on_event(data) {
+                        Ok(Some(chunk)) => Ok(chunk),
+                        Ok(None) => continue,
+                        Err(e) => Err(e),
+                    },
+                },
+                Ok(None) => match state.bytes.next().await {
+                    Some(Ok(bytes)) => {
+                        state.splitter.push(&bytes);
+                        continue;
+                    }
+                    Some(Err(e)) => Err(BackendError::from_reqwest(&state.label, &e)),
+                    // An unfinished event at the end is discarded, as SSE readers do.
                     None => match state.translator.finish() {
                         Ok(chunks) => {
                             state.ended = true;
@@ -176,23 +198,12 @@ where
                         }
                         Err(e) => Err(e),
                     },
-                    Some(Err(EventStreamError::Transport(e))) => Err(BackendError::from_reqwest(&label, &e)),
-                    Some(Err(e)) => Err(BackendError::Protocol(e.to_string())),
-                    Some(Ok(event)) if event.event == "error" => Err(BackendError::Status {
-                        status: 502,
-                        message: event.data,
-                    }),
-                    Some(Ok(event)) => match state.translator.on_event(&event.data) {
-                        Ok(Some(chunk)) => Ok(chunk),
-                        Ok(None) => continue,
-                        Err(e) => Err(e),
-                    },
-                };
-                if item.is_err() {
-                    state.ended = true;
-                }
-                return Some((item, state));
+                },
+            };
+            if item.is_err() {
+                state.ended = true;
             }
+            return Some((item, state));
         }
     })
     .boxed()
