@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::Either;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,7 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let request = request.map(|body| body.map_frame(detach_frame as DetachFrame));
+        let request = request.map(|body| body.map_frame(|frame| frame.map_data(detached)));
         let (mut request, reservation) = match body_budget::admit(&budget, request, client) {
             Admission::Admitted { request, reservation } => (request, reservation),
             Admission::Refused(refusal) => return Either::Right(std::future::ready(Ok::<_, Infallible>(refusal))),
@@ -94,12 +94,6 @@ async fn connection<I>(
     if let Err(e) = result {
         tracing::trace!(client = %client, error = %e, "connection ended with an error");
     }
-}
-
-type DetachFrame = fn(Frame<Bytes>) -> Frame<Bytes>;
-
-fn detach_frame(frame: Frame<Bytes>) -> Frame<Bytes> {
-    frame.map_data(detached)
 }
 
 /// Frames up to this size are copied out of hyper's read buffer.

@@ -264,18 +264,22 @@ async fn the_tokenless_admin_listener_keeps_other_sites_out() {
     let port = admin.rsplit(':').next().unwrap();
     let logs = format!("{admin}/api/logs");
     let get = reqwest::Method::GET;
-    let rebound = format!("evil.example:{port}");
-    assert_eq!(
-        admin_call(get.clone(), &logs, &[("host", &rebound)], None).await,
-        (
-            403,
-            json!({"error": "host 'evil.example' is not allowed on the admin listener (add it to \
-                admin.allowed_hosts, or set admin.token)"})
-        )
-    );
+    // Names a page can rebind to 127.0.0.1.
+    for name in ["evil.example", "127.0.0.1.nip.io", "localhost.evil.example"] {
+        let rebound = format!("{name}:{port}");
+        let message = format!(
+            "host '{name}' is not allowed on the admin listener (add it to admin.allowed_hosts, or set admin.token)"
+        );
+        assert_eq!(
+            admin_call(get.clone(), &logs, &[("host", &rebound)], None).await,
+            (403, json!({"error": message}))
+        );
+    }
     for host in [
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
+        format!("LOCALHOST.:{port}"),
+        format!("dashboard.localhost:{port}"),
         format!("[::1]:{port}"),
         format!("dash.example.net:{port}"),
     ] {

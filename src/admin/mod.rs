@@ -168,7 +168,8 @@ fn host_name(host: &str) -> &str {
 /// Names only this machine answers to: loopback names and IP addresses. A DNS rebinding
 /// page has a name of its own; an address names the server itself.
 fn is_local_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
+    // `localhost.` is the same name, fully qualified.
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
     lower == "localhost" || lower.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
