@@ -7,15 +7,18 @@
 //! connection finish the request it is on, then return.
 //!
 //! Request bodies are detached from hyper's read buffer on the way in (see
-//! [`detached`]).
+//! [`detached`]) and counted against the in-flight body budget ([`crate::body_budget`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::Either;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -24,9 +27,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use crate::body_budget::{self, Admission, BodyBudget};
+
 /// Serves `app` on every connection `listener` accepts until `stop` is cancelled, then
 /// waits for the connections to finish their requests.
-pub async fn serve<L>(mut listener: L, app: axum::Router, stop: CancellationToken) -> std::io::Result<()>
+pub async fn serve<L>(
+    mut listener: L,
+    app: axum::Router,
+    budget: Arc<BodyBudget>,
+    stop: CancellationToken,
+) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -37,7 +47,13 @@ where
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
-        connections.spawn(connection(TokioIo::new(io), client, app.clone(), stop.clone()));
+        connections.spawn(connection(
+            TokioIo::new(io),
+            client,
+            app.clone(),
+            budget.clone(),
+            stop.clone(),
+        ));
     }
     drop(listener);
     connections.close();
@@ -45,16 +61,27 @@ where
     Ok(())
 }
 
-async fn connection<I>(io: TokioIo<I>, client: SocketAddr, app: axum::Router, stop: CancellationToken)
-where
+async fn connection<I>(
+    io: TokioIo<I>,
+    client: SocketAddr,
+    app: axum::Router,
+    budget: Arc<BodyBudget>,
+    stop: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let mut request = request.map(|body| body.map_frame(|frame| frame.map_data(detached)));
+        let request = request.map(|body| body.map_frame(|frame| frame.map_data(detached)));
+        let (mut request, reservation) = match body_budget::admit(&budget, request, client) {
+            Admission::Admitted { request, reservation } => (request, reservation),
+            Admission::Refused(refusal) => return Either::Right(std::future::ready(Ok::<_, Infallible>(refusal))),
+        };
         // What axum's `into_make_service_with_connect_info` would insert.
         request.extensions_mut().insert(ConnectInfo(client));
         let future: axum::routing::future::RouteFuture<Infallible> = app.clone().call(request);
-        future
+        Either::Left(
+            future.map(move |answered| answered.map(|response| body_budget::answer(response, reservation, client))),
+        )
     });
     let mut conn = pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
     let result = tokio::select! {

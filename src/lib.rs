@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod backend;
+mod body_budget;
 pub mod cache;
 pub mod config;
 mod http1;
@@ -157,6 +158,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         retention = Some(store::spawn_retention(store.clone(), policy, stop.clone()));
     }
     let grace = config.server.shutdown_grace;
+    // One budget for both listeners: the dashboard's playground takes bodies too.
+    let body_budget = Arc::new(body_budget::BodyBudget::new(
+        config.server.max_inflight_body_bytes,
+        config.server.max_body_bytes,
+    ));
     let tls = config.server.tls.clone();
     let admin_config = config.admin.clone();
     let database = config.database.clone();
@@ -175,10 +181,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             pool: reader,
             write_pool: store.clone(),
             stop: stop.clone(),
-            token: admin_config.token.clone(),
             live: live.clone(),
         });
-        serving.push(serve(admin_listener, admin::router(admin_state), &stop));
+        serving.push(serve(admin_listener, admin::router(admin_state), &body_budget, &stop));
         tracing::info!(addr = %admin_addr, "admin listening (metrics, log API)");
         Some(admin_addr)
     } else {
@@ -198,9 +203,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
-            serving.push(tokio::spawn(http1::serve(listener, app, stop.clone())));
+            serving.push(tokio::spawn(http1::serve(listener, app, body_budget, stop.clone())));
         }
-        None => serving.push(serve(listener, app, &stop)),
+        None => serving.push(serve(listener, app, &body_budget, &stop)),
     }
     tracing::info!(addr = %addr, "ollabridge listening");
     Ok(Server {
@@ -275,14 +280,19 @@ async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), StartE
     Ok((listener, local))
 }
 
-fn serve(listener: TcpListener, app: axum::Router, stop: &CancellationToken) -> JoinHandle<std::io::Result<()>> {
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    body_budget: &Arc<body_budget::BodyBudget>,
+    stop: &CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
     // Without TCP_NODELAY, Nagle's algorithm meets delayed ACKs and stalls streams ~40 ms.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    tokio::spawn(http1::serve(listener, app, stop.clone()))
+    tokio::spawn(http1::serve(listener, app, body_budget.clone(), stop.clone()))
 }
 
 impl Server {

@@ -94,6 +94,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         "server.max_body_bytes",
         old.server.max_body_bytes != new.server.max_body_bytes,
     );
+    check(
+        "server.max_inflight_body_bytes",
+        old.server.max_inflight_body_bytes != new.server.max_inflight_body_bytes,
+    );
     check("server.enable_cors", old.server.enable_cors != new.server.enable_cors);
     check(
         "admin",
@@ -182,5 +186,28 @@ impl FromRequestParts<Arc<Live>> for Snapshot {
 
     async fn from_request_parts(_: &mut Parts, live: &Arc<Live>) -> Result<Self, Self::Rejection> {
         Ok(Snapshot(live.load()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let backend = r#""backend": {"type": "openai", "endpoint": "http://localhost:8080"}"#;
+        Config::from_json(&format!("{{{backend}{extra}}}")).unwrap()
+    }
+
+    #[test]
+    fn the_body_budget_needs_a_restart_and_the_edge_lists_do_not() {
+        let old = config("");
+        let budget = config(r#", "server": {"max_inflight_body_bytes": 1073741824}"#);
+        assert_eq!(needs_restart(&old, &budget), ["server.max_inflight_body_bytes"]);
+        // Read by every request from the live config.
+        let lists = config(
+            r#", "server": {"allowed_origins": ["https://app.example.com"]},
+                 "admin": {"allowed_hosts": ["dash.example.net"], "token": "a-new-admin-token"}"#,
+        );
+        assert_eq!(needs_restart(&old, &lists), Vec::<String>::new());
     }
 }

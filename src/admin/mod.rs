@@ -17,7 +17,14 @@
 //! | `GET /`, `GET /<file>` | the dashboard ([`dashboard`]) |
 //!
 //! Errors are Ollama's shape, `{"error": "..."}`: 400 naming the bad parameter, 404
-//! for an unknown row or route, 500 when the database fails.
+//! for an unknown row or route, 413 for a body over [`MAX_BODY_BYTES`], 500 when the
+//! database fails.
+//!
+//! Without `admin.token`, whoever reaches the listener may read the log; it listens on
+//! loopback then, and [`admin_edge`] keeps web pages out: a `Host` that is not this
+//! machine's (a DNS name rebound to 127.0.0.1 by a page) and requests sent by pages
+//! other than the dashboard's own (`Origin`) are refused with 403. With a token, a page
+//! cannot send it, so the token alone decides.
 
 pub mod backends;
 pub mod dashboard;
@@ -30,8 +37,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
@@ -47,11 +54,13 @@ pub struct AdminState {
     /// Cancelled when the server shuts down: ends the event streams, which would
     /// otherwise hold their connections (and the graceful shutdown) open forever.
     pub stop: CancellationToken,
-    /// `admin.token`, when set.
-    pub token: Option<crate::config::ClientKey>,
-    /// The live config, for `POST /api/reload`.
+    /// The live config: `admin.token` and `admin.allowed_hosts`, `POST /api/reload`.
     pub live: Arc<crate::reload::Live>,
 }
+
+/// The largest body the admin routes take (stars, replay options: a few bytes); the
+/// dashboard's copy of the Ollama API under `/ollama` takes `server.max_body_bytes`.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
@@ -73,30 +82,121 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/api/{*rest}",
             axum::routing::any(|| async { AdminError::NotFound("not found".into()) }),
         )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .nest_service("/ollama", crate::ollama::dashboard_router(state.live.clone()))
         .fallback(dashboard::asset_handler)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admin_edge))
         .with_state(state)
 }
 
-/// With `admin.token` set, every route but `/health` and the dashboard's own files
-/// needs it as a bearer token.
-async fn require_token(
+/// Every admin request: without `admin.token`, the `Host` and `Origin` checks (see the
+/// module's header); with it, the token on every route but `/health` and the
+/// dashboard's own files. The token is read from the live config, so a reload changes
+/// it at once. A body too large is refused in JSON, as every other admin error.
+async fn admin_edge(
     State(state): State<Arc<AdminState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(token) = &state.token else {
-        return next.run(request).await;
+    let live = state.live.load();
+    let admin = &live.config.admin;
+    let refusal = match &admin.token {
+        None => web_page_refusal(admin, request.headers()),
+        Some(_) if request.uri().path() == "/health" || dashboard::is_public(request.uri().path()) => None,
+        Some(token) => match crate::ollama::auth::bearer_token(request.headers()) {
+            Some(presented) if token.matches(presented) => None,
+            Some(_) => Some(crate::ollama::auth::unauthorized("invalid admin token")),
+            None => Some(crate::ollama::auth::unauthorized("missing admin token")),
+        },
     };
-    if request.uri().path() == "/health" || dashboard::is_public(request.uri().path()) {
-        return next.run(request).await;
+    if let Some(refusal) = refusal {
+        return refusal;
     }
-    match crate::ollama::auth::bearer_token(request.headers()) {
-        Some(presented) if token.matches(presented) => next.run(request).await,
-        Some(_) => crate::ollama::auth::unauthorized("invalid admin token"),
-        None => crate::ollama::auth::unauthorized("missing admin token"),
+    drop(live);
+    body_too_large_as_json(next.run(request).await)
+}
+
+/// 403 for a request a web page made to the token-less admin listener: one naming
+/// a host that is not this machine (DNS rebinding), or sent by a page that is not the
+/// dashboard's own.
+fn web_page_refusal(admin: &crate::config::AdminConfig, headers: &HeaderMap) -> Option<Response> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Some(host) = host {
+        let name = host_name(host);
+        if !(is_local_name(name) || name.eq_ignore_ascii_case(&admin.host) || admin.allowed_hosts.allows(name)) {
+            tracing::warn!(host, "admin: rejected a request for another host (DNS rebinding?)");
+            return Some(forbidden(format!(
+                "host '{name}' is not allowed on the admin listener (add it to admin.allowed_hosts, or set \
+                 admin.token)"
+            )));
+        }
     }
+    let origin = headers.get(header::ORIGIN)?;
+    let origin_authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority);
+    let same_origin = origin_authority
+        .zip(host)
+        .is_some_and(|(o, h)| o.eq_ignore_ascii_case(h));
+    // Pages the operator named, e.g. the dashboard through a proxy under another name.
+    let named = origin_authority.is_some_and(|o| admin.allowed_hosts.allows(host_name(o)));
+    if same_origin || named {
+        return None;
+    }
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    tracing::warn!(%origin, "admin: rejected a request from another site's page");
+    Some(forbidden(format!(
+        "origin '{origin}' is not allowed on the admin listener: only the dashboard's own pages may call it \
+         (add its host to admin.allowed_hosts, or set admin.token)"
+    )))
+}
+
+/// The name in a `Host` header (or an origin's authority), without its port or the
+/// brackets around an IPv6 address.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(name, _)| name);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Names only this machine answers to: loopback names and IP addresses. A DNS rebinding
+/// page has a name of its own; an address names the server itself.
+fn is_local_name(name: &str) -> bool {
+    // `localhost.` is the same name, fully qualified.
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    lower == "localhost" || lower.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn forbidden(message: String) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// axum refuses an oversized body in plain text; the dashboard's copy of the Ollama API
+/// answers its own JSON already.
+fn body_too_large_as_json(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return response;
+    }
+    let message = format!("request body is larger than the admin API accepts ({MAX_BODY_BYTES} bytes)");
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 /// Reads the config file again: 200 with what still needs a restart, or 400 with why

@@ -14,12 +14,14 @@ mod backend;
 mod cache;
 mod database;
 mod models;
+mod origins;
 
 pub use auth::*;
 pub use backend::*;
 pub use cache::*;
 pub use database::*;
 pub use models::*;
+pub use origins::{AllowedHosts, AllowedOrigins};
 
 /// A problem with the configuration; start-up stops with this message.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,10 @@ pub struct AdminConfig {
     pub port: u16,
     /// Required (as `Authorization: Bearer`) on every admin route but `/health` when set.
     pub token: Option<ClientKey>,
+    /// Without a token, the host names beyond loopback names, IP addresses and `host`
+    /// that requests may name in `Host` (any other is a rebound DNS name), and whose
+    /// pages may send requests (`Origin`) besides the dashboard's own.
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Price per million tokens, in whatever currency the user thinks in.
@@ -73,6 +79,10 @@ pub struct ServerConfig {
     pub version: String,
     /// Largest request body accepted (images included); larger ones get 413.
     pub max_body_bytes: usize,
+    /// Request bodies held at once, all requests together; past it, 503. Read at start.
+    pub max_inflight_body_bytes: usize,
+    /// Web pages (by `Origin`) that may call the client port, and that CORS answers.
+    pub allowed_origins: AllowedOrigins,
     /// At shutdown, how long requests in flight may take to finish before they are cut.
     pub shutdown_grace: Duration,
     /// Reload the config file when it changes (SIGHUP and `POST /api/reload` always work).
@@ -119,6 +129,7 @@ struct RawAdmin {
     host: String,
     port: i64,
     token: Option<String>,
+    allowed_hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -128,9 +139,14 @@ impl Default for RawAdmin {
             host: "127.0.0.1".into(),
             port: 11435,
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
+
+/// `server.max_inflight_body_bytes` when unset: eight bodies of the default
+/// `max_body_bytes` (32 MiB) at once.
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -143,6 +159,9 @@ struct RawServer {
     log_raw_responses: bool,
     version: String,
     max_body_bytes: usize,
+    /// Unset: [`DEFAULT_MAX_INFLIGHT_BODY_BYTES`], or `max_body_bytes` if that is larger.
+    max_inflight_body_bytes: Option<usize>,
+    allowed_origins: Vec<String>,
     shutdown_grace: f64,
     watch_config: bool,
     tls: Option<TlsFiles>,
@@ -159,6 +178,8 @@ impl Default for RawServer {
             log_raw_responses: false,
             version: "0.12.0".into(),
             max_body_bytes: 32 << 20,
+            max_inflight_body_bytes: None,
+            allowed_origins: Vec::new(),
             shutdown_grace: 30.0,
             watch_config: true,
             tls: None,
@@ -306,6 +327,19 @@ impl RawConfig {
             ));
         }
         let cache = cache::cache(self.cache)?;
+        let max_inflight_body_bytes = match self.server.max_inflight_body_bytes {
+            None => DEFAULT_MAX_INFLIGHT_BODY_BYTES.max(self.server.max_body_bytes),
+            Some(bytes) if bytes < self.server.max_body_bytes => {
+                return Err(format!(
+                    "server.max_inflight_body_bytes: {bytes} is less than server.max_body_bytes ({}); \
+                     one request's body must fit",
+                    self.server.max_body_bytes
+                ));
+            }
+            Some(bytes) => bytes,
+        };
+        let allowed_origins = origins::allowed_origins(&self.server.allowed_origins)?;
+        let allowed_hosts = origins::allowed_hosts(&self.admin.allowed_hosts)?;
         Ok(Config {
             cache,
             auth,
@@ -314,6 +348,7 @@ impl RawConfig {
                 host: self.admin.host,
                 port: admin_port,
                 token: admin_token,
+                allowed_hosts,
             },
             pricing,
             server: ServerConfig {
@@ -325,6 +360,8 @@ impl RawConfig {
                 log_raw_responses: self.server.log_raw_responses,
                 version: self.server.version,
                 max_body_bytes: self.server.max_body_bytes,
+                max_inflight_body_bytes,
+                allowed_origins,
                 shutdown_grace: seconds("server.shutdown_grace", self.server.shutdown_grace, true)?,
                 watch_config: self.server.watch_config,
                 tls: self.server.tls,

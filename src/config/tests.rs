@@ -383,7 +383,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "invalid config <inline>: server.prot: unknown field `prot`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config`, `tls` at line 1 column 86",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls` at line 1 column 86",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -618,7 +618,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "unknown field `prot`, expected one of `host`, `port`, `enable_cors`, `log_messages`, \
-             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
+             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -779,7 +779,7 @@ fn environment_overrides_the_file() {
         message,
         format!(
             "invalid config {}: unknown field `nope`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
             file.path.display()
         )
     );
@@ -831,4 +831,79 @@ fn mapping_object_form() {
             },
         ]
     );
+}
+
+#[test]
+fn edge_settings_default_and_validate() {
+    let config = Config::from_json(&with_backend("")).unwrap();
+    assert_eq!(config.server.max_inflight_body_bytes, 256 << 20);
+    assert!(config.server.allowed_origins.allows(b"http://localhost:3000"));
+    assert!(!config.server.allowed_origins.allows(b"https://app.example.com"));
+    assert!(!config.admin.allowed_hosts.allows("dash.example.net"));
+
+    // A larger max_body_bytes raises the unset budget with it: one body always fits.
+    let config = Config::from_json(&with_backend(r#""server": {"max_body_bytes": 536870912}"#)).unwrap();
+    assert_eq!(config.server.max_inflight_body_bytes, 512 << 20);
+
+    let config = Config::from_json(&with_backend(
+        r#""server": {"max_body_bytes": 1000, "max_inflight_body_bytes": 1000,
+            "allowed_origins": ["https://*.example.com", "chrome-extension://*", "http://10.0.0.5:8080"]},
+           "admin": {"allowed_hosts": ["dash.example.net", "ollabridge"]}"#,
+    ))
+    .unwrap();
+    assert_eq!(config.server.max_inflight_body_bytes, 1000);
+    for origin in [
+        "https://app.example.com",
+        "chrome-extension://abc",
+        "http://10.0.0.5:8080",
+        "http://localhost",
+    ] {
+        assert!(config.server.allowed_origins.allows(origin.as_bytes()), "{origin}");
+    }
+    assert!(!config.server.allowed_origins.allows(b"http://10.0.0.5:8081"));
+    assert!(config.admin.allowed_hosts.allows("Dash.Example.Net"));
+    assert!(config.admin.allowed_hosts.allows("ollabridge"));
+    assert!(!config.admin.allowed_hosts.allows("evil.example"));
+
+    for (extra, message) in [
+        (
+            r#""server": {"max_body_bytes": 2000, "max_inflight_body_bytes": 1999}"#,
+            "server.max_inflight_body_bytes: 1999 is less than server.max_body_bytes (2000); one request's body must fit",
+        ),
+        (
+            r#""server": {"allowed_origins": ["example.com"]}"#,
+            "server.allowed_origins[0]: 'example.com' is not an origin like https://app.example.com or * \
+             (scheme://host[:port])",
+        ),
+        (
+            r#""server": {"allowed_origins": ["*", "https://a.example/app"]}"#,
+            "server.allowed_origins[1]: 'https://a.example/app' is not an origin like https://app.example.com \
+             (scheme://host[:port], no path; one origin per entry)",
+        ),
+        (
+            r#""server": {"allowed_origins": ["https://a.example,https://b.example"]}"#,
+            "server.allowed_origins[0]: 'https://a.example,https://b.example' is not an origin like \
+             https://app.example.com (scheme://host[:port], no path; one origin per entry)",
+        ),
+        (
+            r#""server": {"allowed_origins": ["https://*.*.example"]}"#,
+            "server.allowed_origins[0]: 'https://*.*.example' has more than one '*'",
+        ),
+        (
+            r#""admin": {"allowed_hosts": ["http://dash.example.net"]}"#,
+            "admin.allowed_hosts[0]: 'http://dash.example.net' is not a host name like dashboard.example.com \
+             (no scheme, no port) or *",
+        ),
+        (
+            r#""admin": {"allowed_hosts": ["ok.example", "dash.example.net:8080"]}"#,
+            "admin.allowed_hosts[1]: 'dash.example.net:8080' is not a host name like dashboard.example.com \
+             (no scheme, no port) or *",
+        ),
+    ] {
+        assert_eq!(
+            inline_error(&with_backend(extra)),
+            format!("invalid config <inline>: {message}"),
+            "{extra}"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use super::error::{ApiError, parse_body};
 use super::recorder::{CacheSlot, Recorder};
 use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
-use super::{embed, models_routes};
+use super::{embed, models_routes, origin};
 use crate::AppState;
 use futures::StreamExt;
 
@@ -26,12 +26,12 @@ use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::{Live, Snapshot};
 
-/// The Ollama API for clients: API keys checked, CORS when configured.
+/// The Ollama API for clients: origins and API keys checked, CORS when configured.
 pub fn router(live: Arc<Live>) -> Router {
     let cors = live.load().config.server.enable_cors;
-    let router = routes(live.clone()).layer(axum::middleware::from_fn_with_state(live, client_edge));
+    let router = routes(live.clone()).layer(axum::middleware::from_fn_with_state(live.clone(), client_edge));
     if cors {
-        return router.layer(tower_http::cors::CorsLayer::permissive());
+        return router.layer(origin::cors(live));
     }
     router
 }
@@ -45,9 +45,11 @@ pub fn dashboard_router(live: Arc<Live>) -> Router {
 // One middleware per router, doing all the edge's work in turn: each layer costs a
 // boxed future per request, and every request passes them all.
 
-/// The client API's edge: the request's API key checked.
+/// The client API's edge: the page it comes from (`Origin`) and its API key checked.
 fn client_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> impl Future<Output = Response> {
-    edge(live, request, next, auth::refusal)
+    edge(live, request, next, |live, request| {
+        origin::refusal(live, request).or_else(|| auth::refusal(live, request))
+    })
 }
 
 /// The dashboard's edge: no API key (the admin token was checked), the key id

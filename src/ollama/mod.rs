@@ -7,6 +7,7 @@ mod embed;
 pub mod error;
 mod handlers;
 pub(crate) mod models_routes;
+mod origin;
 pub(crate) mod recorder;
 mod respond;
 pub mod types;
