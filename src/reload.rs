@@ -95,6 +95,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         old.server.max_body_bytes != new.server.max_body_bytes,
     );
     check("server.enable_cors", old.server.enable_cors != new.server.enable_cors);
+    check("server.tls", old.server.tls != new.server.tls);
+    check(
+        "server.header_read_timeout",
+        old.server.header_read_timeout != new.server.header_read_timeout,
+    );
+    check(
+        "server.max_connections",
+        old.server.max_connections != new.server.max_connections,
+    );
     check(
         "admin",
         (old.admin.enabled, &old.admin.host, old.admin.port) != (new.admin.enabled, &new.admin.host, new.admin.port),
@@ -182,5 +191,32 @@ impl FromRequestParts<Arc<Live>> for Snapshot {
 
     async fn from_request_parts(_: &mut Parts, live: &Arc<Live>) -> Result<Self, Self::Rejection> {
         Ok(Snapshot(live.load()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str) -> Config {
+        let text =
+            format!(r#"{{"backend": {{"type": "openai", "endpoint": "http://127.0.0.1:1"}}, "server": {server}}}"#);
+        Config::from_json(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn listener_settings_need_a_restart() {
+        let old = config("{}");
+        assert_eq!(needs_restart(&old, &config("{}")), Vec::<String>::new());
+        assert_eq!(
+            needs_restart(
+                &old,
+                &config(
+                    r#"{"header_read_timeout": 5, "max_connections": 64,
+                        "tls": {"cert": "/c.pem", "key": "/k.pem"}}"#
+                )
+            ),
+            ["server.tls", "server.header_read_timeout", "server.max_connections"]
+        );
     }
 }
