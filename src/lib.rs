@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod ollama;
+mod open_files;
 pub mod openai_api;
 pub mod reload;
 pub mod store;
@@ -26,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -130,6 +130,11 @@ pub struct Server {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    // First, so a bad certificate leaves nothing running.
+    let acceptor = match &config.server.tls {
+        Some(files) => Some(tls::acceptor(&files.cert, &files.key).map_err(StartError::Tls)?),
+        None => None,
+    };
     // Bound first: the address names this process on the rows it leaves in flight.
     let (listener, addr) = bind(&config.server.host, config.server.port).await?;
     let instance = store::Instance::new(addr);
@@ -163,7 +168,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.server.max_inflight_body_bytes,
         config.server.max_body_bytes,
     ));
-    let tls = config.server.tls.clone();
+    let limits = connection_limits(&config.server);
     let admin_config = config.admin.clone();
     let database = config.database.clone();
     let live = Arc::new(reload::Live::new(AppState::new(
@@ -183,30 +188,28 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             stop: stop.clone(),
             live: live.clone(),
         });
-        serving.push(serve(admin_listener, admin::router(admin_state), &body_budget, &stop));
+        serving.push(tokio::spawn(http1::serve(
+            admin_listener,
+            None,
+            admin::router(admin_state),
+            body_budget.clone(),
+            stop.clone(),
+            limits,
+        )));
         tracing::info!(addr = %admin_addr, "admin listening (metrics, log API)");
         Some(admin_addr)
     } else {
         None
     };
     let app = ollama::router(live.clone());
-    match &tls {
-        Some(files) => {
-            let acceptor = tls::acceptor(&files.cert, &files.key).map_err(StartError::Tls)?;
-            // Tapped to set TCP_NODELAY on the connection under TLS.
-            let listener = tls::TlsListener {
-                tcp: listener,
-                acceptor,
-            }
-            .tap_io(|tls| {
-                if let Err(e) = tls.get_ref().0.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            serving.push(tokio::spawn(http1::serve(listener, app, body_budget, stop.clone())));
-        }
-        None => serving.push(serve(listener, app, &body_budget, &stop)),
-    }
+    serving.push(tokio::spawn(http1::serve(
+        listener,
+        acceptor,
+        app,
+        body_budget,
+        stop.clone(),
+        limits,
+    )));
     tracing::info!(addr = %addr, "ollabridge listening");
     Ok(Server {
         addr,
@@ -280,19 +283,29 @@ async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), StartE
     Ok((listener, local))
 }
 
-fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    body_budget: &Arc<body_budget::BodyBudget>,
-    stop: &CancellationToken,
-) -> JoinHandle<std::io::Result<()>> {
-    // Without TCP_NODELAY, Nagle's algorithm meets delayed ACKs and stalls streams ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tokio::spawn(http1::serve(listener, app, body_budget.clone(), stop.clone()))
+/// The limits of both listeners; raises the open-file limit the default cap comes from.
+fn connection_limits(server: &config::ServerConfig) -> http1::Limits {
+    let open_files = open_files::raise_soft_limit();
+    let max_connections = server
+        .max_connections
+        .unwrap_or_else(|| open_files::default_max_connections(open_files));
+    if open_files::too_many_for(max_connections, open_files) {
+        tracing::warn!(
+            max_connections,
+            open_files = open_files.unwrap_or_default(),
+            "server.max_connections is high for the open-file limit: connections may fail with \"too many open files\""
+        );
+    }
+    tracing::info!(
+        max_connections,
+        header_read_timeout = ?server.header_read_timeout,
+        open_files = open_files.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+        "connection limits (each port)"
+    );
+    http1::Limits {
+        header_read_timeout: server.header_read_timeout,
+        max_connections,
+    }
 }
 
 impl Server {

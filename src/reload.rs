@@ -99,6 +99,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         old.server.max_inflight_body_bytes != new.server.max_inflight_body_bytes,
     );
     check("server.enable_cors", old.server.enable_cors != new.server.enable_cors);
+    check("server.tls", old.server.tls != new.server.tls);
+    check(
+        "server.header_read_timeout",
+        old.server.header_read_timeout != new.server.header_read_timeout,
+    );
+    check(
+        "server.max_connections",
+        old.server.max_connections != new.server.max_connections,
+    );
     check(
         "admin",
         (old.admin.enabled, &old.admin.host, old.admin.port) != (new.admin.enabled, &new.admin.host, new.admin.port),
@@ -209,5 +218,27 @@ mod tests {
                  "admin": {"allowed_hosts": ["dash.example.net"], "token": "a-new-admin-token"}"#,
         );
         assert_eq!(needs_restart(&old, &lists), Vec::<String>::new());
+    }
+
+    fn with_server(server: &str) -> Config {
+        let text =
+            format!(r#"{{"backend": {{"type": "openai", "endpoint": "http://127.0.0.1:1"}}, "server": {server}}}"#);
+        Config::from_json(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn listener_settings_need_a_restart() {
+        let old = with_server("{}");
+        assert_eq!(needs_restart(&old, &with_server("{}")), Vec::<String>::new());
+        assert_eq!(
+            needs_restart(
+                &old,
+                &with_server(
+                    r#"{"header_read_timeout": 5, "max_connections": 64,
+                        "tls": {"cert": "/c.pem", "key": "/k.pem"}}"#
+                )
+            ),
+            ["server.tls", "server.header_read_timeout", "server.max_connections"]
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Optional HTTPS on the Ollama port (`server.tls`), for clients such as Home Assistant
-//! that want https. A listener that completes the TLS handshake before handing the
-//! connection to axum; a client that stalls its handshake is dropped after a timeout
-//! so it cannot hold up the others for long.
+//! that want https. Each connection's handshake runs in its own task (see
+//! [`crate::http1::serve`]), never in the accept loop, and a client that stalls its
+//! handshake is dropped after a timeout so it cannot hold a connection slot for long.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -35,33 +35,19 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-pub struct TlsListener {
-    pub tcp: TcpListener,
-    pub acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(client = %addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(client = %addr, "TLS handshake timed out"),
-            }
+/// Completes the TLS handshake on an accepted connection, in that connection's own
+/// task: a client that never sends its ClientHello holds up only itself, and only
+/// until the timeout. `None` when the handshake failed or timed out (logged).
+pub async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, client: SocketAddr) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+            None
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Err(_) => {
+            tracing::debug!(client = %client, "TLS handshake timed out");
+            None
+        }
     }
 }

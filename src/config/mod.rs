@@ -89,6 +89,12 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// HTTPS on the Ollama port: PEM certificate chain and private key.
     pub tls: Option<TlsFiles>,
+    /// How long a connection may take to send a request's headers; also how long an idle
+    /// keep-alive connection may wait for its next request. Both ports.
+    pub header_read_timeout: Duration,
+    /// Connections open at once on each port (client and admin); `None` derives it from
+    /// the open-file limit at start.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -165,6 +171,8 @@ struct RawServer {
     shutdown_grace: f64,
     watch_config: bool,
     tls: Option<TlsFiles>,
+    header_read_timeout: f64,
+    max_connections: Option<usize>,
 }
 
 impl Default for RawServer {
@@ -183,6 +191,8 @@ impl Default for RawServer {
             shutdown_grace: 30.0,
             watch_config: true,
             tls: None,
+            header_read_timeout: 30.0,
+            max_connections: None,
         }
     }
 }
@@ -340,6 +350,15 @@ impl RawConfig {
         };
         let allowed_origins = origins::allowed_origins(&self.server.allowed_origins)?;
         let allowed_hosts = origins::allowed_hosts(&self.admin.allowed_hosts)?;
+        if let Some(max) = self
+            .server
+            .max_connections
+            .filter(|max| !(1..=MAX_CONNECTIONS_LIMIT).contains(max))
+        {
+            return Err(format!(
+                "server.max_connections: {max} is out of range 1-{MAX_CONNECTIONS_LIMIT} (leave it out for the default)"
+            ));
+        }
         Ok(Config {
             cache,
             auth,
@@ -365,6 +384,8 @@ impl RawConfig {
                 shutdown_grace: seconds("server.shutdown_grace", self.server.shutdown_grace, true)?,
                 watch_config: self.server.watch_config,
                 tls: self.server.tls,
+                header_read_timeout: seconds("server.header_read_timeout", self.server.header_read_timeout, false)?,
+                max_connections: self.server.max_connections,
             },
             backends,
             database: DatabaseConfig {
@@ -383,6 +404,9 @@ impl RawConfig {
         })
     }
 }
+
+/// Far above any open-file limit; a larger `server.max_connections` is a typo.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 /// A duration in seconds from the config; zero allowed only where it means "at once".
 fn seconds(key: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {

@@ -383,7 +383,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "invalid config <inline>: server.prot: unknown field `prot`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls` at line 1 column 86",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls`, `header_read_timeout`, `max_connections` at line 1 column 86",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -618,7 +618,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         (
             with_backend(r#""server": {"prot": 1}"#),
             "unknown field `prot`, expected one of `host`, `port`, `enable_cors`, `log_messages`, \
-             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
+             `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls`, `header_read_timeout`, `max_connections` for key `server`",
         ),
         (
             backend_with(r#""apikey": "x""#),
@@ -779,7 +779,7 @@ fn environment_overrides_the_file() {
         message,
         format!(
             "invalid config {}: unknown field `nope`, expected one of `host`, `port`, `enable_cors`, \
-             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls` for key `server`",
+             `log_messages`, `log_raw_requests`, `log_raw_responses`, `version`, `max_body_bytes`, `max_inflight_body_bytes`, `allowed_origins`, `shutdown_grace`, `watch_config`, `tls`, `header_read_timeout`, `max_connections` for key `server`",
             file.path.display()
         )
     );
@@ -906,4 +906,83 @@ fn edge_settings_default_and_validate() {
             "{extra}"
         );
     }
+}
+
+/// `server.header_read_timeout` and `server.max_connections`: both ports' connection limits.
+#[test]
+fn connection_limits() {
+    let defaults = Config::from_json(&with_backend("")).unwrap();
+    assert_eq!(defaults.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(
+        defaults.server.max_connections, None,
+        "derived from the open-file limit at start"
+    );
+
+    let set = Config::from_json(&with_backend(
+        r#""server": {"header_read_timeout": 2.5, "max_connections": 32}"#,
+    ))
+    .unwrap();
+    assert_eq!(set.server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(set.server.max_connections, Some(32));
+    let edges = Config::from_json(&with_backend(
+        r#""server": {"header_read_timeout": 0.001, "max_connections": 1000000}"#,
+    ))
+    .unwrap();
+    assert_eq!(edges.server.header_read_timeout, Duration::from_millis(1));
+    assert_eq!(edges.server.max_connections, Some(1_000_000));
+    let one = Config::from_json(&with_backend(r#""server": {"max_connections": 1}"#)).unwrap();
+    assert_eq!(one.server.max_connections, Some(1));
+
+    for (server, error) in [
+        (
+            r#"{"header_read_timeout": 0}"#,
+            "server.header_read_timeout: 0 must be a positive number of seconds",
+        ),
+        (
+            r#"{"header_read_timeout": -1}"#,
+            "server.header_read_timeout: -1 must be a positive number of seconds",
+        ),
+        (
+            r#"{"header_read_timeout": 1e20}"#,
+            "server.header_read_timeout: 100000000000000000000 must be a positive number of seconds",
+        ),
+        (
+            r#"{"max_connections": 0}"#,
+            "server.max_connections: 0 is out of range 1-1000000 (leave it out for the default)",
+        ),
+        (
+            r#"{"max_connections": 1000001}"#,
+            "server.max_connections: 1000001 is out of range 1-1000000 (leave it out for the default)",
+        ),
+    ] {
+        assert_eq!(
+            inline_error(&with_backend(&format!(r#""server": {server}"#))),
+            format!("invalid config <inline>: {error}"),
+            "{server}"
+        );
+    }
+    for server in [r#"{"max_connections": -1}"#, r#"{"max_connections": "many"}"#] {
+        let message = inline_error(&with_backend(&format!(r#""server": {server}"#)));
+        assert!(
+            message.starts_with("invalid config <inline>: server.max_connections: invalid "),
+            "{message}"
+        );
+    }
+
+    // Through a file and the environment.
+    let _env = env_lock();
+    let mut vars = EnvVars(Vec::new());
+    let file = temp_config(&with_backend(r#""server": {"max_connections": 32}"#));
+    vars.set("OLLABRIDGE__SERVER__HEADER_READ_TIMEOUT", "5");
+    let config = Config::load(&file.path).unwrap();
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.max_connections, Some(32));
+    vars.set("OLLABRIDGE__SERVER__MAX_CONNECTIONS", "0");
+    assert_eq!(
+        Config::load(&file.path).unwrap_err().to_string(),
+        format!(
+            "invalid config {}: server.max_connections: 0 is out of range 1-1000000 (leave it out for the default)",
+            file.path.display()
+        )
+    );
 }
