@@ -5,8 +5,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONTEXT="$(mktemp -d)"
-trap 'rm -rf "$CONTEXT"' EXIT
+# A fixed place, so cargo reuses what it checked last time.
+CONTEXT="$ROOT/target/docker-context/src"
+rm -rf "$CONTEXT"
+mkdir -p "$CONTEXT"
 
 # The build stage's COPY lines: every word but the last is a source, relative to the
 # repo (the build context); the last is the destination under WORKDIR /src.
@@ -28,6 +30,6 @@ while read -r -a words; do
 done < <(awk '/^FROM /{stage++} stage==1 && /^COPY /' "$ROOT/deploy/Dockerfile")
 [ "$copies" -gt 0 ] || { echo "check-docker-context: no COPY lines found in deploy/Dockerfile's build stage" >&2; exit 1; }
 
-# Its own target dir, kept between runs: only this check's artifacts live there.
-CARGO_TARGET_DIR="$ROOT/target/docker-context" cargo check --locked --quiet --manifest-path "$CONTEXT/Cargo.toml"
+# The repo's own target dir: the dependencies `cargo clippy` checked are reused.
+CARGO_TARGET_DIR="$ROOT/target" cargo check --locked --quiet --manifest-path "$CONTEXT/Cargo.toml"
 echo "check-docker-context: the Dockerfile's build context builds ($copies sources copied)" >&2

@@ -24,5 +24,7 @@ export OLLABRIDGE_LLAMA_SERVER OLLABRIDGE_TINY_MODELS OLLABRIDGE_CHROMIUM OLLABR
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# deploy/Dockerfile's build context builds (no Docker needed).
+scripts/check-docker-context.sh
 cargo test --all-targets --locked
 scripts/bench.sh --smoke
