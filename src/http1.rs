@@ -185,7 +185,8 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let request = request.map(|body| body.map_frame(|frame| frame.map_data(detached)));
+        let mut request = request.map(|body| body.map_frame(|frame| frame.map_data(detached)));
+        collapse_slashes(request.uri_mut());
         let (mut request, reservation) = match body_budget::admit(&budget, request, client) {
             Admission::Admitted { request, reservation } => (request, reservation),
             Admission::Refused(refusal) => return Either::Right(std::future::ready(Ok::<_, Infallible>(refusal))),
@@ -208,6 +209,30 @@ async fn connection<I>(
     if let Err(e) = result {
         tracing::trace!(client = %client, error = %e, "connection ended with an error");
     }
+}
+
+/// `//v1/models` is `/v1/models`: clients that join a base URL ending in `/` with a path
+/// starting with one send such paths, and they would otherwise miss every route (and get
+/// the fallback's error in the wrong API's shape).
+fn collapse_slashes(uri: &mut hyper::Uri) {
+    let path = uri.path();
+    if !path.contains("//") {
+        return;
+    }
+    let mut collapsed = String::with_capacity(uri.path_and_query().map_or(0, |p| p.as_str().len()));
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(query) = uri.query() {
+        collapsed.push('?');
+        collapsed.push_str(query);
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = collapsed.parse().ok();
+    // Parts from a valid URI with a path and query that parsed stay a valid URI.
+    *uri = hyper::Uri::from_parts(parts).unwrap_or_default();
 }
 
 /// Frames up to this size are copied out of hyper's read buffer.
@@ -260,6 +285,23 @@ mod tests {
         // EMFILE, ENFILE, ENOBUFS.
         for errno in [24, 23, 105] {
             assert!(!is_connection_error(&Error::from_raw_os_error(errno)), "{errno}");
+        }
+    }
+
+    #[test]
+    fn repeated_slashes_in_the_path_are_collapsed() {
+        for (sent, seen) in [
+            ("//v1/models", "//v1/models".replace("//", "/")),
+            ("/api//tags?x=a//b", "/api/tags?x=a//b".to_owned()),
+            ("/api/tags", "/api/tags".to_owned()),
+            (
+                "http://host:1///v1//chat/completions",
+                "http://host:1/v1/chat/completions".to_owned(),
+            ),
+        ] {
+            let mut uri: hyper::Uri = sent.parse().unwrap();
+            collapse_slashes(&mut uri);
+            assert_eq!(uri.to_string(), seen, "{sent}");
         }
     }
 

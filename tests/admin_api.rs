@@ -958,7 +958,12 @@ async fn metrics_parse_strictly_and_move_by_exactly_the_requests_made() {
     assert_eq!(value(&after, "ollabridge_requests_total", &chat_200), 3.0);
     // Any client may name any model: an unknown one is not a label of its own, and no
     // backend was asked (unbounded label sets grew the exposition without end).
-    let chat_404 = [("model", ""), ("backend", ""), ("endpoint", "/api/chat"), ("status", "404")];
+    let chat_404 = [
+        ("model", ""),
+        ("backend", ""),
+        ("endpoint", "/api/chat"),
+        ("status", "404"),
+    ];
     assert_eq!(value(&after, "ollabridge_requests_total", &chat_404), 1.0);
     let requests: f64 = after
         .iter()

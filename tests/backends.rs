@@ -474,13 +474,24 @@ async fn embeddings_fail_over_to_an_ollama_fallback() {
         "models": {"mappings": {"e": {"model": "e", "fallbacks": [{"backend": "ollama", "model": "nomic"}]}}},
     }))
     .await;
-    let (status, _, body) = common::post(&format!("{}/api/embed", bridge.url), json!({"model": "e", "input": "hi"})).await;
+    let (status, _, body) = common::post(
+        &format!("{}/api/embed", bridge.url),
+        json!({"model": "e", "input": "hi"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((body["model"].clone(), body["embeddings"].clone()), (json!("e"), json!([[0.6, 0.8]])));
+    assert_eq!(
+        (body["model"].clone(), body["embeddings"].clone()),
+        (json!("e"), json!([[0.6, 0.8]]))
+    );
     let rows = bridge.rows().await;
     assert_eq!(
-        (rows[0]["status_code"].clone(), rows[0]["backend"].clone(), rows[0]["backend_model"].clone()),
+        (
+            rows[0]["status_code"].clone(),
+            rows[0]["backend"].clone(),
+            rows[0]["backend_model"].clone()
+        ),
         (json!(200), json!("ollama"), json!("nomic"))
     );
     let attempts: Value = serde_json::from_str(rows[0]["attempts"].as_str().unwrap()).unwrap();

@@ -1844,9 +1844,15 @@ async fn pull_fails_while_the_backend_is_down() {
     .await;
     assert_eq!((status, content_type.as_str()), (502, "application/json"), "{body}");
     let error = parse(&body)["error"].as_str().unwrap().to_owned();
-    assert!(error.starts_with(&format!("backend at {gone}/ is unreachable: ")), "{error}");
+    assert!(
+        error.starts_with(&format!("backend at {gone}/ is unreachable: ")),
+        "{error}"
+    );
     let rows = bridge.rows().await;
-    assert_eq!((rows[0]["status_code"].clone(), rows[0]["error"].clone()), (json!(502), json!(error)));
+    assert_eq!(
+        (rows[0]["status_code"].clone(), rows[0]["error"].clone()),
+        (json!(502), json!(error))
+    );
 }
 
 /// Models live in the backend, so creating, copying, deleting, pushing and uploading

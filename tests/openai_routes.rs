@@ -628,6 +628,12 @@ async fn models_are_the_mapped_names_and_the_backends_own() {
             )
         )
     );
+    // Regression: a base URL ending in '/' joined with '/v1/models' missed every route
+    // and got Ollama's error shape.
+    assert_eq!(
+        get_json(&format!("{}//v1/models", bridge.url)).await,
+        (200, list.clone())
+    );
     assert_eq!(
         get_json(&format!("{}/ollama/v1/models", bridge.admin_url)).await,
         (200, list)
