@@ -135,7 +135,7 @@ impl Metrics {
         registry.register("inflight_requests", "Requests being answered now", inflight.clone());
         registry.register(
             "log_dropped",
-            "Log records dropped because the queue was full",
+            "Log records lost: dropped because the queue was full, or refused by the database",
             log_dropped.clone(),
         );
         registry.register(

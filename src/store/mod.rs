@@ -7,8 +7,8 @@ pub mod query;
 pub mod retention;
 mod writer;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
@@ -84,7 +84,11 @@ enum Entry {
 
 /// Pairs a request's start with its end in the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket(u64);
+pub struct Ticket {
+    id: u64,
+    /// The start went into the queue (it is not sent when the queue is half full).
+    queued: bool,
+}
 
 /// The request path's handle on the log: cheap to clone, never waits.
 #[derive(Clone)]
@@ -93,7 +97,11 @@ pub struct Logger {
     /// Wakes the writer before its window ends once a whole batch waits.
     batch_ready: Arc<tokio::sync::Notify>,
     tickets: Arc<AtomicU64>,
+    /// Records lost: dropped by the full queue, or refused by the database.
     dropped: Arc<AtomicU64>,
+    /// Requests whose start was queued but whose final record was dropped: the writer
+    /// must not keep them in flight (see `WriteLoop::forget_dropped`).
+    finals_dropped: Arc<Mutex<Vec<Ticket>>>,
     /// False while the writer cannot reach the database (and retries).
     store_up: Arc<AtomicBool>,
     /// One warning a second at most about dropped records, however many are dropped.
@@ -162,21 +170,24 @@ impl Logger {
     /// only if the request is still running after a second, so short requests cost
     /// one row write, not two.
     pub fn started(&self, record: LogRecord) -> Ticket {
-        let ticket = Ticket(self.tickets.fetch_add(1, Ordering::Relaxed));
+        let id = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let unsent = Ticket { id, queued: false };
         // With the queue half full the writer is behind: final records (the log) come
         // first, and a start not sent only means no in-flight row for that request.
         if self.tx.capacity() < self.tx.max_capacity() / 2 {
-            return ticket;
+            return unsent;
         }
+        let ticket = Ticket { id, queued: true };
         let started = Entry::Started {
             ticket,
             at: tokio::time::Instant::now(),
             record,
         };
         // Lost when the queue is full: the request's final record stands alone then.
-        if self.tx.try_send(started).is_ok() {
-            self.queued();
+        if self.tx.try_send(started).is_err() {
+            return unsent;
         }
+        self.queued();
         ticket
     }
 
@@ -198,6 +209,12 @@ impl Logger {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         };
         let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(ticket) = ticket.filter(|t| t.queued) {
+            self.finals_dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ticket);
+        }
         // Under overload every request lands here: one line a second, not one a record.
         let Some(dropped) = self.drop_warnings.dropped(std::time::Instant::now()) else {
             return;
@@ -216,7 +233,7 @@ impl Logger {
         }
     }
 
-    /// Records lost because the queue was full since start.
+    /// Records lost since start: the queue was full, or the database refused them.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -351,6 +368,7 @@ mod tests {
             batch_ready: Default::default(),
             tickets: Default::default(),
             dropped: Default::default(),
+            finals_dropped: Default::default(),
             store_up: Default::default(),
             drop_warnings: Default::default(),
             max_body_bytes: 1 << 20,

@@ -1,24 +1,25 @@
 //! The single log writer: one transaction per batch, multi-row INSERTs. SQLite: WAL,
-//! `synchronous=NORMAL`. PostgreSQL: a small pool, and a batch that fails is retried
-//! with backoff while new records wait in the bounded queue (see [`Writer`]).
+//! `synchronous=NORMAL`. PostgreSQL: a small pool. A batch that fails for a reason
+//! that passes (a full disk, an unreachable server) is retried with backoff while new
+//! records wait in the bounded queue (see [`Writer`]).
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Encode, QueryBuilder, Type};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio::time::Instant;
 
 use super::db::{Dialect, Instance, Store, close_abandoned_rows, close_own_rows, close_rows, on_pool};
-use super::{Entry, LogRecord, Logger, Ticket};
-use sqlx::{Encode, QueryBuilder, Type};
+use super::{DropWarnings, Entry, LogRecord, Logger, Ticket};
 
 /// How long the writer gathers records before committing them together. Each batch
 /// costs a transaction and several hand-offs to sqlx's worker thread: at ~220 requests/s
@@ -89,12 +90,13 @@ pub(super) async fn close_all_in_flight(pool: &SqlitePool) -> Result<u64, sqlx::
 
 /// The writer task; `close` waits for every queued record to be stored.
 ///
-/// When a batch cannot be written, SQLite's writer logs the error and goes on (a
-/// local file that fails will not get better by waiting). PostgreSQL's keeps the batch
-/// and tries again with backoff, not reading the queue meanwhile, so new records wait
+/// When a batch cannot be written for a reason that passes ([`transient`]: SQLite's
+/// disk full or I/O errors, PostgreSQL unreachable), the writer keeps the batch and
+/// tries again with backoff, not reading the queue meanwhile, so new records wait
 /// there; only once it is full are records dropped (and counted). The outage is logged
 /// once when it starts and once when it ends, and `ollabridge_log_store_up` is 0
-/// during it.
+/// during it. Rows the database refuses for good (a constraint) are given up one by
+/// one, each logged and counted as dropped; the rest of their batch is stored.
 pub struct Writer {
     handle: JoinHandle<()>,
 }
@@ -116,11 +118,14 @@ impl Writer {
         let (tx, rx) = mpsc::channel(capacity);
         let store_up = Arc::new(AtomicBool::new(true));
         let batch_ready = Arc::new(Notify::new());
+        let dropped = Arc::new(AtomicU64::new(0));
+        let finals_dropped = Arc::new(Mutex::new(Vec::new()));
         let logger = Logger {
             tx,
             batch_ready: batch_ready.clone(),
             tickets: Arc::new(AtomicU64::new(0)),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped: dropped.clone(),
+            finals_dropped: finals_dropped.clone(),
             store_up: store_up.clone(),
             drop_warnings: Default::default(),
             max_body_bytes,
@@ -128,7 +133,10 @@ impl Writer {
         };
         let store = store.into();
         let writer = WriteLoop {
-            retry: matches!(store, Store::Postgres(_)),
+            sweep: matches!(store, Store::Postgres(_)),
+            dropped,
+            finals_dropped,
+            refusals: DropWarnings::default(),
             health: Health {
                 up: store_up,
                 outage: None,
@@ -168,13 +176,23 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 struct InFlight {
     waiting: HashMap<Ticket, (Instant, LogRecord)>,
     rows: HashMap<Ticket, i64>,
+    /// Requests whose final record was dropped before the writer read their start.
+    ended: HashSet<Ticket>,
+    /// In-flight rows of requests whose final record was dropped, to be closed.
+    orphaned: Vec<i64>,
 }
 
 struct WriteLoop {
     store: Store,
     instance: Instance,
-    /// Keep failed batches and try again (PostgreSQL).
-    retry: bool,
+    /// Look for rows other processes abandoned (PostgreSQL, shared by replicas).
+    sweep: bool,
+    /// The loggers' count of records lost (`ollabridge_log_dropped_total`).
+    dropped: Arc<AtomicU64>,
+    /// From the loggers: requests whose final record the full queue dropped.
+    finals_dropped: Arc<Mutex<Vec<Ticket>>>,
+    /// Rate-limits the error about records the database refused.
+    refusals: DropWarnings,
     health: Health,
     in_flight: InFlight,
     /// When to look for rows other processes abandoned next (PostgreSQL).
@@ -298,7 +316,8 @@ impl WriteLoop {
                     }
                 }
             }
-            self.store_finished(&rows, &replacing, &rx).await;
+            self.forget_dropped();
+            self.store_finished(rows, replacing, &rx).await;
             self.timed_work().await;
         }
         if let Err(e) = close_own_rows(&self.store, &self.instance).await {
@@ -316,7 +335,7 @@ impl WriteLoop {
             .values()
             .map(|(at, _)| *at + IN_FLIGHT_ROW_AFTER)
             .min();
-        if self.retry {
+        if self.sweep {
             wake = Some(wake.map_or(self.next_sweep, |due| due.min(self.next_sweep)));
         }
         match self.health.retry_at() {
@@ -326,10 +345,26 @@ impl WriteLoop {
     }
 
     async fn timed_work(&mut self) {
+        self.forget_dropped();
         self.write_in_flight_rows().await;
         let now = Instant::now();
         let retry_due = self.health.retry_at().is_none_or(|at| at <= now);
-        if self.retry && now >= self.next_sweep && retry_due {
+        if !self.in_flight.orphaned.is_empty() && retry_due {
+            match close_orphaned(&self.store, &self.in_flight.orphaned).await {
+                Ok(()) => {
+                    self.health.ok();
+                    self.in_flight.orphaned.clear();
+                }
+                Err(e) if transient(&e) => {
+                    self.health.failed(&e, self.in_flight.orphaned.len());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot close the in-flight rows of requests whose log record was dropped");
+                    self.in_flight.orphaned.clear();
+                }
+            }
+        }
+        if self.sweep && now >= self.next_sweep && retry_due {
             match close_abandoned_rows(&self.store, &self.instance).await {
                 Ok(rows) => {
                     self.next_sweep = now + SWEEP_EVERY;
@@ -348,16 +383,47 @@ impl WriteLoop {
         }
     }
 
-    /// Stores a batch of final rows; with `retry`, until it is stored.
+    /// Stores a batch of final rows. What fails for a reason that passes is tried again
+    /// until it is stored; a batch the database refuses is stored row by row, and the
+    /// rows it refuses alone are dropped (counted and logged).
     async fn store_finished(
+        &mut self,
+        new: Vec<LogRecord>,
+        replacing: Vec<(i64, LogRecord)>,
+        queue: &mpsc::Receiver<Entry>,
+    ) {
+        let rows = new.len() + replacing.len();
+        if rows == 0 {
+            return;
+        }
+        let Err(refused) = self.store_retrying(&new, &replacing, queue).await else {
+            return;
+        };
+        if rows == 1 {
+            return self.gave_up(&refused);
+        }
+        // One bad row fails the whole transaction: find it, keep the others.
+        tracing::warn!(error = %refused, rows, "the log database refused a batch; writing its rows one by one");
+        for record in &new {
+            if let Err(e) = self.store_retrying(std::slice::from_ref(record), &[], queue).await {
+                self.gave_up(&e);
+            }
+        }
+        for replaced in &replacing {
+            if let Err(e) = self.store_retrying(&[], std::slice::from_ref(replaced), queue).await {
+                self.gave_up(&e);
+            }
+        }
+    }
+
+    /// Stores `new` and `replacing` in one transaction, trying again with backoff
+    /// until it is stored or fails for a reason that will not pass (returned).
+    async fn store_retrying(
         &mut self,
         new: &[LogRecord],
         replacing: &[(i64, LogRecord)],
         queue: &mpsc::Receiver<Entry>,
-    ) {
-        if new.is_empty() && replacing.is_empty() {
-            return;
-        }
+    ) -> Result<(), sqlx::Error> {
         let mut unsure = false;
         loop {
             if let Some(retry_at) = self.health.retry_at() {
@@ -376,19 +442,51 @@ impl WriteLoop {
             match result {
                 Ok(()) => {
                     self.health.ok();
-                    return;
+                    return Ok(());
                 }
-                Err(e) if self.retry => {
+                Err(e) if transient(e.source()) => {
                     unsure = matches!(e, WriteError::Commit(_));
                     self.health
                         .failed(e.source(), new.len() + replacing.len() + queue.len());
                 }
-                Err(e) => {
-                    tracing::error!(error = %e.source(), rows = new.len() + replacing.len(), "cannot write request log rows");
-                    return;
-                }
+                Err(WriteError::Before(e) | WriteError::Commit(e)) => return Err(e),
             }
         }
+    }
+
+    /// A final record the database refused for good: counted with the records the
+    /// full queue dropped, and logged (at most once a second, with the count since: a
+    /// database that refuses everything, e.g. a damaged file, must not flood the log).
+    fn gave_up(&self, error: &sqlx::Error) {
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(dropped) = self.refusals.dropped(std::time::Instant::now()) {
+            tracing::error!(error = %error, dropped, total, "the log database refused request records: dropped");
+        }
+    }
+
+    /// Requests whose final record the full queue dropped have ended: they get no
+    /// in-flight row, and one already written is closed (else it would show the
+    /// request running until this process stops).
+    fn forget_dropped(&mut self) {
+        let dropped = std::mem::take(&mut *self.finals_dropped.lock().unwrap_or_else(PoisonError::into_inner));
+        let InFlight {
+            waiting,
+            rows,
+            ended,
+            orphaned,
+        } = &mut self.in_flight;
+        ended.extend(dropped);
+        ended.retain(|ticket| {
+            if waiting.remove(ticket).is_some() {
+                return false;
+            }
+            if let Some(id) = rows.remove(ticket) {
+                orphaned.push(id);
+                return false;
+            }
+            // Its start is still in the queue (only queued starts are reported).
+            true
+        });
     }
 
     /// Rows for the requests that have run longer than [`IN_FLIGHT_ROW_AFTER`].
@@ -426,16 +524,48 @@ impl WriteLoop {
                     self.health.ok();
                     self.in_flight.rows.insert(ticket, id);
                 }
-                Err(e) if self.retry => {
+                Err(e) if transient(&e) => {
                     // Tried again after the backoff, unless the request ends first.
                     self.in_flight.waiting.insert(ticket, (at, record));
                     self.health.failed(&e, self.in_flight.waiting.len());
                     return;
                 }
-                Err(e) => tracing::error!(error = %e, "cannot write an in-flight request row"),
+                // Nothing is lost: the request's final record still comes.
+                Err(e) => tracing::warn!(error = %e, "the log database refused an in-flight request row"),
             }
         }
     }
+}
+
+/// What an in-flight row whose request's final record was dropped says.
+const FINAL_RECORD_DROPPED: &str = "the request ended but its log record was dropped (log queue full)";
+
+/// Closes the in-flight rows `ids` (their final records were dropped).
+async fn close_orphaned(store: &Store, ids: &[i64]) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        on_pool!(store, pool => close_ids(chunk).build().execute(pool).await.map(drop)?);
+    }
+    Ok(())
+}
+
+fn close_ids<'a, DB: Dialect>(ids: &[i64]) -> QueryBuilder<'a, DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("UPDATE logs SET in_flight = ");
+    qb.push(DB::FALSE)
+        .push(", error = COALESCE(error, ")
+        .push_bind(FINAL_RECORD_DROPPED)
+        .push(") WHERE in_flight = ")
+        .push(DB::TRUE)
+        .push(" AND id IN (");
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    qb.push(")");
+    qb
 }
 
 enum WriteError {
@@ -459,25 +589,75 @@ impl From<sqlx::Error> for WriteError {
     }
 }
 
+/// Whether a failed write may go through later as it is: the database is busy,
+/// unreachable, out of space or failing I/O. Anything else (a constraint, a value the
+/// database will not take) fails the same way every time.
+fn transient(error: &sqlx::Error) -> bool {
+    use sqlx::Error;
+    match error {
+        Error::Database(e) => {
+            if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes: the primary code is the low byte.
+                let primary = e.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+                // BUSY, LOCKED, NOMEM, READONLY (e.g. remounted), INTERRUPT, IOERR,
+                // FULL, CANTOPEN, PROTOCOL.
+                matches!(primary, Some(5..=10 | 13..=15))
+            } else {
+                // PostgreSQL: all but data exceptions (22) and constraint violations
+                // (23) pass, among them disk full (53100) and a server going away.
+                !e.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+            }
+        }
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
 /// Final rows, in one transaction. A request with an in-flight row gets a new row
 /// (ids follow the order requests ended in, so `id > last seen` finds every new final
 /// row) and its in-flight row goes, passing on its star.
 async fn store_finished(store: &Store, new: &[LogRecord], replacing: &[(i64, LogRecord)]) -> Result<(), WriteError> {
     on_pool!(store, pool => {
-        let mut tx = pool.begin().await?;
-        let mut starred = HashMap::new();
-        for ids in replacing.chunks(ROWS_PER_STATEMENT) {
-            let deleted: Vec<(i64, bool)> = delete_rows(ids.iter().map(|(id, _)| *id))
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await?;
-            starred.extend(deleted);
+        let mut conn = pool.acquire().await?;
+        let result = async {
+            let mut tx = conn.begin().await?;
+            let mut starred = HashMap::new();
+            for ids in replacing.chunks(ROWS_PER_STATEMENT) {
+                let deleted: Vec<(i64, bool)> = delete_rows(ids.iter().map(|(id, _)| *id))
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await?;
+                starred.extend(deleted);
+            }
+            let rows = final_rows(new, replacing, &starred);
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                insert_rows(chunk).build().execute(&mut *tx).await?;
+            }
+            tx.commit().await.map_err(WriteError::Commit)
         }
-        let rows = final_rows(new, replacing, &starred);
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            insert_rows(chunk).build().execute(&mut *tx).await?;
+        .await;
+        if result.is_err() {
+            // A connection whose transaction failed is closed, not pooled: sqlx's
+            // idea of it may be wrong. On SQLite, a COMMIT that fails with SQLITE_FULL
+            // or an I/O error is rolled back by SQLite itself, but sqlx still counts
+            // the transaction open: the ROLLBACK it sends when `tx` drops fails ("no
+            // transaction is active") and leaves its depth at 1. Its next `begin` on
+            // this connection is then a SAVEPOINT, which opens a real transaction,
+            // and rolling that back is `ROLLBACK TO`, which leaves it open. From then
+            // on the connection holds the write lock (every other connection gets
+            // "database is locked"), and its own "commits" only release a savepoint
+            // inside that transaction: nothing is ever stored. Closing the connection
+            // ends whatever transaction it holds; the pool opens a fresh one.
+            if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing a log database connection after a failed write");
+            }
         }
-        tx.commit().await.map_err(WriteError::Commit)
+        result
     })
 }
 
