@@ -15,6 +15,17 @@ if [ -x "$BIN" ]; then
   exit 0
 fi
 
+# Test binaries that need llama-server run this at the same time when `cargo test` runs
+# without OLLABRIDGE_LLAMA_SERVER: one builds, the others wait and take its binary.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.llama-server-$VERSION.lock"
+flock 9
+if [ -x "$BIN" ]; then
+  echo "llama-server $VERSION: built meanwhile at $BIN" >&2
+  echo "$BIN"
+  exit 0
+fi
+
 for tool in cmake c++ python3; do
   command -v "$tool" >/dev/null || { echo "build-llama-server: '$tool' is missing (apt-get install cmake g++)" >&2; exit 1; }
 done

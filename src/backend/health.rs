@@ -236,7 +236,10 @@ mod tests {
         let h = Health::new();
         let t0 = Instant::now();
         h.bypass().failed(&breaker, "boom".into(), t0);
-        assert!(h.admit(&breaker, t0).is_some_and(|p| !p.is_trial()), "one failure keeps it closed");
+        assert!(
+            h.admit(&breaker, t0).is_some_and(|p| !p.is_trial()),
+            "one failure keeps it closed"
+        );
         h.bypass().failed(&breaker, "boom".into(), t0);
         assert!(h.admit(&breaker, t0 + Duration::from_secs(29)).is_none());
         assert!(!h.may_admit(&breaker, t0 + Duration::from_secs(29)));
@@ -300,7 +303,9 @@ mod tests {
         let later = t0 + Duration::from_secs(31);
         let hung = h.admit(&breaker(), later).expect("the trial");
         assert!(h.admit(&breaker(), later + Duration::from_secs(29)).is_none());
-        let next = h.admit(&breaker(), later + Duration::from_secs(30)).expect("a new trial");
+        let next = h
+            .admit(&breaker(), later + Duration::from_secs(30))
+            .expect("a new trial");
         // The lost trial ending late releases nothing: the new one still runs.
         drop(hung);
         assert!(h.admit(&breaker(), later + Duration::from_secs(30)).is_none());

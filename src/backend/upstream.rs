@@ -2,30 +2,86 @@
 //! the first that can take it answers; a backend that fails before anything reached
 //! the client hands the request to the next target.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::health::{Health, HealthRegistry, Pass};
 use super::{AnyBackend, BackendError};
-use crate::config::{BackendConfig, Target};
+use crate::config::{BackendConfig, MaxConcurrent, Target};
 
 /// One backend: its client, its concurrency slots and its health.
 pub struct Upstream {
     pub config: BackendConfig,
     pub client: AnyBackend,
-    /// Free slots when `max_concurrent` is set.
-    slots: Option<Arc<Semaphore>>,
+    slots: Slots,
+    /// The first look at the backend's slot count (automatic `max_concurrent` only).
+    first_detection: tokio::sync::OnceCell<()>,
+    /// Whether the health checks started that first look.
+    first_look_started: AtomicBool,
     pub health: Arc<Health>,
+}
+
+/// The concurrency limit in force. The semaphore is replaced when the limit shrinks:
+/// requests holding the old one's permits finish on it.
+#[derive(Default)]
+struct Slots(std::sync::Mutex<Option<(Arc<Semaphore>, usize)>>);
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Arc<Semaphore>, usize)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn current(&self) -> Option<(Arc<Semaphore>, usize)> {
+        self.lock().clone()
+    }
+
+    /// Sets the limit; whether it changed.
+    fn resize(&self, size: usize) -> bool {
+        let mut slots = self.lock();
+        match &mut *slots {
+            Some((_, old)) if *old == size => return false,
+            Some((semaphore, old)) if *old < size => {
+                semaphore.add_permits(size - *old);
+                *old = size;
+            }
+            _ => *slots = Some((Arc::new(Semaphore::new(size)), size)),
+        }
+        true
+    }
+}
+
+/// How long a request waits for the first look at a llama-server's slot count before it
+/// goes without a limit; the look is one local `GET /props`.
+const DETECTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest a look at the slot count may take.
+const DETECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the limit in force comes from, for `/api/backends`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSource {
+    Config,
+    LlamaServer,
+    /// Automatic, but nothing read yet (or not a llama-server): no limit.
+    Auto,
 }
 
 impl Upstream {
     pub fn new(config: BackendConfig, health: &HealthRegistry) -> Result<Upstream, BackendError> {
+        let slots = Slots::default();
+        if let MaxConcurrent::Limit(n) = config.max_concurrent {
+            slots.resize(n);
+        }
         Ok(Upstream {
             client: AnyBackend::new(&config)?,
-            slots: config.max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
+            slots,
+            first_detection: tokio::sync::OnceCell::new(),
+            first_look_started: AtomicBool::new(false),
             health: health.get(&config.name),
             config,
         })
@@ -35,19 +91,65 @@ impl Upstream {
         &self.config.name
     }
 
-    /// Waits for a free slot when `max_concurrent` is set, so one client's burst queues
+    /// The limit in force (`None`: none) and where it comes from.
+    pub fn max_concurrent(&self) -> (Option<usize>, LimitSource) {
+        let size = self.slots.current().map(|(_, size)| size);
+        let source = match self.config.max_concurrent {
+            MaxConcurrent::Auto if size.is_some() => LimitSource::LlamaServer,
+            MaxConcurrent::Auto => LimitSource::Auto,
+            MaxConcurrent::Unlimited | MaxConcurrent::Limit(_) => LimitSource::Config,
+        };
+        (size, source)
+    }
+
+    /// Reads a llama-server's slot count and makes it the limit, when `max_concurrent`
+    /// is automatic; at start and with every health check. A backend that does not tell
+    /// (not a llama-server, or unreachable now) keeps the limit it has.
+    pub async fn detect_limit(&self) {
+        if self.config.max_concurrent != MaxConcurrent::Auto {
+            return;
+        }
+        let AnyBackend::OpenAi(backend) = &self.client else {
+            return;
+        };
+        let Ok(Some(size)) = tokio::time::timeout(DETECTION_TIMEOUT, backend.total_slots()).await else {
+            return;
+        };
+        if self.slots.resize(size) {
+            tracing::info!(
+                backend = self.name(),
+                max_concurrent = size,
+                "llama-server has {size} slots: sending it at most {size} requests at once"
+            );
+        }
+    }
+
+    /// Whether the first look at the slot count is still to be started (`true` once).
+    pub fn first_look_due(&self) -> bool {
+        self.config.max_concurrent == MaxConcurrent::Auto && !self.first_look_started.swap(true, Ordering::Relaxed)
+    }
+
+    /// The first [`Upstream::detect_limit`]; whoever comes first runs it, the rest wait.
+    pub async fn detect_limit_once(&self) {
+        self.first_detection.get_or_init(|| self.detect_limit()).await;
+    }
+
+    /// Waits for a free slot when there is a limit, so one client's burst queues
     /// instead of starving the others; a wait longer than `queue_timeout` is
     /// [`BackendError::Busy`].
     pub async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, BackendError> {
-        let Some(slots) = &self.slots else {
+        if self.config.max_concurrent == MaxConcurrent::Auto && !self.first_detection.initialized() {
+            // Past the wait the request goes unlimited; the look goes on for the next.
+            let _ = tokio::time::timeout(DETECTION_WAIT, self.detect_limit_once()).await;
+        }
+        let Some((slots, size)) = self.slots.current() else {
             return Ok(None);
         };
         let wait = self.config.queue_timeout;
-        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+        match tokio::time::timeout(wait, slots.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(BackendError::Busy(format!(
-                "backend busy: {} requests in flight and none finished within {}s; retry shortly",
-                self.config.max_concurrent.unwrap_or_default(),
+                "backend busy: {size} requests in flight and none finished within {}s; retry shortly",
                 wait.as_secs_f64()
             ))),
         }
@@ -165,8 +267,6 @@ impl<'a> Failover<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::config::Config;
 
@@ -245,9 +345,11 @@ mod tests {
         let (upstreams, _registry) = two_backends(60.0);
         let (b, a) = (&upstreams[1], &upstreams[0]);
         // Opened, and half-open at once: the cool-down is faked by a past failure.
-        b.health
-            .bypass()
-            .failed(&b.config.breaker, "boom".into(), Instant::now() - Duration::from_secs(61));
+        b.health.bypass().failed(
+            &b.config.breaker,
+            "boom".into(),
+            Instant::now() - Duration::from_secs(61),
+        );
         // The request is cancelled while B is tried (the walk dropped).
         let mut walk = Failover::new(&upstreams, &targets(&[1, 0]));
         assert_eq!(walk.next_target().unwrap().0.name(), "b");
