@@ -323,6 +323,27 @@ mod tests {
         upstream.name().to_owned()
     }
 
+    #[test]
+    fn the_limit_grows_in_place_and_shrinks_into_a_new_semaphore() {
+        let slots = Slots::default();
+        assert!(slots.current().is_none());
+        assert!(slots.resize(2));
+        let (first, _) = slots.current().unwrap();
+        let held = first.clone().try_acquire_owned().unwrap();
+        assert!(!slots.resize(2));
+        assert!(slots.resize(4));
+        let (grown, size) = slots.current().unwrap();
+        assert!(Arc::ptr_eq(&first, &grown));
+        assert_eq!((size, grown.available_permits()), (4, 3));
+        // Shrunk: a new semaphore, whole; the permit held is given back to the old one.
+        assert!(slots.resize(1));
+        let (shrunk, size) = slots.current().unwrap();
+        assert!(!Arc::ptr_eq(&first, &shrunk));
+        assert_eq!((size, shrunk.available_permits()), (1, 1));
+        drop(held);
+        assert_eq!(first.available_permits(), 4);
+    }
+
     #[tokio::test]
     async fn a_later_target_keeps_its_trial_when_an_earlier_one_answers() {
         let (upstreams, _registry) = two_backends(0.05);
