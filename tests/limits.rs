@@ -175,6 +175,10 @@ async fn without_max_concurrent_a_llama_server_gets_as_many_requests_as_it_has_s
         assert!(results.iter().all(|(status, _, _)| *status == 200), "{results:?}");
         assert_eq!(peak.swap(0, Ordering::SeqCst), more_or_fewer);
     }
+    // A refresh of `/api/backends` reads it again at once.
+    slots.store(5, Ordering::SeqCst);
+    let (_, backends) = common::get_json(&format!("{}/api/backends?refresh=true", bridge.admin_url)).await;
+    assert_eq!(backends["backends"][0]["max_concurrent"], 5);
     assert_eq!(bridge.rows().await.len(), 18);
 }
 

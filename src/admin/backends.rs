@@ -1,7 +1,7 @@
 //! `GET /api/backends`: every configured backend with its health check verdict, its
 //! circuit breaker, its concurrency limit and the models it offers. `?refresh=true`
-//! lists the models again now (and counts that as a health check) instead of using the
-//! cached lists.
+//! lists the models again now (and counts that as a health check, reading a
+//! llama-server's slot count again too) instead of using the cached lists.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +26,11 @@ pub async fn backends_handler(
             let listed = live.models.offered(&live.backends, index, refresh).await;
             if refresh {
                 let outcome = listed.as_ref().map(|_| ()).map_err(ToString::to_string);
-                live.backends[index].health.checked(outcome, Instant::now());
+                let upstream = &live.backends[index];
+                upstream.health.checked(outcome, Instant::now());
+                if listed.is_ok() {
+                    upstream.detect_limit().await;
+                }
             }
             listed
         }
