@@ -27,12 +27,17 @@ async fn bursts_beyond_llama_servers_http_threads_never_stall_with_the_default_c
     let llama = LlamaServer::start("tiny-chat").await;
     let mut bridge = Bridge::openai(&llama.url, json!({"tiny": "tiny-chat"})).await;
     let text = script("tiny-chat")["text"].as_str().unwrap().to_owned();
-    let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": false, "think": false});
+    let body =
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": false, "think": false});
     let chat = || async {
         let started = Instant::now();
         let (status, _, answer) = post(&format!("{}/api/chat", bridge.url), body.clone()).await;
         let answer: Value = serde_json::from_str(&answer).unwrap();
-        (status, answer["message"]["content"].as_str().map(str::to_owned), started.elapsed())
+        (
+            status,
+            answer["message"]["content"].as_str().map(str::to_owned),
+            started.elapsed(),
+        )
     };
     // The first request waits for the first look at llama-server's slot count.
     let (status, answer, _) = chat().await;
