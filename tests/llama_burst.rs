@@ -1,10 +1,12 @@
 //! Bursts through ollabridge to the real llama-server with a default config.
 //!
-//! llama-server serves each HTTP connection on one of its few HTTP threads
-//! (max(-np + 2, cores - 1)) and keeps an idle keep-alive connection, and its thread,
-//! for 5 s. Sending it more requests at once than it has threads made the rest wait
-//! behind ollabridge's idle pooled connections, 5 s per wave; by default ollabridge now
-//! sends a llama-server at most as many requests as it has slots.
+//! llama-server serves each HTTP connection on one of its HTTP threads and keeps an
+//! idle keep-alive connection, and its thread, for 5 s. The build here has
+//! max(-np + 4, cores - 1) fixed threads and adds one only when none is idle as a
+//! connection is queued, so connections arriving at once outrun it. Sending it more
+//! requests at once than it has threads made the rest wait behind ollabridge's idle
+//! pooled connections, 5 s per wave; by default ollabridge now sends a llama-server at
+//! most as many requests as it has slots.
 
 mod common;
 
@@ -23,7 +25,7 @@ const PAUSE: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_beyond_llama_servers_http_threads_never_stall_with_the_default_config() {
-    // `-np 4`: four slots, six HTTP threads (two cores here).
+    // `-np 4`: four slots, eight fixed HTTP threads.
     let llama = LlamaServer::start("tiny-chat").await;
     let mut bridge = Bridge::openai(&llama.url, json!({"tiny": "tiny-chat"})).await;
     let text = script("tiny-chat")["text"].as_str().unwrap().to_owned();
