@@ -231,7 +231,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks each backend every `health_interval` (the first check one interval after
-/// start) by listing its models, which also refreshes the list clients are offered.
+/// start) by listing its models, which also refreshes the list clients are offered, and
+/// reads a llama-server's slot count again (automatic `max_concurrent`), which is first
+/// read at start.
 fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -244,6 +246,11 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
             let state = live.load();
             let now = std::time::Instant::now();
             for (index, upstream) in state.backends.iter().enumerate() {
+                // A llama-server's slot count, read at once for each new config.
+                if upstream.first_look_due() {
+                    let state = state.clone();
+                    tokio::spawn(async move { state.backends[index].detect_limit_once().await });
+                }
                 let Some(interval) = upstream.config.health_interval else {
                     continue;
                 };
@@ -264,7 +271,11 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
                     if let Err(e) = &outcome {
                         tracing::warn!(backend = upstream.name(), error = %e, "backend health check failed");
                     }
+                    let healthy = outcome.is_ok();
                     upstream.health.checked(outcome, std::time::Instant::now());
+                    if healthy {
+                        upstream.detect_limit().await;
+                    }
                 });
             }
         }

@@ -356,6 +356,45 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_trial() {
     assert_eq!(rows[0]["backend"], "second");
 }
 
+/// A half-open breaker's one trial goes to the request that really tries its backend:
+/// a request answered by an earlier target must not take it and keep it forever.
+#[tokio::test]
+async fn a_half_open_backend_behind_one_that_answers_keeps_its_trial() {
+    let a = flaky("from a").await;
+    let b = flaky("from b").await;
+    let bridge = Bridge::start(json!({
+        "backends": {
+            "a": {"type": "openai", "endpoint": a.url, "health_interval": 0},
+            "b": {"type": "openai", "endpoint": b.url, "breaker": {"failures": 1, "cooldown": 0.5},
+                  "health_interval": 0},
+        },
+        "models": {"mappings": {
+            "ab": {"backend": "a", "model": "mock", "fallbacks": [{"backend": "b", "model": "mock"}]},
+            "ba": {"backend": "b", "model": "mock", "fallbacks": [{"backend": "a", "model": "mock"}]},
+            "only-b": {"backend": "b", "model": "mock"},
+        }},
+    }))
+    .await;
+    let breaker_of_b = || async {
+        let (_, backends) = get_json(&format!("{}/api/backends", bridge.admin_url)).await;
+        backends["backends"][1]["health"]["breaker"].clone()
+    };
+    b.failing.store(true, Ordering::SeqCst);
+    assert_eq!(ask(&bridge, "only-b").await, (500, "model crashed".to_owned()));
+    assert_eq!(breaker_of_b().await, "open");
+    b.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(breaker_of_b().await, "half_open");
+    // "a" answers; "b" is not tried, so its trial stays free.
+    assert_eq!(ask(&bridge, "ab").await, (200, "from a".to_owned()));
+    assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+    // The next request whose first target is "b" is its trial, and closes the breaker.
+    assert_eq!(ask(&bridge, "ba").await, (200, "from b".to_owned()));
+    assert_eq!(breaker_of_b().await, "closed");
+    assert_eq!(ask(&bridge, "only-b").await, (200, "from b".to_owned()));
+    assert_eq!((a.calls.load(Ordering::SeqCst), b.calls.load(Ordering::SeqCst)), (1, 3));
+}
+
 #[tokio::test]
 async fn a_lone_backend_is_asked_even_with_its_breaker_open() {
     let only = flaky("alone").await;

@@ -97,6 +97,106 @@ async fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(statuses, [&json!(503), &json!(200)]);
 }
 
+/// A llama-server-like backend: `/props` tells `slots` as `total_slots`; answers take
+/// `delay`; `peak` records the most requests it served at once.
+async fn llama_like_backend(slots: Arc<AtomicUsize>, delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, p) = (now.clone(), peak.clone());
+    let app = Router::new()
+        .route("/v1/models", get(|| async { axum::Json(json!({"data": [{"id": "m"}]})) }))
+        .route(
+            "/props",
+            get(move || {
+                let slots = slots.load(Ordering::SeqCst);
+                async move { axum::Json(json!({"total_slots": slots, "model_alias": "m"})) }
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(move || {
+                let (now, peak) = (n.clone(), p.clone());
+                async move {
+                    let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(current, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    axum::Json(json!({
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1}
+                    }))
+                }
+            }),
+        );
+    let (url, _server) = common::serve(app).await;
+    (url, peak)
+}
+
+/// `(max_concurrent, max_concurrent_source)` of the first backend in `/api/backends`.
+async fn limit_shown(bridge: &Bridge) -> (Value, Value) {
+    let (_, backends) = common::get_json(&format!("{}/api/backends", bridge.admin_url)).await;
+    let backend = &backends["backends"][0];
+    (
+        backend["max_concurrent"].clone(),
+        backend["max_concurrent_source"].clone(),
+    )
+}
+
+/// Waits (bounded) until `/api/backends` shows `limit`, read by a health check.
+async fn until_limit_shown(bridge: &Bridge, limit: usize) {
+    for _ in 0..100 {
+        if limit_shown(bridge).await.0 == json!(limit) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("max_concurrent {limit} never shown: {:?}", limit_shown(bridge).await);
+}
+
+/// Without `max_concurrent`, a llama-server gets as many requests at once as it has
+/// slots, read at start and again by each health check (growing or shrinking).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_max_concurrent_a_llama_server_gets_as_many_requests_as_it_has_slots() {
+    let slots = Arc::new(AtomicUsize::new(2));
+    let (backend, peak) = llama_like_backend(slots.clone(), Duration::from_millis(200)).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": backend, "health_interval": 1},
+    }))
+    .await;
+    let burst = |n: usize| futures::future::join_all((0..n).map(|_| chat(&bridge.url)));
+    let results = burst(6).await;
+    assert!(results.iter().all(|(status, _, _)| *status == 200), "{results:?}");
+    assert_eq!(peak.swap(0, Ordering::SeqCst), 2);
+    assert_eq!(limit_shown(&bridge).await, (json!(2), json!("llama-server")));
+    // Restarted with more slots, then fewer: the health checks follow.
+    for more_or_fewer in [3, 1] {
+        slots.store(more_or_fewer, Ordering::SeqCst);
+        until_limit_shown(&bridge, more_or_fewer).await;
+        let results = burst(6).await;
+        assert!(results.iter().all(|(status, _, _)| *status == 200), "{results:?}");
+        assert_eq!(peak.swap(0, Ordering::SeqCst), more_or_fewer);
+    }
+    // A refresh of `/api/backends` reads it again at once.
+    slots.store(5, Ordering::SeqCst);
+    let (_, backends) = common::get_json(&format!("{}/api/backends?refresh=true", bridge.admin_url)).await;
+    assert_eq!(backends["backends"][0]["max_concurrent"], 5);
+    assert_eq!(bridge.rows().await.len(), 18);
+}
+
+/// An explicit `max_concurrent: 0` is no limit, whatever the backend says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_zero_is_no_limit_even_for_a_llama_server() {
+    let (backend, peak) = llama_like_backend(Arc::new(AtomicUsize::new(2)), Duration::from_millis(400)).await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": backend, "max_concurrent": 0, "health_interval": 1},
+    }))
+    .await;
+    let results = futures::future::join_all((0..6).map(|_| chat(&bridge.url))).await;
+    assert!(results.iter().all(|(status, _, _)| *status == 200), "{results:?}");
+    assert_eq!(peak.load(Ordering::SeqCst), 6);
+    assert_eq!(limit_shown(&bridge).await, (Value::Null, json!("config")));
+    assert_eq!(bridge.rows().await.len(), 6);
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_413_in_ollamas_shape() {
     let (backend, _) = slow_backend(Duration::ZERO).await;

@@ -2868,7 +2868,12 @@ async fn a_request_on_a_pooled_connection_the_backend_closed_is_sent_again() {
             }
         }
     });
-    let mut bridge = Bridge::openai(&url, json!({"alias": "backend-model"})).await;
+    // `max_concurrent` set: no look at `/props` on these connections.
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": url, "timeout": 30, "max_concurrent": 0},
+        "models": {"mappings": {"alias": "backend-model"}},
+    }))
+    .await;
     for _ in 0..3 {
         let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi(), "stream": false})).await;
         let answer: Value = serde_json::from_str(&body).unwrap();

@@ -1,6 +1,7 @@
 //! `GET /api/backends`: every configured backend with its health check verdict, its
-//! circuit breaker and the models it offers. `?refresh=true` lists the models again
-//! now (and counts that as a health check) instead of using the cached lists.
+//! circuit breaker, its concurrency limit and the models it offers. `?refresh=true`
+//! lists the models again now (and counts that as a health check, reading a
+//! llama-server's slot count again too) instead of using the cached lists.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +26,11 @@ pub async fn backends_handler(
             let listed = live.models.offered(&live.backends, index, refresh).await;
             if refresh {
                 let outcome = listed.as_ref().map(|_| ()).map_err(ToString::to_string);
-                live.backends[index].health.checked(outcome, Instant::now());
+                let upstream = &live.backends[index];
+                upstream.health.checked(outcome, Instant::now());
+                if listed.is_ok() {
+                    upstream.detect_limit().await;
+                }
             }
             listed
         }
@@ -48,10 +53,13 @@ pub async fn backends_handler(
                 ),
                 Err(e) => (Vec::new(), Some(e.to_string())),
             };
+            let (max_concurrent, max_concurrent_source) = upstream.max_concurrent();
             json!({
                 "name": config.name,
                 "type": config.kind.as_str(),
                 "endpoint": config.shown_endpoint(),
+                "max_concurrent": max_concurrent,
+                "max_concurrent_source": max_concurrent_source,
                 "discover": config.discover.as_ref().map(|d| json!({"prefix": d.prefix})),
                 "health": upstream.health.report(now),
                 "models": models,

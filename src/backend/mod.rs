@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use capture::Capture;
 pub use error::BackendError;
-pub use upstream::{Attempt, Failover, Upstream};
+pub use upstream::{Attempt, Failover, LimitSource, Upstream};
 
 use crate::config::{BackendConfig, BackendKind};
 use crate::ollama::types::{ChatRequest, GenerateRequest, ToolCall};
@@ -194,6 +194,12 @@ where
     })
 }
 
+/// Idle pooled connections are closed after this (checked again within as long).
+/// llama-server keeps an idle keep-alive connection, and the HTTP thread serving it, for
+/// 5 s: closing ours first gives its few threads back sooner and never reuses a
+/// connection it is about to close.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One pooled client per backend. `TCP_NODELAY` keeps Nagle's algorithm from holding
 /// small stream chunks back; the read timeout bounds silence, not whole streams.
 fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> {
@@ -211,6 +217,7 @@ fn http_client(config: &BackendConfig) -> Result<reqwest::Client, BackendError> 
     }
     reqwest::Client::builder()
         .tcp_nodelay(true)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .connect_timeout(config.timeout)
         .read_timeout(config.timeout)
         .default_headers(headers)

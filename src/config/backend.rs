@@ -43,8 +43,9 @@ pub enum ThinkingStyle {
 pub struct BackendConfig {
     /// The key in `backends`; for the single `backend` form, its type.
     pub name: String,
-    /// Requests sent to the backend at once (`None`: no limit); the rest queue.
-    pub max_concurrent: Option<usize>,
+    /// Requests sent to the backend at once; the rest queue.
+    pub max_concurrent: MaxConcurrent,
+    /// Longest wait for a free slot before a 503.
     pub queue_timeout: Duration,
     pub kind: BackendKind,
     pub thinking: ThinkingStyle,
@@ -65,6 +66,19 @@ pub struct BackendConfig {
     /// How often the backend is checked (`None`: never; then only failures count).
     pub health_interval: Option<Duration>,
     pub breaker: Breaker,
+}
+
+/// How many requests go to the backend at once (`max_concurrent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConcurrent {
+    /// Not set: a llama-server gets as many as it has slots (`total_slots` of its
+    /// `/props`), any other backend no limit. llama-server serves each connection on one
+    /// of a few HTTP threads; more requests at once than it has threads wait behind its
+    /// idle keep-alive connections (5 s per wave).
+    Auto,
+    /// `0`: no limit.
+    Unlimited,
+    Limit(usize),
 }
 
 /// The backend's own models, offered to clients under `prefix` + their name.
@@ -151,12 +165,13 @@ pub(super) struct RawBackend {
     pub(super) api_key: Option<String>,
     #[serde(default)]
     pub(super) thinking: Option<String>,
-    /// Requests sent to the backend at once; 0 means no limit.
+    /// Requests sent to the backend at once; 0 means no limit, absent means llama-server's
+    /// slot count.
     #[serde(default)]
-    pub(super) max_concurrent: usize,
+    pub(super) max_concurrent: Option<usize>,
     /// How long a request may wait for a free slot before a 503.
-    #[serde(default = "default_queue_timeout")]
-    pub(super) queue_timeout: f64,
+    #[serde(default)]
+    pub(super) queue_timeout: Option<f64>,
     #[serde(default)]
     pub(super) headers: std::collections::BTreeMap<String, String>,
     #[serde(default)]
@@ -204,6 +219,7 @@ pub(super) fn default_health_interval() -> f64 {
     15.0
 }
 
+/// With a `max_concurrent` set in the config.
 pub(super) fn default_queue_timeout() -> f64 {
     30.0
 }
@@ -279,6 +295,20 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
             return Err(format!("{key}.headers: '{header}' is not a valid header name"));
         }
     }
+    let max_concurrent = match raw.max_concurrent {
+        None => MaxConcurrent::Auto,
+        Some(0) => MaxConcurrent::Unlimited,
+        Some(n) => MaxConcurrent::Limit(n),
+    };
+    let timeout = seconds(&format!("{key}.timeout"), raw.timeout, false)?;
+    // The automatic limit keeps queued what llama-server would have queued itself, with
+    // no deadline: waiting as long as the backend may stay silent keeps slow answers
+    // from turning into 503s.
+    let queue_timeout = match (raw.queue_timeout, max_concurrent) {
+        (Some(wait), _) => seconds(&format!("{key}.queue_timeout"), wait, true)?,
+        (None, MaxConcurrent::Auto) => timeout,
+        (None, _) => seconds(&format!("{key}.queue_timeout"), default_queue_timeout(), true)?,
+    };
     if raw.breaker.failures == 0 {
         return Err(format!("{key}.breaker.failures: must be at least 1"));
     }
@@ -286,10 +316,10 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
         name,
         kind,
         thinking,
-        max_concurrent: (raw.max_concurrent > 0).then_some(raw.max_concurrent),
-        queue_timeout: seconds(&format!("{key}.queue_timeout"), raw.queue_timeout, true)?,
+        max_concurrent,
+        queue_timeout,
         endpoint,
-        timeout: seconds(&format!("{key}.timeout"), raw.timeout, false)?,
+        timeout,
         api_key: raw.api_key.filter(|k| !k.is_empty()).map(Secret),
         headers: raw.headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
         max_tokens_field,

@@ -276,6 +276,42 @@ fn accepted_values_at_the_edges() {
     assert_eq!(config.database.max_body_bytes, 0);
 }
 
+/// Absent, `max_concurrent` follows a llama-server's slot count, and the queue then waits
+/// as long as the backend may stay silent; an explicit `0` is no limit.
+#[test]
+fn max_concurrent_absent_is_automatic_and_zero_is_no_limit() {
+    let limits = |extra: &str| {
+        let text = if extra.is_empty() {
+            with_backend("")
+        } else {
+            backend_with(extra)
+        };
+        let config = Config::from_json(&text).unwrap();
+        (
+            config.backend().max_concurrent,
+            config.backend().queue_timeout.as_secs_f64(),
+        )
+    };
+    assert_eq!(limits(""), (MaxConcurrent::Auto, 300.0));
+    assert_eq!(limits(r#""timeout": 60"#), (MaxConcurrent::Auto, 60.0));
+    assert_eq!(limits(r#""queue_timeout": 5"#), (MaxConcurrent::Auto, 5.0));
+    assert_eq!(limits(r#""max_concurrent": null"#), (MaxConcurrent::Auto, 300.0));
+    assert_eq!(limits(r#""max_concurrent": 0"#), (MaxConcurrent::Unlimited, 30.0));
+    assert_eq!(limits(r#""max_concurrent": 4"#), (MaxConcurrent::Limit(4), 30.0));
+    assert_eq!(
+        limits(r#""max_concurrent": 4, "queue_timeout": 0.5"#),
+        (MaxConcurrent::Limit(4), 0.5)
+    );
+    assert_eq!(
+        inline_error(&backend_with(r#""max_concurrent": -1"#)),
+        "invalid config <inline>: backend.max_concurrent: invalid value: integer `-1`, expected usize at line 1 column 88"
+    );
+    assert_eq!(
+        inline_error(&backend_with(r#""queue_timeout": -1"#)),
+        "invalid config <inline>: backend.queue_timeout: -1 must be zero or more seconds"
+    );
+}
+
 #[test]
 fn api_key_is_masked_in_debug_output() {
     let text = backend_with(r#""api_key": "sk-very-secret-key-42""#);

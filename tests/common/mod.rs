@@ -124,6 +124,25 @@ impl LlamaServer {
         panic!("llama-server would not start");
     }
 
+    /// Pauses the server (`SIGSTOP`) until [`LlamaServer::resume`]: connections made
+    /// meanwhile wait in its listen backlog, so a burst reaches it all at once, as it does
+    /// a busy server.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} llama-server");
+    }
+
     async fn wait_healthy(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();

@@ -276,6 +276,11 @@ impl OpenAiBackend {
         Ok(body)
     }
 
+    /// A llama-server's slot count, from its `/props`; `None` from other servers.
+    pub async fn total_slots(&self) -> Option<usize> {
+        self.props().await?.total_slots.filter(|n| *n > 0)
+    }
+
     async fn props(&self) -> Option<Props> {
         let url = self.url("props").ok()?;
         let body = self.exchange(|| self.http.get(url.clone())).await.ok()?;

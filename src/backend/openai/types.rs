@@ -134,6 +134,9 @@ pub struct EmbeddingEntry {
 pub struct Props {
     #[serde(default)]
     pub default_generation_settings: Option<GenerationSettings>,
+    /// How many requests llama-server decodes at once (`-np`).
+    #[serde(default)]
+    pub total_slots: Option<usize>,
     #[serde(default)]
     pub chat_template: Option<String>,
     #[serde(default)]
