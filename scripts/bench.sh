@@ -107,12 +107,15 @@ wait_for() {
 
 # start_bridge NAME ENDPOINT MAPPINGS_JSON [OLLABRIDGE_LOG] [QUEUE_CAPACITY]: ollabridge as its
 # own process on a free port; sets BRIDGE_URL, ADMIN_URL (its metrics) and BRIDGE_PID.
+# `max_concurrent: 0` (no limit) as the direct side and the floor proxy have: the default
+# would queue requests at ollabridge beyond llama-server's slots, a different mechanism
+# from the one measured beside it.
 start_bridge() {
   local name="$1" endpoint="$2" mappings="$3" log="${4:-info}" queue="${5:-4096}"
   cat > "$OUT/$name.config.json" <<EOF
 {
   "server": {"host": "127.0.0.1", "port": 0},
-  "backend": {"type": "openai", "endpoint": "$endpoint", "timeout": 60},
+  "backend": {"type": "openai", "endpoint": "$endpoint", "timeout": 60, "max_concurrent": 0},
   "database": {"path": "$OUT/$name.db", "queue_capacity": $queue},
   "admin": {"host": "127.0.0.1", "port": 0},
   "models": {"mappings": $mappings}

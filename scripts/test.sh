@@ -26,5 +26,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # deploy/Dockerfile's build context builds (no Docker needed).
 scripts/check-docker-context.sh
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast
 scripts/bench.sh --smoke

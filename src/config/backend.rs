@@ -228,6 +228,12 @@ pub(super) fn default_timeout() -> f64 {
     300.0
 }
 
+/// The endpoint as the user wrote it, unless it holds credentials: then masked.
+fn shown_as_written(written: &str, parsed: &Url) -> String {
+    let masked = super::masked_url(parsed);
+    if masked == parsed.as_str() { written.to_owned() } else { masked }
+}
+
 /// One backend's section, `key` naming it in messages (`backend` or `backends.<name>`).
 pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<BackendConfig, String> {
     let kind = match raw.kind.as_str() {
@@ -261,7 +267,7 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
     if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
         return Err(format!(
             "{key}.endpoint: '{}' must be an http:// or https:// URL with a host",
-            super::masked_url(&endpoint)
+            shown_as_written(&raw.endpoint, &endpoint)
         ));
     }
     let max_tokens_field = match raw.max_tokens_field.as_deref() {
