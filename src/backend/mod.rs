@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use capture::Capture;
 pub use error::BackendError;
-pub use upstream::{Attempt, Failover, LimitSource, Upstream};
+pub use upstream::{Attempt, Failover, LimitSource, Routed, TryError, Unrouted, Upstream};
 
 use crate::config::{BackendConfig, BackendKind};
 use crate::ollama::types::{ChatRequest, GenerateRequest, ToolCall};
@@ -64,7 +64,7 @@ pub struct Completion {
 }
 
 /// A chat or generate call, after model mapping.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Call<R> {
     /// The name the client used; echoed in every response.
     pub client_model: String,
@@ -73,11 +73,27 @@ pub struct Call<R> {
     pub stream: bool,
     /// Move `<think>…</think>` inlined in the answer's text into thinking.
     pub strip_think: bool,
-    pub request: R,
+    /// Shared by the tries of a request's targets.
+    pub request: std::sync::Arc<R>,
     /// The client's JSON body, for pass-through (unknown keys survive).
     pub body: Bytes,
     /// Where the bytes exchanged with the backend go, with `database.store_bodies`.
     pub capture: Option<Capture>,
+}
+
+/// By hand: a call is cloned for each target tried, sharing its request (no `R: Clone`).
+impl<R> Clone for Call<R> {
+    fn clone(&self) -> Call<R> {
+        Call {
+            client_model: self.client_model.clone(),
+            backend_model: self.backend_model.clone(),
+            stream: self.stream,
+            strip_think: self.strip_think,
+            request: self.request.clone(),
+            body: self.body.clone(),
+            capture: self.capture.clone(),
+        }
+    }
 }
 
 pub type ChatCall = Call<ChatRequest>;

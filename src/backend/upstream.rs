@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::health::{Health, HealthRegistry, Pass};
 use super::{AnyBackend, BackendError};
@@ -164,8 +165,35 @@ pub struct Attempt {
     pub error: String,
 }
 
-/// Walks a model's targets for one request: the caller tries each target [`next_target`]
-/// gives and reports how it went, until one answers or [`failed`] says to stop.
+/// A target that answered: its backend, the model name it was asked for, its answer,
+/// and the targets that failed before it.
+pub struct Routed<'a, T> {
+    pub upstream: &'a Upstream,
+    pub model: String,
+    pub answer: T,
+    pub attempts: Vec<Attempt>,
+}
+
+/// No target answered: the error to answer the client with, and every failed target.
+pub struct Unrouted<E> {
+    pub error: E,
+    pub attempts: Vec<Attempt>,
+}
+
+/// What one try can fail with: a backend's error, with whatever else the caller keeps
+/// of it (the `/v1` routes keep the backend's error object and the bytes exchanged).
+pub trait TryError: From<BackendError> {
+    fn backend_error(&self) -> &BackendError;
+}
+
+impl TryError for BackendError {
+    fn backend_error(&self) -> &BackendError {
+        self
+    }
+}
+
+/// Walks a model's targets for one request ([`Failover::run`]): each target is tried
+/// until one answers or a failure says to stop.
 ///
 /// Targets whose backend is unhealthy or whose breaker is open are skipped while
 /// another can be tried; when none is admitted, all are tried (a lone backend is never
@@ -176,8 +204,6 @@ pub struct Attempt {
 /// given back when the try ends without a verdict (the walk dropped, a busy backend, a
 /// client mistake): a target never tried would otherwise keep its trial forever.
 ///
-/// [`next_target`]: Failover::next_target
-/// [`failed`]: Failover::failed
 pub struct Failover<'a> {
     upstreams: &'a [Upstream],
     candidates: Vec<Target>,
@@ -212,8 +238,52 @@ impl<'a> Failover<'a> {
         }
     }
 
+    /// Tries the targets in turn with `attempt` (given the backend and the model name on
+    /// it) until one answers. A try still waiting when the shutdown's grace period ends
+    /// (`cut_off`) fails with [`BackendError::ShuttingDown`], which moves on to no other.
+    /// Every route that answers from a model's targets goes through here: chat and
+    /// generate, embeddings, the `/v1` pass-through.
+    ///
+    /// `attempt` returns a future that owns what it borrows for longer than the call (an
+    /// async closure would do, but its future cannot be shown to be `Send`).
+    pub async fn run<T, E: TryError, F: Future<Output = Result<T, E>>>(
+        mut self,
+        cut_off: &CancellationToken,
+        mut attempt: impl FnMut(&'a Upstream, String) -> F,
+    ) -> Result<Routed<'a, T>, Unrouted<E>> {
+        while let Some((upstream, model)) = self.next_target() {
+            let tried = tokio::select! {
+                tried = attempt(upstream, model.clone()) => tried,
+                () = cut_off.cancelled() => Err(E::from(BackendError::ShuttingDown)),
+            };
+            let error = match tried {
+                Ok(answer) => {
+                    self.succeeded(upstream);
+                    return Ok(Routed {
+                        upstream,
+                        model,
+                        answer,
+                        attempts: self.attempts,
+                    });
+                }
+                Err(error) => error,
+            };
+            if self.failed(upstream, &model, error.backend_error().clone()).is_some() {
+                return Err(Unrouted {
+                    error,
+                    attempts: self.attempts,
+                });
+            }
+        }
+        // A model always has a target; kept as an answer rather than a panic.
+        Err(Unrouted {
+            error: E::from(BackendError::Config("no backend to ask for this model".into())),
+            attempts: self.attempts,
+        })
+    }
+
     /// The next target to try, with its backend.
-    pub fn next_target(&mut self) -> Option<(&'a Upstream, String)> {
+    fn next_target(&mut self) -> Option<(&'a Upstream, String)> {
         // A try not reported ends here, without a verdict.
         self.pass = None;
         while let Some(target) = self.candidates.get(self.tried) {
@@ -234,7 +304,7 @@ impl<'a> Failover<'a> {
     }
 
     /// The target being tried answered.
-    pub fn succeeded(&mut self, upstream: &Upstream) {
+    fn succeeded(&mut self, upstream: &Upstream) {
         match self.pass.take() {
             Some(pass) => pass.succeeded(),
             None => upstream.health.bypass().succeeded(),
@@ -243,7 +313,7 @@ impl<'a> Failover<'a> {
 
     /// Records a failed try; returns the error to answer with when no other target
     /// should be tried.
-    pub fn failed(&mut self, upstream: &Upstream, model: &str, error: BackendError) -> Option<BackendError> {
+    fn failed(&mut self, upstream: &Upstream, model: &str, error: BackendError) -> Option<BackendError> {
         let moves_on = error.may_fail_over();
         // A busy backend or a refused request says nothing of its health: the pass is
         // dropped, giving a trial back.

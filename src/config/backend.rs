@@ -231,7 +231,11 @@ pub(super) fn default_timeout() -> f64 {
 /// The endpoint as the user wrote it, unless it holds credentials: then masked.
 fn shown_as_written(written: &str, parsed: &Url) -> String {
     let masked = super::masked_url(parsed);
-    if masked == parsed.as_str() { written.to_owned() } else { masked }
+    if masked == parsed.as_str() {
+        written.to_owned()
+    } else {
+        masked
+    }
 }
 
 /// One backend's section, `key` naming it in messages (`backend` or `backends.<name>`).

@@ -16,7 +16,7 @@ use super::error::{ApiError, parse_body};
 use super::models_routes::{forward_logged, ollama_for};
 use super::recorder::Recorder;
 use crate::AppState;
-use crate::backend::{BackendError, Embeddings, Failover, Upstream};
+use crate::backend::{BackendError, Embeddings, Failover, Routed, Unrouted, Upstream};
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -139,30 +139,26 @@ async fn embed(
     if inputs.is_empty() {
         return Ok((resolved, Vec::new(), Some(0)));
     }
-    let mut failover = Failover::new(&state.backends, &resolved.targets);
-    while let Some((upstream, model)) = failover.next_target() {
-        let asked = embed_on(upstream, &model, inputs);
-        let asked = state
-            .telemetry
-            .unless_cut_off(asked, || Err(BackendError::ShuttingDown));
-        let error = match asked.await {
-            Ok((embeddings, slot)) => {
-                failover.succeeded(upstream);
-                recorder.routed(upstream, slot, &failover.attempts);
-                recorder.backend_model(&model);
-                return Ok((resolved, embeddings.vectors, embeddings.prompt_tokens));
-            }
-            Err(e) => e,
-        };
-        if let Some(error) = failover.failed(upstream, &model, error) {
-            recorder.failed_attempts(&failover.attempts);
-            return Err(error.into());
+    let failover = Failover::new(&state.backends, &resolved.targets);
+    let routed = failover.run(&state.telemetry.cut_off, |upstream, model| async move {
+        embed_on(upstream, &model, inputs).await
+    });
+    match routed.await {
+        Ok(Routed {
+            upstream,
+            model,
+            answer: (embeddings, slot),
+            attempts,
+        }) => {
+            recorder.routed(upstream, slot, &attempts);
+            recorder.backend_model(&model);
+            Ok((resolved, embeddings.vectors, embeddings.prompt_tokens))
+        }
+        Err(Unrouted { error, attempts }) => {
+            recorder.failed_attempts(&attempts);
+            Err(error.into())
         }
     }
-    Err(ApiError::Backend(BackendError::Config(format!(
-        "no backend to ask for '{}'",
-        resolved.client
-    ))))
 }
 
 async fn embed_on(

@@ -21,7 +21,7 @@ use super::{embed, models_routes, origin};
 use crate::AppState;
 use futures::StreamExt;
 
-use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Upstream};
+use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Routed, Unrouted, Upstream};
 use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::{Live, Snapshot};
@@ -389,41 +389,41 @@ fn answer<'a, R: Answered + 'a>(
         let database = &state.config.database;
         let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
         recorder.capture(capture.clone());
-        let mut call = Call {
+        let call = Call {
             capture,
             client_model: resolved.client,
             backend_model: resolved.backend,
             strip_think: resolved.strip_think,
             stream,
-            request: *request,
+            request: std::sync::Arc::<R>::from(request),
             body,
         };
-        let mut failover = Failover::new(&state.backends, &resolved.targets);
-        while let Some((upstream, model)) = failover.next_target() {
-            call.backend_model = model;
-            let asked = ask_first_chunk(upstream, &call);
-            let asked = state
-                .telemetry
-                .unless_cut_off(asked, || Err(BackendError::ShuttingDown));
-            let error = match asked.await {
-                Ok((chunks, slot)) => {
-                    failover.succeeded(upstream);
-                    recorder.routed(upstream, slot, &failover.attempts);
-                    recorder.backend_model(&call.backend_model);
-                    // Boxed: the future waiting for the first chunk need not have room for it.
-                    return Box::pin(answer.respond(chunks, *recorder)).await;
-                }
-                Err(e) => e,
+        let failover = Failover::new(&state.backends, &resolved.targets);
+        // Each try gets its own call (cheap: the request is shared) naming its model.
+        let routed = failover.run(&state.telemetry.cut_off, |upstream, model| {
+            let call = Call {
+                backend_model: model,
+                ..call.clone()
             };
-            if let Some(error) = failover.failed(upstream, &call.backend_model, error) {
-                recorder.failed_attempts(&failover.attempts);
-                return recorder.reject(error.into());
+            async move { ask_first_chunk(upstream, &call).await }
+        });
+        match routed.await {
+            Ok(Routed {
+                upstream,
+                model,
+                answer: (chunks, slot),
+                attempts,
+            }) => {
+                recorder.routed(upstream, slot, &attempts);
+                recorder.backend_model(&model);
+                // Boxed: the future waiting for the first chunk need not have room for it.
+                Box::pin(answer.respond(chunks, *recorder)).await
+            }
+            Err(Unrouted { error, attempts }) => {
+                recorder.failed_attempts(&attempts);
+                recorder.reject(error.into())
             }
         }
-        recorder.reject(ApiError::Backend(BackendError::Config(format!(
-            "no backend to ask for '{}'",
-            call.client_model
-        ))))
     }
 }
 

@@ -15,7 +15,7 @@ use super::error::OpenAiError;
 use super::relay::{self, Exchange, error_detail, refuse};
 use super::request::{ClientRequest, Route};
 use crate::AppState;
-use crate::backend::{BackendError, Capture, Failover, Upstream};
+use crate::backend::{BackendError, Capture, Failover, Routed, TryError, Unrouted, Upstream};
 use crate::ollama::context::RequestContext;
 use crate::ollama::recorder::Recorder;
 use crate::reload::Snapshot;
@@ -77,50 +77,44 @@ fn pass_through(
         recorder.resolved(&resolved);
         // Like the Ollama routes, the model's targets are tried in turn; here a target has
         // answered once it sent a 2xx status (its stream is not read ahead).
-        let mut failover = Failover::new(&state.backends, &resolved.targets);
-        while let Some((upstream, model)) = failover.next_target() {
-            let asked = ask(state, upstream, &model, route, &request);
-            #[expect(
-                clippy::result_large_err,
-                reason = "the same Result `ask` returns, made once per request at most"
-            )]
-            let shutting_down = || {
-                Err(Refusal {
-                    error: BackendError::ShuttingDown,
-                    detail: None,
-                    capture: None,
-                })
-            };
-            let refusal = match state.telemetry.unless_cut_off(asked, shutting_down).await {
-                Ok(answer) => {
-                    failover.succeeded(upstream);
-                    recorder.routed(upstream, answer.slot, &failover.attempts);
-                    recorder.backend_model(&model);
-                    recorder.capture(answer.capture.clone());
-                    let exchange = Exchange {
-                        route,
-                        client_model: resolved.client,
-                        label: upstream.client.label().to_owned(),
-                        strip_usage: answer.strip_usage,
-                        strip_think: resolved.strip_think,
-                        log_lines: server.log_raw_responses,
-                        capture: answer.capture,
-                    };
-                    return match answer.is_sse {
-                        true => relay::stream(exchange, answer.response, *recorder).await,
-                        false => relay::whole(exchange, answer.response, *recorder).await,
-                    };
+        let failover = Failover::new(&state.backends, &resolved.targets);
+        let request = &request;
+        let routed = failover.run(&state.telemetry.cut_off, |upstream, model| async move {
+            ask(state, upstream, &model, route, request).await
+        });
+        match routed.await {
+            Ok(Routed {
+                upstream,
+                model,
+                answer,
+                attempts,
+            }) => {
+                recorder.routed(upstream, answer.slot, &attempts);
+                recorder.backend_model(&model);
+                recorder.capture(answer.capture.clone());
+                let exchange = Exchange {
+                    route,
+                    client_model: resolved.client,
+                    label: upstream.client.label().to_owned(),
+                    strip_usage: answer.strip_usage,
+                    strip_think: resolved.strip_think,
+                    log_lines: server.log_raw_responses,
+                    capture: answer.capture,
+                };
+                match answer.is_sse {
+                    true => relay::stream(exchange, answer.response, *recorder).await,
+                    false => relay::whole(exchange, answer.response, *recorder).await,
                 }
-                Err(refusal) => refusal,
-            };
-            recorder.capture(refusal.capture);
-            if let Some(error) = failover.failed(upstream, &model, refusal.error) {
-                recorder.failed_attempts(&failover.attempts);
-                return refuse(*recorder, OpenAiError::from_backend(&error, refusal.detail.as_ref()));
+            }
+            Err(Unrouted { error, attempts }) => {
+                recorder.capture(error.capture);
+                recorder.failed_attempts(&attempts);
+                refuse(
+                    *recorder,
+                    OpenAiError::from_backend(&error.error, error.detail.as_ref()),
+                )
             }
         }
-        let error = BackendError::Config(format!("no backend to ask for '{}'", resolved.client));
-        refuse(*recorder, OpenAiError::from_backend(&error, None))
     }
 }
 
@@ -140,6 +134,22 @@ struct Refusal {
     error: BackendError,
     detail: Option<Value>,
     capture: Option<Capture>,
+}
+
+impl From<BackendError> for Refusal {
+    fn from(error: BackendError) -> Refusal {
+        Refusal {
+            error,
+            detail: None,
+            capture: None,
+        }
+    }
+}
+
+impl TryError for Refusal {
+    fn backend_error(&self) -> &BackendError {
+        &self.error
+    }
 }
 
 /// Sends the request to one target, holding one of its backend's slots.
