@@ -113,11 +113,7 @@ impl Answer {
             _ => {
                 let metrics = recorder.final_metrics();
                 let whole = Chunk {
-                    delta: crate::backend::Delta {
-                        content: recorder.content().to_owned(),
-                        thinking: recorder.thinking().to_owned(),
-                        tool_calls: recorder.tool_calls().to_vec(),
-                    },
+                    delta: recorder.answer().whole(),
                     ..Default::default()
                 };
                 self.encode(&whole, Some(metrics))

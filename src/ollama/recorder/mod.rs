@@ -1,6 +1,15 @@
 //! Watches one exchange and hands exactly one record to the logger when it ends:
 //! finished, failed, or dropped because the client went away. It also owns the
 //! request's clock, so the final chunk's durations come from one place.
+//!
+//! The answer is gathered by [`AnswerSoFar`] (`answer.rs`), the row completed from it by
+//! `row.rs`; [`Recorder::finish`] hands the result to the cache, metrics, live views and
+//! the log, once.
+
+mod answer;
+mod row;
+
+pub use answer::AnswerSoFar;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +22,7 @@ use super::error::ApiError;
 use crate::Telemetry;
 use crate::backend::{Attempt, BackendError, Capture, Chunk, Completion, Upstream};
 use crate::metrics::{InflightGuard, RequestEvent};
-use crate::models::normalize;
-use crate::ollama::types::{FinalMetrics, ToolCall};
+use crate::ollama::types::FinalMetrics;
 use crate::store::{LogRecord, Ticket, timestamp_now};
 
 pub struct Recorder {
@@ -26,12 +34,7 @@ pub struct Recorder {
     /// Boxed: the recorder moves through every handler's future, which would otherwise
     /// carry the row's ~640 bytes once per place it passes through.
     record: Box<LogRecord>,
-    content: String,
-    thinking: String,
-    tool_calls: Vec<ToolCall>,
-    first_output: Option<Instant>,
-    output_chunks: u64,
-    done: Option<Completion>,
+    answer: AnswerSoFar,
     capture: Option<Capture>,
     /// Where a complete answer is kept for identical requests (cache miss).
     cache_slot: Option<CacheSlot>,
@@ -73,12 +76,7 @@ impl Recorder {
                 replay_of: context.replay_of,
                 ..Default::default()
             }),
-            content: String::new(),
-            thinking: String::new(),
-            tool_calls: Vec::new(),
-            first_output: None,
-            output_chunks: 0,
-            done: None,
+            answer: AnswerSoFar::default(),
             capture: None,
             cache_slot: None,
             ticket: None,
@@ -223,21 +221,11 @@ impl Recorder {
     }
 
     pub fn observe(&mut self, chunk: &Chunk) {
-        let delta = &chunk.delta;
-        if !delta.is_empty() {
-            let now = Instant::now();
-            self.first_output.get_or_insert(now);
-            self.output_chunks += 1;
+        if let Some(now) = self.answer.observe(chunk) {
             if self.last_progress.is_none_or(|last| now - last >= PROGRESS_EVERY) {
                 self.last_progress = Some(now);
                 self.progress();
             }
-        }
-        self.content.push_str(&delta.content);
-        self.thinking.push_str(&delta.thinking);
-        self.tool_calls.extend(delta.tool_calls.iter().cloned());
-        if let Some(done) = &chunk.done {
-            self.done = Some(done.clone());
         }
     }
 
@@ -247,43 +235,19 @@ impl Recorder {
         if self.telemetry.events.receiver_count() > 0 {
             let _ = self.telemetry.events.send(RequestEvent::Progress {
                 request_id: self.record.request_id.clone(),
-                tokens: self.output_chunks,
+                tokens: self.answer.output_chunks,
             });
         }
     }
 
-    /// The final chunk's fields: the backend's numbers where it reported them,
-    /// otherwise what we measured (time to first output, output chunks).
+    /// The final chunk's fields, as of now.
     pub fn final_metrics(&self) -> FinalMetrics {
-        let done = self.done.clone().unwrap_or_default();
-        let now = Instant::now();
-        let first = self.first_output.unwrap_or(now);
-        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        FinalMetrics {
-            done_reason: if done.done_reason.is_empty() {
-                "stop".into()
-            } else {
-                done.done_reason
-            },
-            total_duration: done.total_ns.unwrap_or_else(|| ns(now - self.started)),
-            load_duration: done.load_ns.unwrap_or(0),
-            prompt_eval_count: done.prompt_tokens.unwrap_or(0),
-            prompt_eval_duration: done.prompt_eval_ns.unwrap_or_else(|| ns(first - self.started)),
-            eval_count: done.completion_tokens.unwrap_or(self.output_chunks),
-            eval_duration: done.eval_ns.unwrap_or_else(|| ns(now - first)),
-        }
+        self.answer.final_metrics(self.started)
     }
 
-    pub fn content(&self) -> &str {
-        &self.content
-    }
-
-    pub fn thinking(&self) -> &str {
-        &self.thinking
-    }
-
-    pub fn tool_calls(&self) -> &[ToolCall] {
-        &self.tool_calls
+    /// The answer so far (a `stream: false` reply is built from it).
+    pub fn answer(&self) -> &AnswerSoFar {
+        &self.answer
     }
 
     /// Ends a request refused or failed before any answer: the client gets the error.
@@ -308,8 +272,8 @@ impl Recorder {
     /// Ends a request whose answer is not a chunk stream (embeddings): a short
     /// description stands in for the response.
     pub fn finish_with(mut self, response: String, prompt_tokens: Option<u64>) {
-        self.content = response;
-        self.done = Some(Completion {
+        self.answer.content = response;
+        self.answer.done = Some(Completion {
             done_reason: "stop".into(),
             prompt_tokens,
             ..Default::default()
@@ -321,56 +285,22 @@ impl Recorder {
         self.send();
     }
 
+    /// The one end of every exchange: the row completed, then handed to the cache,
+    /// the metrics, live views and the log.
     fn send(&mut self) {
         if self.sent {
             return;
         }
         self.sent = true;
-        let metrics = self.final_metrics();
         self.store_in_cache();
-        let r: &mut LogRecord = &mut self.record;
-        r.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if r.error.is_none() || !self.content.is_empty() {
-            r.response = Some(std::mem::take(&mut self.content));
-        }
-        if !self.thinking.is_empty() {
-            r.thinking = Some(std::mem::take(&mut self.thinking));
-        }
-        if !self.tool_calls.is_empty() {
-            r.tool_calls = serde_json::to_string(&self.tool_calls).ok();
-        }
-        if let Some(done) = &self.done {
-            r.done_reason = Some(metrics.done_reason.clone());
-            r.prompt_tokens = done.prompt_tokens;
-            r.completion_tokens = done.completion_tokens;
-            // No counts from the backend: about four characters a token, one token a chunk.
-            // (An answer without output, like embeddings, has no completion to count.)
-            if r.prompt_tokens.is_none() {
-                r.tokens_estimated = true;
-                let prompt_chars = r.prompt.as_deref().map_or(0, |p| p.chars().count()) as u64;
-                r.prompt_tokens = Some(prompt_chars.div_ceil(4));
-            }
-            if r.completion_tokens.is_none() && self.output_chunks > 0 {
-                r.tokens_estimated = true;
-                r.completion_tokens = Some(self.output_chunks);
-            }
-            r.prompt_eval_ms = Some(metrics.prompt_eval_duration as f64 / 1e6);
-            r.eval_ms = Some(metrics.eval_duration as f64 / 1e6);
-            r.tokens_per_second = r
-                .completion_tokens
-                .filter(|_| metrics.eval_duration > 0)
-                .map(|n| n as f64 / (metrics.eval_duration as f64 / 1e9));
-        }
+        let mut record = std::mem::take(&mut *self.record);
         if let Some(capture) = self.capture.take() {
-            (r.backend_request, r.backend_response) = capture.take();
+            (record.backend_request, record.backend_response) = capture.take();
         }
-        r.ttft_ms = self.first_output.map(|t| (t - self.started).as_secs_f64() * 1000.0);
-        r.cost = price(&self.telemetry.pricing, r).map(|(input, output)| {
-            (r.prompt_tokens.unwrap_or(0) as f64 * input + r.completion_tokens.unwrap_or(0) as f64 * output) / 1e6
-        });
-        request_line(r);
-        self.telemetry.metrics.observe(r, self.model_known);
-        let mut record = std::mem::take(r);
+        let answer = std::mem::take(&mut self.answer);
+        row::complete(&mut record, answer, self.started, &self.telemetry.pricing);
+        request_line(&record);
+        self.telemetry.metrics.observe(&record, self.model_known);
         // Capped before anyone sees it: live views get what the database gets.
         self.telemetry.logger.cap_bodies(&mut record);
         if self.telemetry.events.receiver_count() > 0 {
@@ -384,25 +314,24 @@ impl Recorder {
             None => self.telemetry.logger.log(record),
         }
     }
-}
 
-impl Recorder {
     /// Keeps a complete answer (ended with `done`, no error, not cut off) for identical
     /// requests; answers calling tools only with `cache.tool_calls`.
     fn store_in_cache(&mut self) {
         let Some(slot) = self.cache_slot.take() else {
             return;
         };
-        let (Some(done), None) = (&self.done, &self.record.error) else {
+        let answer = &self.answer;
+        let (Some(done), None) = (&answer.done, &self.record.error) else {
             return;
         };
-        if self.record.status_code != 200 || (!self.tool_calls.is_empty() && !slot.tool_calls) {
+        if self.record.status_code != 200 || (!answer.tool_calls.is_empty() && !slot.tool_calls) {
             return;
         }
         let entry = crate::cache::Entry {
-            content: self.content.clone(),
-            thinking: self.thinking.clone(),
-            tool_calls: self.tool_calls.clone(),
+            content: answer.content.clone(),
+            thinking: answer.thinking.clone(),
+            tool_calls: answer.tool_calls.clone(),
             done: done.clone(),
         };
         self.telemetry.cache.put(slot.key, entry, slot.ttl, Instant::now());
@@ -429,23 +358,6 @@ pub fn request_line(r: &LogRecord) {
         error = r.error.as_deref().unwrap_or(""),
         "request"
     );
-}
-
-/// The configured price for the row's model: the client's name first, then the backend's.
-fn price(pricing: &[(String, crate::config::Price)], r: &LogRecord) -> Option<(f64, f64)> {
-    if pricing.is_empty() {
-        return None;
-    }
-    [r.model.as_deref(), r.backend_model.as_deref()]
-        .into_iter()
-        .flatten()
-        .find_map(|name| {
-            let key = normalize(name);
-            pricing
-                .iter()
-                .find(|(model, _)| normalize(model) == key)
-                .map(|(_, p)| (p.input, p.output))
-        })
 }
 
 impl Drop for Recorder {
