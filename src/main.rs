@@ -189,7 +189,7 @@ async fn run_logs(config: &Path, args: LogsArgs) -> ExitCode {
         ExitCode::FAILURE
     };
     let opened = match database {
-        Database::Sqlite(path) => query::open_reader(&path, 1).await.map(Store::from),
+        Database::Sqlite(path) => ollabridge::store::connect::open_reader(&path, 1).await.map(Store::from),
         Database::Postgres(url) => Store::postgres_reader(&url, 1).await,
     };
     let pool = match opened {

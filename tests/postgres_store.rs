@@ -318,6 +318,29 @@ async fn api_answers(admin: &str) -> Vec<(String, u16, Value)> {
 // ---------------------------------------------------------------------------
 // the same as SQLite
 
+/// The PostgreSQL migrations make exactly the columns the writer and the reads use
+/// (`store::schema::COLUMNS`), in order; SQLite's twin is a unit test in `schema.rs`.
+#[tokio::test]
+async fn the_postgres_migrations_make_exactly_the_defined_columns() {
+    let cluster = PgCluster::start().await;
+    let db = Db::Postgres(cluster.url());
+    db.store().await.close().await;
+    let migrated: Vec<Value> = db
+        .rows(
+            "SELECT column_name::TEXT AS name FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'logs' ORDER BY ordinal_position",
+        )
+        .await
+        .into_iter()
+        .map(|row| row["name"].clone())
+        .collect();
+    let defined: Vec<Value> = ollabridge::store::schema::COLUMNS
+        .iter()
+        .map(|c| json!(c.name))
+        .collect();
+    assert_eq!(migrated, defined);
+}
+
 #[tokio::test]
 async fn written_rows_and_api_answers_are_the_same_as_sqlite() {
     let cluster = PgCluster::start().await;
@@ -735,7 +758,7 @@ async fn only_abandoned_in_flight_rows_are_closed() {
     let store = db.store().await;
     let me = ollabridge::store::Instance::new("10.0.0.5:11434".parse().unwrap());
     let now = ollabridge::store::timestamp_now();
-    let old = ollabridge::store::query::stored(&(chrono::Utc::now() - chrono::Duration::hours(2)));
+    let old = ollabridge::store::schema::stored(&(chrono::Utc::now() - chrono::Duration::hours(2)));
     let prefix = me.prefix().to_owned();
     // (request id, instance, started)
     let rows = [
@@ -762,7 +785,9 @@ async fn only_abandoned_in_flight_rows_are_closed() {
             ),
         );
     }
-    let closed = ollabridge::store::db::close_abandoned_rows(&store, &me).await.unwrap();
+    let closed = ollabridge::store::connect::close_abandoned_rows(&store, &me)
+        .await
+        .unwrap();
     assert_eq!(closed, 2);
     let states = db
         .rows("SELECT request_id, in_flight, error FROM logs ORDER BY id")
@@ -779,7 +804,10 @@ async fn only_abandoned_in_flight_rows_are_closed() {
         ]
     );
     // At shutdown a process closes its own leftovers.
-    assert_eq!(ollabridge::store::db::close_own_rows(&store, &me).await.unwrap(), 1);
+    assert_eq!(
+        ollabridge::store::connect::close_own_rows(&store, &me).await.unwrap(),
+        1
+    );
     // A new server (another address) closes none of the others' recent rows at start.
     let mut second = Replica::start("http://127.0.0.1:9", db.section(json!({}))).await;
     second.stop().await;

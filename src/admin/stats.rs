@@ -6,6 +6,8 @@
 //! default now), and for the time series `bucket` (`1m`, `5m`, `15m`, `1h`, `1d`…;
 //! default `1h`, at least `1m`).
 //!
+//! The rows come from [`crate::store::stats`].
+//!
 //! Every finished row in the window counts, failed ones included (as in `/metrics`); a value a
 //! row lacks (no TTFT for an error, no rate without a generation time) is left out of
 //! that value's percentiles and mean only.
@@ -18,12 +20,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use sqlx::{Encode, QueryBuilder, Type};
 
 use super::{AdminError, AdminState, Params, parse_span};
-use crate::store::Store;
-use crate::store::db::{Dialect, on_pool};
-use crate::store::query::{parse_instant, parse_stored, stored};
+use crate::store::query::parse_instant;
+use crate::store::schema::parse_stored;
+use crate::store::stats::{StatRow, series_rows, stat_rows};
 
 const DEFAULT_WINDOW: &str = "24h";
 const DEFAULT_BUCKET: &str = "1h";
@@ -88,18 +89,6 @@ pub struct StatsResponse {
     pub overall: GroupStats,
     /// By client model name, sorted; rows without a model come first as `null`.
     pub models: Vec<ModelStats>,
-}
-
-#[derive(sqlx::FromRow)]
-struct StatRow {
-    model: Option<String>,
-    failed: bool,
-    latency_ms: Option<i64>,
-    ttft_ms: Option<f64>,
-    tokens_per_second: Option<f64>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
-    cost: Option<f64>,
 }
 
 #[derive(Default)]
@@ -185,7 +174,7 @@ pub async fn stats_handler(
 ) -> Result<Json<StatsResponse>, AdminError> {
     let params = Params::new(query, &["window", "until"])?;
     let (window, since, until) = window_bounds(&params)?;
-    let rows = fetch_stat_rows(&state.pool, &since, &until).await?;
+    let rows = stat_rows(&state.pool, &since, &until).await?;
     let mut overall = Group::default();
     let mut by_model: BTreeMap<Option<String>, Group> = BTreeMap::new();
     for row in &rows {
@@ -205,33 +194,6 @@ pub async fn stats_handler(
             })
             .collect(),
     }))
-}
-
-async fn fetch_stat_rows(
-    store: &Store,
-    since: &DateTime<Utc>,
-    until: &DateTime<Utc>,
-) -> Result<Vec<StatRow>, sqlx::Error> {
-    const COLUMNS: &str = "model, error IS NOT NULL AS failed, latency_ms, ttft_ms, tokens_per_second, \
-                           prompt_tokens, completion_tokens, cost";
-    on_pool!(store, pool => finished_rows(COLUMNS, stored(since), stored(until)).build_query_as().fetch_all(pool).await)
-}
-
-/// `SELECT columns` of the finished rows in `[since, until)`, oldest first.
-fn finished_rows<'a, DB: Dialect>(columns: &str, since: String, until: String) -> QueryBuilder<'a, DB>
-where
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    let mut qb = QueryBuilder::new("SELECT ");
-    qb.push(columns)
-        .push(" FROM logs WHERE timestamp >= ")
-        .push_bind(since)
-        .push(" AND timestamp < ")
-        .push_bind(until)
-        .push(" AND in_flight = ")
-        .push(DB::FALSE)
-        .push(" ORDER BY id");
-    qb
 }
 
 /// One time bucket: rows whose `timestamp` is in `[start, start + bucket)`.
@@ -261,16 +223,6 @@ pub struct TimeseriesResponse {
     pub buckets: Vec<Bucket>,
 }
 
-#[derive(sqlx::FromRow)]
-struct SeriesRow {
-    timestamp: String,
-    failed: bool,
-    latency_ms: Option<i64>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
-    cost: Option<f64>,
-}
-
 pub async fn timeseries_handler(
     State(state): State<Arc<AdminState>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -293,13 +245,7 @@ pub async fn timeseries_handler(
         ));
     }
     let start = DateTime::from_timestamp_millis(first).ok_or_else(|| AdminError::param("until", "out of range"))?;
-    const COLUMNS: &str = "timestamp, error IS NOT NULL AS failed, latency_ms, prompt_tokens, completion_tokens, cost";
-    let rows: Vec<SeriesRow> = on_pool!(&state.pool, pool => {
-        finished_rows(COLUMNS, stored(&start), stored(&until))
-            .build_query_as()
-            .fetch_all(pool)
-            .await?
-    });
+    let rows = series_rows(&state.pool, &start, &until).await?;
 
     struct Acc {
         count: u64,

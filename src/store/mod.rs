@@ -1,10 +1,16 @@
 //! The request log. Handlers hand one [`LogRecord`] per request to a [`Logger`], which
 //! never blocks: records queue in a bounded channel and a single writer task stores
 //! them in batches. Shutting down drains the queue before the process exits.
+//!
+//! The modules depend on each other in one direction only: `schema` (the row, the
+//! migrations, the dialects) ← `connect` (opening a [`Store`]) ← `writer`, `query`,
+//! `stats` and `retention`; this file holds the record and the logger, and re-exports.
 
-pub mod db;
+pub mod connect;
 pub mod query;
 pub mod retention;
+pub mod schema;
+pub mod stats;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,9 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
-pub use db::{Instance, Store};
+pub use connect::{Instance, Store, StoreError, open};
 pub use retention::spawn_retention;
-pub use writer::{IN_FLIGHT_ROW_AFTER, StoreError, Writer, open};
+pub use writer::{IN_FLIGHT_ROW_AFTER, Writer};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LogRecord {
@@ -65,7 +71,7 @@ pub struct LogRecord {
 }
 
 pub fn timestamp_now() -> String {
-    query::stored(&chrono::Utc::now())
+    schema::stored(&chrono::Utc::now())
 }
 
 /// What the writer receives: a request starting (stored as an in-flight row only if it

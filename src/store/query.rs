@@ -3,59 +3,25 @@
 //!
 //! Only fixed SQL fragments are ever concatenated; every user value is a bind.
 
-use std::path::Path;
-use std::time::Duration;
+use std::sync::LazyLock;
 
-use chrono::format::{Fixed, Item, Numeric, Pad};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Encode, QueryBuilder, Type};
 
-use super::db::{Dialect, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, on_pool};
-use super::{Store, StoreError};
+mod detail;
+
+use self::detail::DetailRow;
+pub use self::detail::LogDetail;
+use super::connect::{Store, on_pool};
+use super::schema::{
+    DETAIL_COLUMNS, Dialect, LIST_COLUMNS, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, STORED_READ, escape_like, stored,
+};
 
 /// Characters of prompt and response a list item carries.
 pub const PREVIEW_CHARS: u32 = 200;
 /// Most rows one page returns.
 pub const MAX_LIMIT: u32 = 500;
-
-/// The stored `timestamp` format (UTC), `%Y-%m-%d %H:%M:%S%.3f` parsed ahead: every
-/// request's row is stamped on the request path, and parsing the pattern each time
-/// cost more than the formatting.
-const STORED: &[Item<'static>] = &[
-    Item::Numeric(Numeric::Year, Pad::Zero),
-    Item::Literal("-"),
-    Item::Numeric(Numeric::Month, Pad::Zero),
-    Item::Literal("-"),
-    Item::Numeric(Numeric::Day, Pad::Zero),
-    Item::Literal(" "),
-    Item::Numeric(Numeric::Hour, Pad::Zero),
-    Item::Literal(":"),
-    Item::Numeric(Numeric::Minute, Pad::Zero),
-    Item::Literal(":"),
-    Item::Numeric(Numeric::Second, Pad::Zero),
-    Item::Fixed(Fixed::Nanosecond3),
-];
-
-/// The stored format as read back (and as clients may write it): any fraction of a second.
-const STORED_READ: &str = "%Y-%m-%d %H:%M:%S%.f";
-
-/// Opens an existing log database for reading only: never creates, migrates or writes.
-pub async fn open_reader(path: &Path, max_connections: u32) -> Result<SqlitePool, StoreError> {
-    let shown = path.display().to_string();
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .create_if_missing(false)
-        .busy_timeout(Duration::from_secs(5));
-    SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .connect_with(options)
-        .await
-        .map_err(|source| StoreError::Open { path: shown, source })
-}
 
 /// Checks that the database has every migration this build knows, so the reading
 /// queries find their columns; the message says what to do otherwise.
@@ -163,161 +129,19 @@ pub struct LogPage {
     pub next_cursor: Option<i64>,
 }
 
-/// Everything stored about one row; `prompt` (where the endpoint stores JSON) and
-/// `tool_calls` are parsed back into JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LogDetail {
-    pub id: i64,
-    pub timestamp: String,
-    pub request_id: Option<String>,
-    pub endpoint: String,
-    pub method: String,
-    pub model: Option<String>,
-    pub backend_model: Option<String>,
-    pub backend_type: Option<String>,
-    pub status_code: Option<i64>,
-    pub error: Option<String>,
-    pub stream: Option<bool>,
-    pub done_reason: Option<String>,
-    /// Chat messages, embed inputs or a forwarded body as JSON; a generate prompt (or
-    /// text cut short by `max_body_bytes`) as a string.
-    pub prompt: Option<Value>,
-    pub response: Option<String>,
-    pub thinking: Option<String>,
-    pub tool_calls: Option<Value>,
-    pub latency_ms: Option<i64>,
-    pub ttft_ms: Option<f64>,
-    pub prompt_eval_ms: Option<f64>,
-    pub eval_ms: Option<f64>,
-    pub tokens_per_second: Option<f64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub tokens_estimated: bool,
-    pub request_bytes: Option<i64>,
-    pub response_bytes: Option<i64>,
-    pub client_addr: Option<String>,
-    /// The configured id of the client API key that made the request.
-    pub client_key: Option<String>,
-    pub cost: Option<f64>,
-    pub in_flight: bool,
-    pub starred: bool,
-    /// The row this request replayed, and the rows that replayed this one.
-    pub replay_of: Option<i64>,
-    pub replays: Vec<i64>,
-    /// With `database.store_bodies`: the client's body (JSON when it parses), and the
-    /// backend exchange as it went over the wire.
-    pub request_body: Option<Value>,
-    pub backend_request: Option<String>,
-    pub backend_response: Option<String>,
-    /// The backend's name in config, and the targets that failed before it (JSON).
-    pub backend: Option<String>,
-    pub attempts: Option<Value>,
-    pub cache_hit: bool,
-}
+/// The list query's start: the list columns ([`super::schema::Shown::List`]) and the
+/// previews (a constant length: a bound u32 has no PostgreSQL type, and an int8 no
+/// `substr`).
+static SELECT_SUMMARIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, substr(prompt, 1, {PREVIEW_CHARS}) AS prompt_preview, \
+         substr(response, 1, {PREVIEW_CHARS}) AS response_preview FROM logs WHERE 1 = 1",
+        *LIST_COLUMNS
+    )
+});
 
-#[derive(sqlx::FromRow)]
-struct DetailRow {
-    id: i64,
-    timestamp: String,
-    request_id: Option<String>,
-    endpoint: String,
-    method: String,
-    model: Option<String>,
-    backend_model: Option<String>,
-    backend_type: Option<String>,
-    status_code: Option<i64>,
-    error: Option<String>,
-    stream: Option<bool>,
-    done_reason: Option<String>,
-    prompt: Option<String>,
-    response: Option<String>,
-    thinking: Option<String>,
-    tool_calls: Option<String>,
-    latency_ms: Option<i64>,
-    ttft_ms: Option<f64>,
-    prompt_eval_ms: Option<f64>,
-    eval_ms: Option<f64>,
-    tokens_per_second: Option<f64>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
-    tokens_estimated: bool,
-    request_bytes: Option<i64>,
-    response_bytes: Option<i64>,
-    client_addr: Option<String>,
-    client_key: Option<String>,
-    cost: Option<f64>,
-    in_flight: bool,
-    starred: bool,
-    replay_of: Option<i64>,
-    request_body: Option<String>,
-    backend_request: Option<String>,
-    backend_response: Option<String>,
-    backend: Option<String>,
-    attempts: Option<String>,
-    cache_hit: bool,
-}
-
-/// Endpoints whose `prompt` column is plain text, not JSON.
-const TEXT_PROMPTS: [&str; 2] = ["/api/generate", "/api/embeddings"];
-
-impl From<DetailRow> for LogDetail {
-    fn from(r: DetailRow) -> LogDetail {
-        let as_json = |text: String| serde_json::from_str(&text).unwrap_or(Value::String(text));
-        let prompt = r.prompt.map(|p| {
-            if TEXT_PROMPTS.contains(&r.endpoint.as_str()) {
-                Value::String(p)
-            } else {
-                as_json(p)
-            }
-        });
-        LogDetail {
-            id: r.id,
-            timestamp: r.timestamp,
-            request_id: r.request_id,
-            endpoint: r.endpoint,
-            method: r.method,
-            model: r.model,
-            backend_model: r.backend_model,
-            backend_type: r.backend_type,
-            status_code: r.status_code,
-            error: r.error,
-            stream: r.stream,
-            done_reason: r.done_reason,
-            prompt,
-            response: r.response,
-            thinking: r.thinking,
-            tool_calls: r.tool_calls.map(as_json),
-            latency_ms: r.latency_ms,
-            ttft_ms: r.ttft_ms,
-            prompt_eval_ms: r.prompt_eval_ms,
-            eval_ms: r.eval_ms,
-            tokens_per_second: r.tokens_per_second,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            tokens_estimated: r.tokens_estimated,
-            request_bytes: r.request_bytes,
-            response_bytes: r.response_bytes,
-            client_addr: r.client_addr,
-            client_key: r.client_key,
-            cost: r.cost,
-            in_flight: r.in_flight,
-            starred: r.starred,
-            replay_of: r.replay_of,
-            replays: Vec::new(),
-            request_body: r.request_body.map(as_json),
-            backend_request: r.backend_request,
-            backend_response: r.backend_response,
-            backend: r.backend,
-            attempts: r.attempts.map(as_json),
-            cache_hit: r.cache_hit,
-        }
-    }
-}
-
-const SUMMARY_COLUMNS: &str = "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, status_code, \
-     latency_ms, ttft_ms, stream, done_reason, prompt_tokens, completion_tokens, tokens_per_second, cost, error, \
-     in_flight, starred, replay_of, cache_hit, substr(prompt, 1, ";
-const SUMMARY_COLUMNS_END: &str = ") AS response_preview FROM logs WHERE 1 = 1";
+/// One row's query, up to its id: the detail columns.
+static SELECT_DETAIL: LazyLock<String> = LazyLock::new(|| format!("SELECT {} FROM logs WHERE id = ", *DETAIL_COLUMNS));
 
 /// The list query's start, with `filter`'s conditions (generic over the database, as
 /// every builder here: the store runs it on its own).
@@ -326,12 +150,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
 {
-    let mut qb = QueryBuilder::new(SUMMARY_COLUMNS);
-    // A constant (a bound u32 has no PostgreSQL type, and an int8 no `substr`).
-    qb.push(PREVIEW_CHARS)
-        .push(") AS prompt_preview, substr(response, 1, ")
-        .push(PREVIEW_CHARS)
-        .push(SUMMARY_COLUMNS_END);
+    let mut qb = QueryBuilder::new(SELECT_SUMMARIES.as_str());
     if let Some(model) = &filter.model {
         qb.push(" AND model = ").push_bind(model.clone());
     }
@@ -428,14 +247,7 @@ where
 /// One row with everything in it.
 pub async fn get(store: &Store, id: i64) -> Result<Option<LogDetail>, sqlx::Error> {
     let (row, replays): (Option<DetailRow>, Vec<i64>) = on_pool!(store, pool => {
-        let row = QueryBuilder::new(
-            "SELECT id, timestamp, request_id, endpoint, method, model, backend_model, backend_type, status_code, \
-             error, stream, done_reason, prompt, response, thinking, tool_calls, latency_ms, ttft_ms, \
-             prompt_eval_ms, eval_ms, tokens_per_second, prompt_tokens, completion_tokens, tokens_estimated, \
-             request_bytes, response_bytes, client_addr, client_key, cost, in_flight, starred, replay_of, \
-             request_body, backend_request, backend_response, backend, attempts, cache_hit \
-             FROM logs WHERE id = ",
-        )
+        let row = QueryBuilder::new(SELECT_DETAIL.as_str())
         .push_bind(id)
         .build_query_as()
         .fetch_optional(pool)
@@ -480,18 +292,6 @@ pub fn like_pattern(text: &str) -> String {
     format!("%{}%", escape_like(text))
 }
 
-/// `text` with `\`, `%` and `_` escaped for `LIKE … ESCAPE '\'`.
-pub fn escape_like(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len() + 2);
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 /// A time as the API and CLI accept it, in the stored format (UTC,
 /// `YYYY-MM-DD HH:MM:SS.SSS`) so it compares as text with `timestamp`:
 /// RFC 3339 with any offset (`2026-01-02T03:04:05Z`, `…+02:00`), or
@@ -521,21 +321,67 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
     ))
 }
 
-/// An instant in the stored `timestamp` format.
-pub fn stored(t: &DateTime<Utc>) -> String {
-    t.format_with_items(STORED.iter()).to_string()
-}
-
-/// A stored `timestamp` read back as an instant.
-pub fn parse_stored(text: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(text, STORED_READ)
-        .ok()
-        .map(|t| t.and_utc())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::schema::{COLUMNS, Row, Shown, insert_rows, parse_stored};
     use super::*;
+
+    /// The keys a read's JSON has, beyond `extra`.
+    fn keys(value: &impl Serialize, extra: &[&str]) -> Vec<String> {
+        let json = serde_json::to_value(value).expect("serializes");
+        let mut keys: Vec<String> = json.as_object().expect("an object").keys().cloned().collect();
+        keys.retain(|k| !extra.contains(&k.as_str()));
+        keys.sort();
+        keys
+    }
+
+    fn columns(include: impl Fn(Shown) -> bool) -> Vec<String> {
+        let mut names: Vec<String> = COLUMNS
+            .iter()
+            .filter(|c| include(c.shown))
+            .map(|c| c.name.to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A list item and a row's detail show exactly the columns the schema gives their
+    /// level: a column added to [`COLUMNS`] but not to the read structs (or the other
+    /// way round) fails here.
+    #[tokio::test]
+    async fn reads_show_exactly_the_columns_of_their_level() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = super::super::connect::open(&dir.path().join("logs.db"))
+            .await
+            .expect("open");
+        let record = super::super::LogRecord {
+            timestamp: "2026-01-02 03:04:05.000".into(),
+            endpoint: "/api/chat".into(),
+            prompt: Some("[]".into()),
+            ..Default::default()
+        };
+        let row = Row {
+            in_flight: false,
+            starred: false,
+            instance: None,
+            record: &record,
+        };
+        insert_rows::<sqlx::Sqlite>(std::slice::from_ref(&row))
+            .build()
+            .execute(&pool)
+            .await
+            .expect("insert");
+        let store = Store::from(pool);
+        let page = list(&store, &LogFilter::default(), None, 10).await.expect("list");
+        assert_eq!(page.logs.len(), 1);
+        assert_eq!(
+            keys(&page.logs[0], &["prompt_preview", "response_preview"]),
+            columns(|shown| shown == Shown::List)
+        );
+        let detail = get(&store, page.logs[0].id).await.expect("get").expect("the row");
+        assert_eq!(keys(&detail, &["replays"]), columns(|shown| shown != Shown::Hidden));
+        store.close().await;
+    }
 
     #[test]
     fn like_patterns_escape_wildcards_and_the_escape() {

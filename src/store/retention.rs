@@ -12,8 +12,8 @@ use sqlx::{Encode, PgPool, QueryBuilder, SqlitePool, Type};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Store;
-use super::db::{Dialect, on_pool};
+use super::connect::{Store, on_pool};
+use super::schema::{Dialect, stored};
 use crate::config::Retention;
 
 /// Rows deleted per statement: each takes the write lock only briefly.
@@ -42,7 +42,7 @@ pub async fn enforce(store: impl Into<Store>, policy: &Retention) -> Result<u64,
     let mut deleted = 0;
     if let Some(age) = policy.max_age {
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        let cutoff = super::query::stored(&cutoff);
+        let cutoff = stored(&cutoff);
         loop {
             let n = on_pool!(&store, pool => older_than(&cutoff).build().execute(pool).await?.rows_affected());
             deleted += n;

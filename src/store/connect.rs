@@ -1,25 +1,33 @@
-//! The two log databases behind one [`Store`]: SQLite (a file, the default) or
-//! PostgreSQL (`database.url`, which any number of replicas can share).
+//! Opening the log database: the two databases behind one [`Store`], SQLite (a file,
+//! the default) or PostgreSQL (`database.url`, which any number of replicas can share),
+//! and the rows that stopped processes left in flight, closed when a store opens.
 //!
 //! Queries are written once. Builders generic over the database (sqlx's
 //! `QueryBuilder<DB>` writes each one's placeholders) make the SQL, and [`on_pool!`]
-//! runs the code that executes it once per database. What really differs is kept here
-//! ([`Dialect`], [`close_abandoned_rows`]) and in `retention` (sizes).
+//! runs the code that executes it once per database. What really differs is kept in
+//! `schema` ([`Dialect`]), here ([`close_abandoned_rows`]) and in `retention` (sizes).
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Database, Encode, Postgres, QueryBuilder, Sqlite, SqlitePool, Type};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Encode, Postgres, QueryBuilder, SqlitePool, Type};
 
-use super::StoreError;
+use super::schema::{Dialect, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, escape_like, stored};
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
-/// The SQLite schema (`migrations/`).
-pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
-/// The same schema for PostgreSQL (`migrations/postgres/`).
-pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("cannot migrate database {path}: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
 
 /// A connection pool on the log database.
 #[derive(Debug, Clone)]
@@ -75,7 +83,7 @@ impl Store {
     /// earlier processes left in flight ([`close_abandoned_rows`]).
     pub async fn connect(config: &DatabaseConfig, instance: &Instance) -> Result<Store, StoreError> {
         match &config.url {
-            None => Ok(Store::Sqlite(super::open(&config.path).await?)),
+            None => Ok(Store::Sqlite(open(&config.path).await?)),
             Some(url) => {
                 let pool = postgres_pool(url, WRITER_CONNECTIONS, false).await?;
                 POSTGRES_MIGRATIONS
@@ -107,9 +115,7 @@ impl Store {
     /// writes (PostgreSQL sessions are read-only).
     pub async fn reader(config: &DatabaseConfig, max_connections: u32) -> Result<Store, StoreError> {
         match &config.url {
-            None => Ok(Store::Sqlite(
-                super::query::open_reader(&config.path, max_connections).await?,
-            )),
+            None => Ok(Store::Sqlite(open_reader(&config.path, max_connections).await?)),
             Some(url) => Store::postgres_reader(url, max_connections).await,
         }
     }
@@ -158,27 +164,63 @@ async fn postgres_pool(url: &DatabaseUrl, max_connections: u32, read_only: bool)
         .map_err(open_error)
 }
 
-/// SQL that is written differently for each database.
-pub trait Dialect: Database {
-    /// Boolean literals, written as the partial indexes are (SQLite's planner only
-    /// uses `WHERE starred = 1` for `starred = 1`, not for `starred = TRUE`).
-    const TRUE: &'static str;
-    const FALSE: &'static str;
-    /// A pattern match with ASCII letters in any case (SQLite's `LIKE`; PostgreSQL's
-    /// `ILIKE`, which folds ASCII only under the C locale the README recommends).
-    const LIKE: &'static str;
+/// Opens (creating if needed) and migrates the SQLite database, and closes the rows
+/// the previous run left in flight.
+pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
+    let shown = path.display().to_string();
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        // New databases give deleted pages back to the file system (retention).
+        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+    SQLITE_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            path: shown.clone(),
+            source,
+        })?;
+    let abandoned = close_all_in_flight(&pool)
+        .await
+        .map_err(|source| StoreError::Open { path: shown, source })?;
+    if abandoned > 0 {
+        tracing::warn!(
+            rows = abandoned,
+            "requests left in flight by the previous run marked as stopped"
+        );
+    }
+    Ok(pool)
 }
 
-impl Dialect for Sqlite {
-    const TRUE: &'static str = "1";
-    const FALSE: &'static str = "0";
-    const LIKE: &'static str = "LIKE";
-}
-
-impl Dialect for Postgres {
-    const TRUE: &'static str = "TRUE";
-    const FALSE: &'static str = "FALSE";
-    const LIKE: &'static str = "ILIKE";
+/// Opens an existing SQLite log database for reading only: never creates, migrates or
+/// writes.
+pub async fn open_reader(path: &Path, max_connections: u32) -> Result<SqlitePool, StoreError> {
+    let shown = path.display().to_string();
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Open { path: shown, source })
 }
 
 /// Which ollabridge process wrote an in-flight row: `host/address/random`, where
@@ -242,13 +284,13 @@ pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 /// crashed and never came back; the writer sweeps for those every few minutes).
 pub async fn close_abandoned_rows(store: &Store, instance: &Instance) -> Result<u64, sqlx::Error> {
     let result = match store {
-        Store::Sqlite(pool) => super::writer::close_all_in_flight(pool).await?,
+        Store::Sqlite(pool) => close_all_in_flight(pool).await?,
         Store::Postgres(pool) => {
             let cutoff = chrono::Utc::now() - chrono::Duration::from_std(ABANDONED_AFTER).unwrap_or_default();
             let abandoned = Abandoned::EarlierOrOlder {
                 prefix: instance.prefix(),
                 current: instance.id(),
-                before: super::query::stored(&cutoff),
+                before: stored(&cutoff),
             };
             close_rows::<Postgres>(Some(abandoned))
                 .build()
@@ -260,6 +302,13 @@ pub async fn close_abandoned_rows(store: &Store, instance: &Instance) -> Result<
     Ok(result)
 }
 
+/// Rows left in flight by a previous run that stopped without finishing them: on
+/// SQLite, every row in flight at start (one server owns the file).
+async fn close_all_in_flight(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+    let result = close_rows::<sqlx::Sqlite>(None).build().execute(pool).await?;
+    Ok(result.rows_affected())
+}
+
 /// Closes this process's own rows still in flight when it stops (their final records
 /// were lost), so no replica has to wait for [`ABANDONED_AFTER`].
 pub async fn close_own_rows(store: &Store, instance: &Instance) -> Result<u64, sqlx::Error> {
@@ -268,7 +317,7 @@ pub async fn close_own_rows(store: &Store, instance: &Instance) -> Result<u64, s
 }
 
 /// Which in-flight rows [`close_rows`] closes; `None`: all of them.
-pub(super) enum Abandoned<'a> {
+enum Abandoned<'a> {
     Own(&'a str),
     EarlierOrOlder {
         prefix: &'a str,
@@ -277,7 +326,7 @@ pub(super) enum Abandoned<'a> {
     },
 }
 
-pub(super) fn close_rows<'a, DB: Dialect>(which: Option<Abandoned<'a>>) -> QueryBuilder<'a, DB>
+fn close_rows<'a, DB: Dialect>(which: Option<Abandoned<'a>>) -> QueryBuilder<'a, DB>
 where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
@@ -299,7 +348,7 @@ where
             before,
         }) => {
             qb.push(" AND ((instance LIKE ")
-                .push_bind(format!("{}%", super::query::escape_like(prefix)))
+                .push_bind(format!("{}%", escape_like(prefix)))
                 .push(" ESCAPE '\\' AND instance <> ")
                 .push_bind(current)
                 .push(") OR timestamp < ")
