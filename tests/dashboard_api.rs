@@ -1,5 +1,6 @@
 //! The admin API the dashboard stands on: rows of requests still running, stars (kept
 //! by retention), replay, stored bodies, the dashboard's files and its token rules.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

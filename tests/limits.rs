@@ -1,5 +1,6 @@
 //! Limits that keep one client from hurting the others: the request body size, and
 //! the number of requests sent to the backend at once (with a bounded queue wait).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 
