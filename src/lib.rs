@@ -249,7 +249,8 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
                 // A llama-server's slot count, read at once for each new config.
                 if upstream.first_look_due() {
                     let state = state.clone();
-                    tokio::spawn(async move { state.backends[index].detect_limit_once().await });
+                    let look = async move { state.backends[index].detect_limit_once().await };
+                    tokio::spawn(until_stopped(look, stop.clone()));
                 }
                 let Some(interval) = upstream.config.health_interval else {
                     continue;
@@ -260,7 +261,7 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
                 }
                 *last = now;
                 let state = state.clone();
-                tokio::spawn(async move {
+                let check = async move {
                     let check = state.models.offered(&state.backends, index, true);
                     let outcome = match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, check).await {
                         Ok(Ok(_)) => Ok(()),
@@ -276,10 +277,21 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
                     if healthy {
                         upstream.detect_limit().await;
                     }
-                });
+                };
+                tokio::spawn(until_stopped(check, stop.clone()));
             }
         }
     })
+}
+
+/// `work` until the server stops. A check holds the state, and with it a handle on the
+/// log writer, which shutdown waits for: a backend that never answers must not hold the
+/// shutdown for the check's timeout.
+async fn until_stopped(work: impl Future<Output = ()>, stop: CancellationToken) {
+    tokio::select! {
+        () = work => {}
+        () = stop.cancelled() => {}
+    }
 }
 
 async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), StartError> {

@@ -1,6 +1,7 @@
 //! Proves the real-backend bench: llama-server built from the PyPI sdist, serving the
 //! scripted tiny models, answers `/v1/chat/completions` with exactly the scripted text,
 //! real `tool_calls`, `reasoning_content`, `usage` and `timings`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -10,6 +10,7 @@
 //! Between the bridge and llama-server sits a pass-through proxy that slows down the
 //! answers to requests containing [`SLOW_MARKER`] (one SSE event per 300 ms): the scripted
 //! model answers in milliseconds, too fast to watch a request in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

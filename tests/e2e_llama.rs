@@ -1,5 +1,6 @@
 //! End to end against the real llama-server bench: ollabridge in between, driven by
 //! raw HTTP and by the official `ollama` Python client; then the log rows they left.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The HTTP edge: the budget for request bodies in flight, web pages kept out by
 //! `Origin` (client port) and by `Host`/`Origin` (token-less admin listener), the admin
 //! token applied on reload, and the admin listener's 413s in JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

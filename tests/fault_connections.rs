@@ -2,6 +2,7 @@
 //! trickle their headers, or never start their TLS handshake, must not keep the others
 //! from being served (`server.max_connections`, `server.header_read_timeout`, the TLS
 //! handshake in each connection's own task). Loopback only, bounded in count and time.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! other requests are served; an event over the 16 MiB limit, or a line that never ends,
 //! ends the answer with an error naming the limit, on `/api/chat` and on the `/v1`
 //! pass-through, and the log row holds that error.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

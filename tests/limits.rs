@@ -1,5 +1,6 @@
 //! Limits that keep one client from hurting the others: the request body size, and
 //! the number of requests sent to the backend at once (with a bounded queue wait).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 
@@ -346,7 +347,7 @@ async fn shutdown_cuts_off_requests_waiting_on_a_stalled_backend() {
     bridge.stop().await;
     let waited = started.elapsed();
     assert!(
-        waited < Duration::from_secs(10),
+        waited < Duration::from_secs(5),
         "waited for the stalled backend: {waited:?}"
     );
     let cut = "the server is shutting down; the answer was cut off";

@@ -8,6 +8,8 @@
 //! pooled connections, 5 s per wave; by default ollabridge now sends a llama-server at
 //! most as many requests as it has slots.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::time::{Duration, Instant};

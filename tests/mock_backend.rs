@@ -6,6 +6,7 @@
 //! closure of the upstream request) and its own bridge, talks to the bridge over HTTP,
 //! then checks three things exactly: what the client got, what the mock was sent, and
 //! the one SQLite log row the exchange left.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

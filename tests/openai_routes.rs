@@ -3,6 +3,7 @@
 //! client streams without it), the bytes the client receives (the backend's own, minus
 //! the usage chunk the client did not ask for), OpenAI-shaped errors, and the one log
 //! row each request leaves, checked exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

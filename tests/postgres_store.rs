@@ -2,6 +2,7 @@
 //! (`common::postgres`): the same rows and the same admin API answers as SQLite for the
 //! same requests, several replicas writing one database, the database restarted while
 //! requests flow, rows abandoned in flight, retention, and the `logs` CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! `scripts/client-envs.sh` prepares the client libraries (cached). Each script prints
 //! `ok <check>` per check and exits non-zero on the first mismatch; here we assert its exit
 //! code, the number of checks that ran, and the log rows the bridge wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Credentials in a backend's URL (`http://user:pass@host`, `?api_key=`) never leave the
 //! config: not in client errors, log rows, the admin API, nor the process log.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The real binary under SIGTERM: requests that completed are all in the log, because
 //! shutdown drains the log queue before the process exits.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

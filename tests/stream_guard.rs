@@ -4,6 +4,7 @@
 //! line per chunk. Against a paced mock OpenAI backend (every token its own write, 2 ms
 //! apart, as a real model sends them), medians of 20 requests each way, interleaved.
 //! (To see the times of each request: `GUARD_DEBUG=1 cargo test --test stream_guard -- --nocapture`.)
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 

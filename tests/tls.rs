@@ -1,4 +1,5 @@
 //! HTTPS on the Ollama port with `server.tls` (Home Assistant users ask for it).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
 mod common;
 
