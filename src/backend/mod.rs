@@ -198,6 +198,19 @@ impl AnyBackend {
     }
 }
 
+/// A whole answer's body; a non-2xx answer becomes the backend's error.
+pub(crate) async fn whole_answer(response: reqwest::Response, label: &str) -> Result<Bytes, BackendError> {
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| BackendError::from_reqwest(label, &e))?;
+    if !status.is_success() {
+        return Err(BackendError::from_status(status.as_u16(), &body));
+    }
+    Ok(body)
+}
+
 /// The response's bytes, copied into `capture` as they pass when there is one.
 pub(crate) fn captured<S, E>(bytes: S, capture: Option<Capture>) -> impl Stream<Item = Result<Bytes, E>> + Send
 where

@@ -326,17 +326,27 @@ enum Abandoned<'a> {
     },
 }
 
-fn close_rows<'a, DB: Dialect>(which: Option<Abandoned<'a>>) -> QueryBuilder<'a, DB>
+/// `UPDATE` that closes rows still in flight, with `why` as their error unless they have
+/// one; the caller adds which rows (`AND ...`).
+pub(super) fn closing_in_flight<'a, DB: Dialect>(why: &'a str) -> QueryBuilder<'a, DB>
 where
-    for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
 {
     let mut qb = QueryBuilder::new("UPDATE logs SET in_flight = ");
     qb.push(DB::FALSE)
         .push(", error = COALESCE(error, ")
-        .push_bind(ABANDONED)
+        .push_bind(why)
         .push(") WHERE in_flight = ")
         .push(DB::TRUE);
+    qb
+}
+
+fn close_rows<'a, DB: Dialect>(which: Option<Abandoned<'a>>) -> QueryBuilder<'a, DB>
+where
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = closing_in_flight(ABANDONED);
     match which {
         None => {}
         Some(Abandoned::Own(id)) => {

@@ -64,14 +64,7 @@ impl OllamaBackend {
     pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
         let body = serde_json::json!({ "model": backend_model, "input": inputs }).to_string();
         let response = self.forward(Method::POST, "api/embed", Some(Bytes::from(body))).await?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        if !status.is_success() {
-            return Err(BackendError::from_status(status.as_u16(), &body));
-        }
+        let body = crate::backend::whole_answer(response, &self.label).await?;
         ollama_embed_to_vectors(&body, inputs.len())
     }
 
@@ -138,14 +131,7 @@ impl Backend for OllamaBackend {
 
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
         let response = self.forward(Method::GET, "api/tags", None).await?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        if !status.is_success() {
-            return Err(BackendError::from_status(status.as_u16(), &body));
-        }
+        let body = crate::backend::whole_answer(response, &self.label).await?;
         let list: Value = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Protocol(format!("unreadable /api/tags from {}: {e}", self.label)))?;
         Ok(list["models"]

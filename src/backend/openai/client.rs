@@ -265,15 +265,7 @@ impl OpenAiBackend {
         request: impl Fn() -> reqwest::RequestBuilder + Send,
     ) -> Result<bytes::Bytes, BackendError> {
         let response = crate::backend::send(request, &self.label).await?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::from_reqwest(&self.label, &e))?;
-        if !status.is_success() {
-            return Err(BackendError::from_status(status.as_u16(), &body));
-        }
-        Ok(body)
+        crate::backend::whole_answer(response, &self.label).await
     }
 
     /// A llama-server's slot count, from its `/props`; `None` from other servers.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::{Connection, Encode, QueryBuilder, Type};
 
 use super::super::LogRecord;
-use super::super::connect::{Store, on_pool};
+use super::super::connect::{Store, closing_in_flight, on_pool};
 use super::super::schema::{Dialect, ROWS_PER_STATEMENT, Row, insert_rows};
 
 /// What an in-flight row whose request's final record was dropped says.
@@ -26,13 +26,8 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
 {
-    let mut qb = QueryBuilder::new("UPDATE logs SET in_flight = ");
-    qb.push(DB::FALSE)
-        .push(", error = COALESCE(error, ")
-        .push_bind(FINAL_RECORD_DROPPED)
-        .push(") WHERE in_flight = ")
-        .push(DB::TRUE)
-        .push(" AND id IN (");
+    let mut qb = closing_in_flight(FINAL_RECORD_DROPPED);
+    qb.push(" AND id IN (");
     let mut list = qb.separated(", ");
     for id in ids {
         list.push_bind(*id);
