@@ -292,12 +292,12 @@ printf '{"kind": "rss", "process": "floor proxy", "label": "1 s upstream", "idle
   "$FLOOR_IDLE_RSS" "$(rss_kb "$FLOOR_PID" VmRSS)" "$(rss_kb "$FLOOR_PID" VmHWM)" > "$OUT/$(printf '%02d' "$n")-floor-rss.json"
 kill "$FLOOR_PID" && wait "$FLOOR_PID" || true
 
-# What the per-request log line (recorder.rs `tracing::info!`, stdout to a file) costs end to
+# What the per-request log line (api/exchange/mod.rs `tracing::info!`, stdout to a file) costs end to
 # end: two ollabridges alike but for that line, loaded in turn (line, quiet, line, quiet) with
 # the non-streamed c8 workload; both have a queue large enough that neither drops log rows.
 start_bridge bridge-ab-line "$MOCK_URL" '{"mock": "mock"}' info 1000000
 LINE=("$BRIDGE_URL" "$ADMIN_URL" "$BRIDGE_PID")
-start_bridge bridge-ab-quiet "$MOCK_URL" '{"mock": "mock"}' "info,ollabridge::ollama::recorder=warn" 1000000
+start_bridge bridge-ab-quiet "$MOCK_URL" '{"mock": "mock"}' "info,ollabridge::api::exchange=warn" 1000000
 QUIET=("$BRIDGE_URL" "$ADMIN_URL" "$BRIDGE_PID")
 for round in 1 2; do
   for variant in line quiet; do

@@ -69,7 +69,7 @@ impl BodyBudget {
             self.limit
         );
         if openai {
-            let mut error = crate::openai_api::OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
+            let mut error = crate::api::openai::OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
             error.retry_after = true;
             return error.into_response();
         }
@@ -323,7 +323,7 @@ fn path_is_openai(path: &str) -> bool {
         .strip_prefix("/ollama")
         .filter(|p| p.starts_with('/'))
         .unwrap_or(path);
-    crate::openai_api::serves(api_path)
+    crate::api::openai::serves(api_path)
 }
 
 /// The answer to an admitted request, holding its reservation until sent; the refusal

@@ -1,11 +1,13 @@
 //! ollabridge: the Ollama HTTP API over OpenAI-compatible backends or a real Ollama,
 //! with every exchange recorded in SQLite or PostgreSQL.
 //!
-//! A request flows one way: handler (`ollama`, or `openai_api` for `/v1`) → model map (`models`) → backend
-//! (`backend`) → chunk stream → recorder → client, and the recorder's one record
-//! goes to the log writer (`store`) after the stream ends.
+//! A request flows one way: edge (`api::edge`) → handler (`api::ollama`, or `api::openai`
+//! for `/v1`) → model map (`models`) → backend (`backend`) → chunk stream → recorder
+//! (`api::exchange`) → client, and the recorder's one record goes to the log writer
+//! (`store`) after the stream ends.
 
 pub mod admin;
+pub mod api;
 pub mod backend;
 mod body_budget;
 pub mod cache;
@@ -15,9 +17,7 @@ mod json;
 pub mod logging;
 pub mod metrics;
 pub mod models;
-pub mod ollama;
 mod open_files;
-pub mod openai_api;
 pub mod reload;
 pub mod store;
 mod text;
@@ -174,7 +174,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let live = Arc::new(reload::Live::new(AppState::new(
         config,
         telemetry.clone(),
-        ollama::types::now_rfc3339(),
+        api::ollama::types::now_rfc3339(),
     )?));
     let health_checks = spawn_health_checks(live.clone(), stop.clone());
     let admin = if admin_config.enabled {
@@ -201,7 +201,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     } else {
         None
     };
-    let app = ollama::router(live.clone());
+    let app = api::router(live.clone());
     serving.push(tokio::spawn(http1::serve(
         listener,
         acceptor,

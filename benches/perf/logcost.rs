@@ -8,7 +8,7 @@
 //!
 //! `logcost`: CPU per request of what ollabridge does to log a request. The calling
 //! thread plays the request path: it drives ollabridge's own recorder
-//! (`ollabridge::ollama::bench::Recorder`) through one streamed chat as the chat handler
+//! (`ollabridge::api::ollama::bench::Recorder`) through one streamed chat as the chat handler
 //! and `respond.rs` do (start, request, resolved, a chunk at a time, finish). Its own CPU
 //! time (its `schedstat`) is the request-path cost; the writer stores the rows once the
 //! round's requests are queued, and the process's CPU beyond the calling thread's, until
@@ -27,11 +27,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ollabridge::api::ollama::bench::{Recorder, RequestContext, request_line};
+use ollabridge::api::ollama::types::{Message, now_rfc3339};
 use ollabridge::backend::{Chunk, Completion, Delta};
 use ollabridge::metrics::{Metrics, RequestEvent};
 use ollabridge::models::Resolved;
-use ollabridge::ollama::bench::{Recorder, RequestContext, request_line};
-use ollabridge::ollama::types::{Message, now_rfc3339};
 use ollabridge::store::{self, LogRecord, Writer, timestamp_now};
 use ollabridge::{Telemetry, logging};
 use serde::{Deserialize, Serialize};
@@ -326,7 +326,7 @@ impl Input {
     }
 }
 
-/// One streamed chat's log path through ollabridge's recorder, as `handlers.rs` and
+/// One streamed chat's log path through ollabridge's recorder, as `api/ollama/handlers.rs` and
 /// `respond.rs` drive it (the prompt for the row is the handler's
 /// `serde_json::to_string(messages)`).
 fn request_path(t: &Arc<Telemetry>, input: &Input) {

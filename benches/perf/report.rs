@@ -361,7 +361,7 @@ fn print_quiet_difference(loads: &[LoadResult]) {
     }
     let shown: Vec<String> = diffs.iter().map(|d| format!("{d:.0}")).collect();
     println!(
-        "per-request log line (recorder.rs tracing::info!, stdout to a file), end to end, {} c{}: \
+        "per-request log line (api/exchange/mod.rs tracing::info!, stdout to a file), end to end, {} c{}: \
          {:.0} us CPU per request (line minus quiet, pair by pair: {})",
         with_line[0].name.trim_end_matches("-line"),
         with_line[0].concurrency.unwrap_or(0),

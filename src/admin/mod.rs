@@ -83,7 +83,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             axum::routing::any(|| async { AdminError::NotFound("not found".into()) }),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .nest_service("/ollama", crate::ollama::dashboard_router(state.live.clone()))
+        .nest_service("/ollama", crate::api::dashboard_router(state.live.clone()))
         .fallback(dashboard::asset_handler)
         .layer(axum::middleware::from_fn_with_state(state.clone(), admin_edge))
         .with_state(state)
@@ -103,10 +103,10 @@ async fn admin_edge(
     let refusal = match &admin.token {
         None => web_page_refusal(admin, request.headers()),
         Some(_) if request.uri().path() == "/health" || dashboard::is_public(request.uri().path()) => None,
-        Some(token) => match crate::ollama::auth::bearer_token(request.headers()) {
+        Some(token) => match crate::api::edge::auth::bearer_token(request.headers()) {
             Some(presented) if token.matches(presented) => None,
-            Some(_) => Some(crate::ollama::auth::unauthorized("invalid admin token")),
-            None => Some(crate::ollama::auth::unauthorized("missing admin token")),
+            Some(_) => Some(crate::api::edge::auth::unauthorized("invalid admin token")),
+            None => Some(crate::api::edge::auth::unauthorized("missing admin token")),
         },
     };
     if let Some(refusal) = refusal {

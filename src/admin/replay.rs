@@ -22,7 +22,8 @@ use tower::ServiceExt;
 
 use super::logs::parse_id;
 use super::{AdminError, AdminState};
-use crate::ollama::{PINNED_BACKEND, REPLAY_OF, dashboard_router};
+use crate::api::dashboard_router;
+use crate::api::edge::{PINNED_BACKEND, REPLAY_OF};
 use crate::store::query::{self, LogDetail};
 
 #[derive(Default, serde::Deserialize)]
@@ -75,7 +76,7 @@ pub async fn replay_handler(
     let status = response.status().as_u16();
     let request_id = response
         .headers()
-        .get(crate::ollama::REQUEST_ID)
+        .get(crate::api::edge::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)

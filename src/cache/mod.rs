@@ -12,9 +12,9 @@ use lru::LruCache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::api::ollama::types::ToolCall;
 use crate::backend::{Chunk, ChunkStream, Completion, Delta};
 use crate::config::CacheConfig;
-use crate::ollama::types::ToolCall;
 
 /// SHA-256 of the normalised request.
 pub type Key = [u8; 32];

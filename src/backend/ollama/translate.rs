@@ -5,8 +5,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::api::ollama::types::ToolCall;
 use crate::backend::{BackendError, Chunk, Completion, Delta};
-use crate::ollama::types::ToolCall;
 
 /// Rewrites the top-level `model` (and legacy `name`) of a JSON object. Bodies that
 /// are not objects are left alone; key order and unknown keys survive.

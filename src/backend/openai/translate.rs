@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::types::{Completion as OpenAiCompletion, EmbeddingList, MessageFields, Props, Timings, Usage};
+use crate::api::ollama::types::{ChatRequest, GenerateRequest, Message, ToolCall, ToolCallFunction};
 use crate::backend::{BackendError, Chunk, Completion, Delta, Embeddings};
 pub use crate::config::ThinkingStyle;
-use crate::ollama::types::{ChatRequest, GenerateRequest, Message, ToolCall, ToolCallFunction};
 
 /// Ollama `options` that OpenAI-compatible servers understand under the same name
 /// (llama.cpp accepts the non-OpenAI samplers too).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::ollama::types::{ChatRequest, GenerateRequest, ToolCall, ToolCallFunction};
+use crate::api::ollama::types::{ChatRequest, GenerateRequest, ToolCall, ToolCallFunction};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

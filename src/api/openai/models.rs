@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::OpenAiError;
 use crate::AppState;
-use crate::ollama::models_routes::model_names;
+use crate::api::ollama::models_routes::model_names;
 use crate::reload::Snapshot;
 
 pub async fn list_handler(Snapshot(state): Snapshot) -> Json<Value> {

@@ -17,12 +17,12 @@ use std::time::Instant;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::context::RequestContext;
-use super::error::ApiError;
 use crate::Telemetry;
+use crate::api::edge::context::RequestContext;
+use crate::api::ollama::error::ApiError;
+use crate::api::ollama::types::FinalMetrics;
 use crate::backend::{Attempt, BackendError, Capture, Chunk, Completion, Upstream};
 use crate::metrics::{InflightGuard, RequestEvent};
-use crate::ollama::types::FinalMetrics;
 use crate::store::{LogRecord, Ticket, timestamp_now};
 
 pub struct Recorder {
@@ -347,7 +347,7 @@ pub struct CacheSlot {
 }
 
 /// The one line each finished request writes to the process log (target
-/// `ollabridge::ollama::recorder`, which `OLLABRIDGE_LOG` can quiet on its own).
+/// `ollabridge::api::exchange`, which `OLLABRIDGE_LOG` can quiet on its own).
 pub fn request_line(r: &LogRecord) {
     tracing::info!(
         request_id = %r.request_id,

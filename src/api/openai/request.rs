@@ -59,7 +59,7 @@ pub struct ClientRequest {
 
 impl ClientRequest {
     pub fn read(bytes: &[u8]) -> Result<ClientRequest, OpenAiError> {
-        let value: Value = crate::ollama::error::parse_body(bytes)?;
+        let value: Value = crate::api::ollama::error::parse_body(bytes)?;
         let Value::Object(body) = value else {
             return Err(OpenAiError::bad_request(format!(
                 "the request body must be a JSON object, not {}",

@@ -43,8 +43,8 @@ pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
             );
             let reason = if key_sent { "invalid API key" } else { "missing API key" };
             // OpenAI clients read `error.message`: the same words in their shape.
-            if crate::openai_api::serves(&path) {
-                return Some(crate::openai_api::unauthorized(&unauthorized_message(reason)));
+            if crate::api::openai::serves(&path) {
+                return Some(crate::api::openai::unauthorized(&unauthorized_message(reason)));
             }
             return Some(unauthorized(reason));
         }

@@ -10,8 +10,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 
-use super::recorder::Recorder;
 use super::types::{ChatChunk, FinalMetrics, GenerateChunk, OutMessage, now_rfc3339};
+use crate::api::exchange::Recorder;
 use crate::backend::{BackendError, Chunk, ChunkStream};
 
 const NDJSON: &str = "application/x-ndjson";

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::context::RequestContext;
 use super::error::{ApiError, parse_body};
 use super::models_routes::{forward_logged, ollama_for};
-use super::recorder::Recorder;
 use crate::AppState;
+use crate::api::edge::context::RequestContext;
+use crate::api::exchange::Recorder;
 use crate::backend::{BackendError, Embeddings, Failover, Routed, Unrouted, Upstream};
 use crate::models::Resolved;
 use crate::reload::Snapshot;

@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::context::RequestContext;
 use super::error::{ApiError, parse_body};
-use super::recorder::Recorder;
 use crate::AppState;
+use crate::api::edge::context::RequestContext;
+use crate::api::exchange::Recorder;
 use crate::backend::ollama::translate::rename_model;
 use crate::backend::{AnyBackend, BackendError, BackendModel, Upstream};
 use crate::config::ModelMapping;

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::OpenAiError;
 use super::request::{Route, rename_model};
+use crate::api::exchange::Recorder;
 use crate::backend::openai::sse::{SseEvent, SseSplitter};
 use crate::backend::openai::translate::Translator;
 use crate::backend::{BackendError, Capture};
-use crate::ollama::recorder::Recorder;
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::api::ollama::error::ApiError;
 use crate::backend::BackendError;
 use crate::models::ResolveError;
-use crate::ollama::error::ApiError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiError {

@@ -1,161 +1,29 @@
-//! Routes and the chat/generate handlers. Handlers stay thin: parse, resolve the
+//! The chat/generate handlers (and `/`, `/health`). Handlers stay thin: parse, resolve the
 //! model, call the backend, hand the stream to `respond`.
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
-use axum::middleware::Next;
+use axum::extract::Extension;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
 use serde_json::Value;
 
-use super::auth;
-use super::context::{self, RequestContext};
 use super::error::{ApiError, parse_body};
-use super::recorder::{CacheSlot, Recorder};
 use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
-use super::{embed, models_routes, origin};
 use crate::AppState;
+use crate::api::edge::context::RequestContext;
+use crate::api::exchange::{CacheSlot, Recorder};
 use futures::StreamExt;
 
 use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Routed, Unrouted, Upstream};
 use crate::config::BackendKind;
 use crate::models::Resolved;
-use crate::reload::{Live, Snapshot};
+use crate::reload::Snapshot;
 
-/// The Ollama API for clients: origins and API keys checked, CORS when configured.
-pub fn router(live: Arc<Live>) -> Router {
-    let cors = live.load().config.server.enable_cors;
-    let router = routes(live.clone()).layer(axum::middleware::from_fn_with_state(live.clone(), client_edge));
-    if cors {
-        return router.layer(origin::cors(live));
-    }
-    router
-}
-
-/// The same API for the dashboard on the admin listener (playground and replay), which
-/// checked the admin token already: logged like any client, as key id `dashboard`.
-pub fn dashboard_router(live: Arc<Live>) -> Router {
-    routes(live.clone()).layer(axum::middleware::from_fn_with_state(live, dashboard_edge))
-}
-
-// One middleware per router, doing all the edge's work in turn: each layer costs a
-// boxed future per request, and every request passes them all.
-
-/// The client API's edge: the page it comes from (`Origin`) and its API key checked.
-fn client_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> impl Future<Output = Response> {
-    edge(live, request, next, |live, request| {
-        origin::refusal(live, request).or_else(|| auth::refusal(live, request))
-    })
-}
-
-/// The dashboard's edge: no API key (the admin token was checked), the key id
-/// `dashboard` and the replay headers honoured.
-fn dashboard_edge(State(live): State<Arc<Live>>, request: Request, next: Next) -> impl Future<Output = Response> {
-    edge(live, request, next, |_, request| {
-        from_dashboard(request);
-        None
-    })
-}
-
-/// Attaches the request's context, lets `admit` refuse it, turns axum's plain-text 413
-/// into Ollama's JSON (the `/v1` routes shape their own), echoes the request id.
-///
-/// The checks run before the returned future, which holds only the route's: it lives
-/// as long as the request waits for its answer.
-fn edge(
-    live: Arc<Live>,
-    mut request: Request,
-    next: Next,
-    admit: impl FnOnce(&Live, &mut Request) -> Option<Response>,
-) -> impl Future<Output = Response> {
-    let id = context::attach(&mut request);
-    let openai = crate::openai_api::serves(request.uri().path());
-    let answered = match admit(&live, &mut request) {
-        None => futures::future::Either::Left(next.run(request)),
-        Some(refused) => futures::future::Either::Right(std::future::ready(refused)),
-    };
-    // A combinator, not an async block: the block would keep `answered` twice.
-    futures::FutureExt::map(answered, move |mut response| {
-        if !openai {
-            response = body_too_large_as_json(&live, response);
-        }
-        context::echo_id(&mut response, id);
-        response
-    })
-}
-
-fn from_dashboard(request: &mut Request) {
-    let replay_of = request
-        .headers()
-        .get(REPLAY_OF)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let backend = request
-        .headers()
-        .get(PINNED_BACKEND)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if let Some(context) = request.extensions_mut().get_mut::<RequestContext>() {
-        context.client_key = Some(DASHBOARD_KEY_ID.to_owned());
-        context.replay_of = replay_of;
-        context.pinned_backend = backend;
-    }
-}
-
-/// The log row a replayed request repeats; honoured on the dashboard router only.
-pub const REPLAY_OF: &str = "x-ollabridge-replay-of";
-/// Sends a chat or generate request to this backend (by name) instead of the model's
-/// targets; honoured on the dashboard router only (replay on another backend).
-pub const PINNED_BACKEND: &str = "x-ollabridge-backend";
-/// `client_key` of requests made from the dashboard.
-pub const DASHBOARD_KEY_ID: &str = "dashboard";
-
-fn routes(live: Arc<Live>) -> Router {
-    // Read once: needs a restart to change.
-    let max_body_bytes = live.load().config.server.max_body_bytes;
-    Router::new()
-        .route("/", get(root_handler))
-        .route("/health", get(health_handler))
-        .route("/api/version", get(models_routes::version_handler))
-        .route("/api/tags", get(models_routes::tags_handler))
-        .route(
-            "/api/show",
-            post(models_routes::show_handler).get(models_routes::show_query_handler),
-        )
-        .route("/api/ps", get(models_routes::ps_handler))
-        .route("/api/chat", post(chat_handler))
-        .route("/api/generate", post(generate_handler))
-        .route("/api/embed", post(embed::embed_handler))
-        .route("/api/embeddings", post(embed::embeddings_handler))
-        .route("/api/pull", post(models_routes::pull_handler))
-        .route("/api/{*rest}", any(models_routes::other_api_handler))
-        // Images make bodies big; the default allows far more than axum's 2 MB.
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        // OpenAI's API, after the layers above: it answers errors in its own shape.
-        .merge(crate::openai_api::routes(max_body_bytes))
-        .with_state(live)
-}
-
-/// axum refuses an oversized body with plain text; clients expect Ollama's JSON.
-fn body_too_large_as_json(live: &Live, response: Response) -> Response {
-    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        return response;
-    }
-    let state = live.load();
-    let limit = state.config.server.max_body_bytes;
-    let error = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
-    (response.status(), axum::Json(serde_json::json!({ "error": error }))).into_response()
-}
-
-async fn root_handler() -> &'static str {
+pub(crate) async fn root_handler() -> &'static str {
     "Ollama is running"
 }
 
-async fn health_handler() -> axum::Json<Value> {
+pub(crate) async fn health_handler() -> axum::Json<Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
@@ -169,7 +37,7 @@ async fn health_handler() -> axum::Json<Value> {
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice in its future"
 )]
-fn chat_handler(
+pub(crate) fn chat_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,
@@ -205,7 +73,7 @@ fn chat_handler(
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice in its future"
 )]
-fn generate_handler(
+pub(crate) fn generate_handler(
     Snapshot(state): Snapshot,
     Extension(context): Extension<RequestContext>,
     body: Bytes,

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
+use crate::api::ollama::types::{FinalMetrics, ToolCall};
 use crate::backend::{Chunk, Completion, Delta};
-use crate::ollama::types::{FinalMetrics, ToolCall};
 
 #[derive(Debug, Default)]
 pub struct AnswerSoFar {

@@ -15,9 +15,9 @@ use super::error::OpenAiError;
 use super::relay::{self, Exchange, error_detail, refuse};
 use super::request::{ClientRequest, Route};
 use crate::AppState;
+use crate::api::edge::context::RequestContext;
+use crate::api::exchange::Recorder;
 use crate::backend::{BackendError, Capture, Failover, Routed, TryError, Unrouted, Upstream};
-use crate::ollama::context::RequestContext;
-use crate::ollama::recorder::Recorder;
 use crate::reload::Snapshot;
 
 pub fn chat_handler(

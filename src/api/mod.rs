@@ -1,0 +1,64 @@
+//! The client API: what a request goes through on the Ollama port (and on the admin
+//! port's `/ollama/...` for the dashboard), from the edge to the handler of its dialect.
+//!
+//! - `edge`: what every request passes before a handler: its context and id, the
+//!   `Origin` check, the API key, the Ollama-shaped 413.
+//! - `exchange`: what every dialect shares for one exchange: the recorder that turns it
+//!   into one log row.
+//! - `ollama`: the Ollama API (routes under `/api`): handlers, wire types, NDJSON.
+//! - `openai`: OpenAI's API on the same port (`/v1`).
+
+pub mod edge;
+pub(crate) mod exchange;
+pub mod ollama;
+pub mod openai;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+
+use crate::reload::Live;
+
+/// The Ollama API for clients: origins and API keys checked, CORS when configured.
+pub fn router(live: Arc<Live>) -> Router {
+    let cors = live.load().config.server.enable_cors;
+    let router = routes(live.clone()).layer(axum::middleware::from_fn_with_state(live.clone(), edge::client_edge));
+    if cors {
+        return router.layer(edge::origin::cors(live));
+    }
+    router
+}
+
+/// The same API for the dashboard on the admin listener (playground and replay), which
+/// checked the admin token already: logged like any client, as key id `dashboard`.
+pub fn dashboard_router(live: Arc<Live>) -> Router {
+    routes(live.clone()).layer(axum::middleware::from_fn_with_state(live, edge::dashboard_edge))
+}
+
+fn routes(live: Arc<Live>) -> Router {
+    // Read once: needs a restart to change.
+    let max_body_bytes = live.load().config.server.max_body_bytes;
+    Router::new()
+        .route("/", get(ollama::handlers::root_handler))
+        .route("/health", get(ollama::handlers::health_handler))
+        .route("/api/version", get(ollama::models_routes::version_handler))
+        .route("/api/tags", get(ollama::models_routes::tags_handler))
+        .route(
+            "/api/show",
+            post(ollama::models_routes::show_handler).get(ollama::models_routes::show_query_handler),
+        )
+        .route("/api/ps", get(ollama::models_routes::ps_handler))
+        .route("/api/chat", post(ollama::handlers::chat_handler))
+        .route("/api/generate", post(ollama::handlers::generate_handler))
+        .route("/api/embed", post(ollama::embed::embed_handler))
+        .route("/api/embeddings", post(ollama::embed::embeddings_handler))
+        .route("/api/pull", post(ollama::models_routes::pull_handler))
+        .route("/api/{*rest}", any(ollama::models_routes::other_api_handler))
+        // Images make bodies big; the default allows far more than axum's 2 MB.
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // OpenAI's API, after the layers above: it answers errors in its own shape.
+        .merge(openai::routes(max_body_bytes))
+        .with_state(live)
+}
