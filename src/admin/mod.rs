@@ -184,11 +184,7 @@ fn forbidden(message: String) -> Response {
 /// axum refuses an oversized body in plain text; the dashboard's copy of the Ollama API
 /// answers its own JSON already.
 fn body_too_large_as_json(response: Response) -> Response {
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+    if !crate::api::edge::is_body_limit_refusal(&response) {
         return response;
     }
     let message = format!("request body is larger than the admin API accepts ({MAX_BODY_BYTES} bytes)");

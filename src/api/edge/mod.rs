@@ -99,11 +99,21 @@ pub const DASHBOARD_KEY_ID: &str = "dashboard";
 
 /// axum refuses an oversized body with plain text; clients expect Ollama's JSON.
 fn body_too_large_as_json(live: &Live, response: Response) -> Response {
-    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if !is_body_limit_refusal(&response) {
         return response;
     }
     let state = live.load();
     let limit = state.config.server.max_body_bytes;
     let error = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
     (response.status(), axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+/// axum's own refusal of a body over its limit: a 413 in plain text, which each API
+/// answers again in its own JSON. A backend's 413, passed through, is JSON already.
+pub fn is_body_limit_refusal(response: &Response) -> bool {
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_json
 }

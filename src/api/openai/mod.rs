@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
@@ -51,11 +51,7 @@ async fn unknown_route(uri: Uri) -> OpenAiError {
 
 /// axum refuses an oversized body in plain text; a backend's own 413 (JSON) passes.
 fn body_too_large(response: Response, limit: usize) -> Response {
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+    if !crate::api::edge::is_body_limit_refusal(&response) {
         return response;
     }
     let message = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
