@@ -189,6 +189,32 @@ impl AnyBackend {
         }
     }
 
+    /// Whether the backend serves Ollama's own API: then Ollama's routes other than chat
+    /// and generate (show, ps, pull, embed, model management) pass through to it.
+    pub fn serves_ollama_api(&self) -> bool {
+        matches!(self, AnyBackend::Ollama(_))
+    }
+
+    /// Sends a request as it is to one of Ollama's own routes on the backend, for a
+    /// backend that [serves Ollama's API](AnyBackend::serves_ollama_api).
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, BackendError> {
+        match self {
+            AnyBackend::Ollama(b) => b.forward(method, path, body).await,
+            AnyBackend::OpenAi(b) => Err(BackendError::Status {
+                status: 501,
+                message: format!(
+                    "{path} is not available from the OpenAI-compatible backend at {}",
+                    b.label()
+                ),
+            }),
+        }
+    }
+
     /// The endpoint as errors name it.
     pub fn label(&self) -> &str {
         match self {

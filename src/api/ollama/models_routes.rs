@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::Recorder;
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{AnyBackend, BackendError, BackendModel, Upstream};
+use crate::backend::{BackendError, BackendModel, Upstream};
 use crate::config::ModelMapping;
 use crate::models::{ResolveError, listed_name, normalize};
 use crate::reload::Snapshot;
@@ -78,7 +78,8 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
     let requested = request.model.or(request.name);
     let resolved = state.models.resolve(requested.as_deref(), &state.backends).await?;
     let first = &resolved.targets[0];
-    if let AnyBackend::Ollama(backend) = &state.backends[first.backend].client {
+    let backend = &state.backends[first.backend].client;
+    if backend.serves_ollama_api() {
         let body = body.unwrap_or_else(|| Bytes::from(json!({ "model": resolved.backend }).to_string()));
         let body = rename_model(&body, &resolved.backend)?;
         let response = backend.forward(Method::POST, "api/show", Some(body)).await?;
@@ -113,14 +114,10 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
 }
 
 pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
-    if let [
-        Upstream {
-            client: AnyBackend::Ollama(backend),
-            ..
-        },
-    ] = state.backends.as_slice()
+    if let [only] = state.backends.as_slice()
+        && only.client.serves_ollama_api()
     {
-        return match backend.forward(Method::GET, "api/ps", None).await {
+        return match only.client.forward(Method::GET, "api/ps", None).await {
             Ok(response) => relay(response),
             Err(e) => ApiError::from(e).into_response(),
         };
@@ -241,10 +238,7 @@ pub async fn forward_logged(
 ) -> Response {
     let path = uri.path();
     let mut recorder = Recorder::start(state, context, path, method.as_str(), &body);
-    let AnyBackend::Ollama(backend) = &upstream.client else {
-        let e = BackendError::Config(format!("backend '{}' is not an Ollama", upstream.name()));
-        return recorder.reject(e.into());
-    };
+    let backend = &upstream.client;
     recorder.routed(upstream, None, &[]);
     let requested: Option<String> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
         v.get("model")
@@ -314,7 +308,7 @@ pub async fn ollama_for<'a>(state: &'a AppState, body: &[u8]) -> Option<&'a Upst
         None => 0,
     };
     let upstream = &state.backends[index];
-    matches!(upstream.client, AnyBackend::Ollama(_)).then_some(upstream)
+    upstream.client.serves_ollama_api().then_some(upstream)
 }
 
 /// The `model` (or older `name`) a JSON body names.
