@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
+use super::answer::tool_call_id;
 use super::*;
 use crate::api::ollama::types::{ChatRequest, GenerateRequest, ToolCall, ToolCallFunction};
+use crate::backend::{BackendError, Chunk, Completion, Delta};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
