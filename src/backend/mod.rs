@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod ollama;
 pub mod openai;
+pub mod request;
 pub mod upstream;
 
 use std::pin::Pin;
@@ -20,8 +21,8 @@ pub use capture::Capture;
 pub use error::BackendError;
 pub use upstream::{Attempt, Failover, LimitSource, Routed, TryError, Unrouted, Upstream};
 
-use crate::api::ollama::types::{ChatRequest, GenerateRequest, ToolCall};
 use crate::config::{BackendConfig, BackendKind};
+use request::{ChatRequest, GenerateRequest, ToolCall};
 
 /// What a backend streams back. Every item is either a piece of the answer or its end.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, BackendError>> + Send>>;

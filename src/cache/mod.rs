@@ -12,7 +12,7 @@ use lru::LruCache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::api::ollama::types::ToolCall;
+use crate::backend::request::ToolCall;
 use crate::backend::{Chunk, ChunkStream, Completion, Delta};
 use crate::config::CacheConfig;
 

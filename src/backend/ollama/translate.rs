@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::api::ollama::types::ToolCall;
+use crate::backend::request::ToolCall;
 use crate::backend::{BackendError, Chunk, Completion, Delta};
 
 /// Rewrites the top-level `model` (and legacy `name`) of a JSON object. Bodies that

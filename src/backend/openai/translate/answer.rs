@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::super::types::{Completion as OpenAiCompletion, EmbeddingList, MessageFields, Props, Timings, Usage};
-use crate::api::ollama::types::{ToolCall, ToolCallFunction};
+use crate::backend::request::{ToolCall, ToolCallFunction};
 use crate::backend::{BackendError, Chunk, Completion, Delta, Embeddings};
 
 /// `/v1/embeddings` answer → vectors in input order (servers may reorder `data`).

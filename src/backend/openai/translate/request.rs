@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{Route, ThinkingStyle};
-use crate::api::ollama::types::{ChatRequest, GenerateRequest, Message};
+use crate::backend::request::{ChatRequest, GenerateRequest, Message};
 
 /// Ollama `options` that OpenAI-compatible servers understand under the same name
 /// (llama.cpp accepts the non-OpenAI samplers too).

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::answer::tool_call_id;
 use super::*;
-use crate::api::ollama::types::{ChatRequest, GenerateRequest, ToolCall, ToolCallFunction};
+use crate::backend::request::{ChatRequest, GenerateRequest, ToolCall, ToolCallFunction};
 use crate::backend::{BackendError, Chunk, Completion, Delta};
 
 // ---------------------------------------------------------------------------------------
