@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::error::{ApiError, parse_body};
-use super::models_routes::{forward_logged, ollama_for};
+use super::error::ApiError;
+use super::models_routes::forwarded_or_parsed;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::Recorder;
@@ -50,14 +50,11 @@ pub async fn embed_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let Some(backend) = ollama_for(&state, &body).await {
-        return forward_logged(&state, &context, backend, method, &uri, body).await;
-    }
-    let mut recorder = Recorder::start(&state, &context, "/api/embed", "POST", &body);
-    let request: EmbedRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
+    let (mut recorder, request): (_, EmbedRequest) =
+        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
+            Ok(started) => started,
+            Err(answered) => return answered,
+        };
     let inputs = match input_strings(request.input) {
         Ok(inputs) => inputs,
         Err(e) => return recorder.reject(e),
@@ -89,14 +86,11 @@ pub async fn embeddings_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let Some(backend) = ollama_for(&state, &body).await {
-        return forward_logged(&state, &context, backend, method, &uri, body).await;
-    }
-    let mut recorder = Recorder::start(&state, &context, "/api/embeddings", "POST", &body);
-    let request: LegacyEmbeddingsRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
+    let (mut recorder, request): (_, LegacyEmbeddingsRequest) =
+        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
+            Ok(started) => started,
+            Err(answered) => return answered,
+        };
     let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
     recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
     match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await {

@@ -181,14 +181,11 @@ pub async fn pull_handler(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    if let Some(backend) = ollama_for(&state, &body).await {
-        return forward_logged(&state, &context, backend, method, &uri, body).await;
-    }
-    let mut recorder = Recorder::start(&state, &context, "/api/pull", "POST", &body);
-    let request: PullRequest = match parse_body(&body) {
-        Ok(r) => r,
-        Err(e) => return recorder.reject(e),
-    };
+    let (mut recorder, request): (_, PullRequest) =
+        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
+            Ok(started) => started,
+            Err(answered) => return answered,
+        };
     let requested = request.model.or(request.name);
     let stream = request.stream.unwrap_or(true);
     recorder.request(requested.as_deref(), None, stream);
@@ -292,6 +289,26 @@ fn relay(response: reqwest::Response) -> Response {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     out
+}
+
+/// How the routes a real Ollama may serve begin: passed through (and logged) when the
+/// model's backend is an Ollama; otherwise a recorder and the parsed body, or the answer
+/// refusing a body that does not parse. `Err` is the client's answer.
+pub async fn forwarded_or_parsed<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    context: &RequestContext,
+    method: Method,
+    uri: &Uri,
+    body: Bytes,
+) -> Result<(Recorder, T), Response> {
+    if let Some(upstream) = ollama_for(state, &body).await {
+        return Err(forward_logged(state, context, upstream, method, uri, body).await);
+    }
+    let recorder = Recorder::start(state, context, uri.path(), "POST", &body);
+    match parse_body(&body) {
+        Ok(request) => Ok((recorder, request)),
+        Err(e) => Err(recorder.reject(e)),
+    }
 }
 
 /// The Ollama backend a pass-through request goes to: the one serving the model its
