@@ -94,17 +94,23 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
-        let (tls, app, stop, builder) = (tls.clone(), app.clone(), stop.clone(), builder.clone());
-        let budget = budget.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            // Without TCP_NODELAY, Nagle's algorithm meets delayed ACKs and stalls streams ~40 ms.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        // Without TCP_NODELAY, Nagle's algorithm meets delayed ACKs and stalls streams ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let (app, stop, builder, budget) = (app.clone(), stop.clone(), builder.clone(), budget.clone());
+        // Two tasks, not one with a `match`: a plain connection's task would otherwise keep
+        // room for the TLS session and a connection over it, which it never uses.
+        match tls.clone() {
+            None => {
+                connections.spawn(async move {
+                    let _slot = slot;
+                    connection(&builder, TokioIo::new(tcp), client, app, budget, stop).await;
+                });
             }
-            match tls {
-                None => connection(&builder, TokioIo::new(tcp), client, app, budget, stop).await,
-                Some(acceptor) => {
+            Some(acceptor) => {
+                connections.spawn(async move {
+                    let _slot = slot;
                     // A connection still handshaking at shutdown has no request to finish.
                     let handshake = tokio::select! {
                         tls = crate::tls::handshake(&acceptor, tcp, client) => tls,
@@ -113,9 +119,9 @@ pub async fn serve(
                     if let Some(tls) = handshake {
                         connection(&builder, TokioIo::new(tls), client, app, budget, stop).await;
                     }
-                }
+                });
             }
-        });
+        }
     }
     drop(listener);
     connections.close();
