@@ -52,18 +52,6 @@ pub struct Telemetry {
     pub cache: cache::ResponseCache,
 }
 
-impl Telemetry {
-    /// `work`, unless the shutdown grace period ends first: then `cut()`'s answer. A
-    /// request still waiting for its backend (a slot, the answer's head, its first
-    /// chunk) must not hold the shutdown past the grace period.
-    pub async fn unless_cut_off<F: Future>(&self, work: F, cut: impl FnOnce() -> F::Output) -> F::Output {
-        tokio::select! {
-            done = work => done,
-            () = self.cut_off.cancelled() => cut(),
-        }
-    }
-}
-
 /// What every handler shares; replaced whole when the config is reloaded.
 pub struct AppState {
     pub config: Config,
@@ -250,7 +238,8 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
                 if upstream.first_look_due() {
                     let state = state.clone();
                     let look = async move { state.backends[index].detect_limit_once().await };
-                    tokio::spawn(until_stopped(look, stop.clone()));
+                    // Ended at shutdown: it holds the state, and with it a handle on the log writer.
+                    tokio::spawn(stop.clone().run_until_cancelled_owned(look));
                 }
                 let Some(interval) = upstream.config.health_interval else {
                     continue;
@@ -278,20 +267,10 @@ fn spawn_health_checks(live: Arc<reload::Live>, stop: CancellationToken) -> Join
                         upstream.detect_limit().await;
                     }
                 };
-                tokio::spawn(until_stopped(check, stop.clone()));
+                tokio::spawn(stop.clone().run_until_cancelled_owned(check));
             }
         }
     })
-}
-
-/// `work` until the server stops. A check holds the state, and with it a handle on the
-/// log writer, which shutdown waits for: a backend that never answers must not hold the
-/// shutdown for the check's timeout.
-async fn until_stopped(work: impl Future<Output = ()>, stop: CancellationToken) {
-    tokio::select! {
-        () = work => {}
-        () = stop.cancelled() => {}
-    }
 }
 
 async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), StartError> {
