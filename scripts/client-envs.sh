@@ -3,6 +3,7 @@
 #   OLLAMA_051_PYTHON=<venv>/bin/python   ollama==0.5.1 (Home Assistant's pin)
 #   LANGCHAIN_PYTHON=<venv>/bin/python    ollama==0.6.3 + langchain-ollama
 #   OPENAI_PYTHON=<venv>/bin/python       openai (the official client, for the /v1 routes)
+#   ANTHROPIC_PYTHON=<venv>/bin/python    anthropic (the official SDK, for /v1/messages)
 #   NODE=<node binary>
 #   JS_DIR=tests/clients/js               with node_modules from its package-lock.json
 #   DASHBOARD_DIR=tests/dashboard         the same for the dashboard test (playwright-core, uplot, ollama)
@@ -47,6 +48,7 @@ venv() {
 py051="$(venv ollama-0.5.1 "$CLIENTS/requirements-ollama-0.5.1.txt")"
 pylc="$(venv langchain "$CLIENTS/requirements-langchain.txt")"
 pyoa="$(venv openai "$CLIENTS/requirements-openai.txt")"
+pyan="$(venv anthropic "$CLIENTS/requirements-anthropic.txt")"
 
 # npm packages, pinned by the committed lock files.
 command -v node >/dev/null || { log "node is missing (Node.js 20 or newer is needed)"; exit 1; }
@@ -75,6 +77,7 @@ npm_ci "$DASHBOARD"
 echo "OLLAMA_051_PYTHON=$py051"
 echo "LANGCHAIN_PYTHON=$pylc"
 echo "OPENAI_PYTHON=$pyoa"
+echo "ANTHROPIC_PYTHON=$pyan"
 echo "NODE=$(command -v node)"
 echo "JS_DIR=$JS"
 echo "DASHBOARD_DIR=$DASHBOARD"

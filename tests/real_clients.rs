@@ -28,6 +28,8 @@ struct ClientEnvs {
     langchain: PathBuf,
     /// A venv with the official `openai` client.
     openai: PathBuf,
+    /// A venv with the official `anthropic` SDK.
+    anthropic: PathBuf,
     node: PathBuf,
     /// `tests/clients/js`, with its `node_modules`.
     js_dir: PathBuf,
@@ -65,6 +67,7 @@ async fn client_envs() -> &'static ClientEnvs {
             ollama_051: path("OLLAMA_051_PYTHON"),
             langchain: path("LANGCHAIN_PYTHON"),
             openai: path("OPENAI_PYTHON"),
+            anthropic: path("ANTHROPIC_PYTHON"),
             node: path("NODE"),
             js_dir: path("JS_DIR"),
         }
@@ -693,6 +696,64 @@ async fn openai_python() {
     assert_eq!(tool_calls_of(&answered[4]), weather_call());
     assert_eq!(answered[5]["response"], script("tiny-chat")["after_tool"]);
     assert_eq!(answered[7]["response"], r#"{"embeddings":1,"dimensions":64}"#);
+    assert_eq!(
+        (&unknown["status_code"], &unknown["error"]),
+        (&json!(404), &json!("model 'no-such-model' not found"))
+    );
+}
+
+/// The official `anthropic` SDK on `/v1/messages` (llama-server serves it, so it passes
+/// through): `messages.create` and `messages.stream`, text and a `tool_use` block, an
+/// unknown model. Each request leaves one row with the text or the call.
+#[tokio::test]
+async fn anthropic_python() {
+    let envs = client_envs().await;
+    let (_llama, mut bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
+    let program = client_script("anthropic_conformance.py");
+    run_client(&envs.anthropic, &[&program, &bridge.url, "tiny", &script_json()], 9).await;
+    dialect_rows(&bridge.rows().await, "/v1/messages");
+}
+
+/// The official `openai` client's `responses.create`, whole and streamed, text and a
+/// function call, an unknown model; one row each.
+#[tokio::test]
+async fn openai_python_responses() {
+    let envs = client_envs().await;
+    let (_llama, mut bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
+    let program = client_script("openai_responses.py");
+    run_client(&envs.openai, &[&program, &bridge.url, "tiny", &script_json()], 8).await;
+    dialect_rows(&bridge.rows().await, "/v1/responses");
+}
+
+/// The rows of a dialect client's run: text whole and streamed, the call whole and
+/// streamed, then the unknown model; llama-server's own counts.
+fn dialect_rows(rows: &[Value], endpoint: &str) {
+    let text = script("tiny-chat")["text"].clone();
+    let (unknown, answered) = rows.split_last().expect("rows");
+    let fields = [
+        "endpoint",
+        "model",
+        "stream",
+        "status_code",
+        "error",
+        "tokens_estimated",
+    ];
+    let seen: Vec<Vec<&Value>> = answered
+        .iter()
+        .map(|r| fields.iter().map(|f| &r[*f]).collect())
+        .collect();
+    let want = |stream: i64| json!([endpoint, "tiny", stream, 200, null, 0]);
+    assert_eq!(json!(seen), json!([want(0), want(1), want(0), want(1)]), "{rows:#?}");
+    assert_eq!((&answered[0]["response"], &answered[1]["response"]), (&text, &text));
+    assert_eq!(tool_calls_of(&answered[2]), weather_call());
+    assert_eq!(tool_calls_of(&answered[3]), weather_call());
+    for row in answered {
+        assert!(
+            row["prompt_tokens"].as_u64().is_some_and(|n| n > 0)
+                && row["completion_tokens"].as_u64().is_some_and(|n| n > 0),
+            "{row}"
+        );
+    }
     assert_eq!(
         (&unknown["status_code"], &unknown["error"]),
         (&json!(404), &json!("model 'no-such-model' not found"))

@@ -7,11 +7,16 @@
 //!   into one log row.
 //! - `ollama`: the Ollama API (routes under `/api`): handlers, wire types, NDJSON.
 //! - `openai`: OpenAI's API on the same port (`/v1`).
+//! - `anthropic`: Anthropic's Messages API on the same port (`/v1/messages`).
+//! - `passthrough`: what both share to relay a request to a backend that speaks the
+//!   client's dialect itself.
 
+pub mod anthropic;
 pub mod edge;
 pub(crate) mod exchange;
 pub mod ollama;
 pub mod openai;
+mod passthrough;
 
 use std::sync::Arc;
 
@@ -58,7 +63,9 @@ fn routes(live: Arc<Live>) -> Router {
         .route("/api/{*rest}", any(ollama::models_routes::other_api_handler))
         // Images make bodies big; the default allows far more than axum's 2 MB.
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        // OpenAI's API, after the layers above: it answers errors in its own shape.
+        // OpenAI's and Anthropic's APIs, after the layers above: they answer errors in
+        // their own shapes.
         .merge(openai::routes(max_body_bytes))
+        .merge(anthropic::routes(max_body_bytes))
         .with_state(live)
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{Health, HealthRegistry, Pass};
 use super::{AnyBackend, BackendError};
-use crate::config::{BackendConfig, MaxConcurrent, Target};
+use crate::config::{BackendConfig, MaxConcurrent, NativeRoute, Serves, Target};
 
 /// One backend: its client, its concurrency slots and its health.
 pub struct Upstream {
@@ -24,6 +24,8 @@ pub struct Upstream {
     /// Whether the health checks started that first look.
     first_look_started: AtomicBool,
     pub health: Arc<Health>,
+    /// [`NativeRoute`]s found unserved (`serves: "auto"`), by `NativeRoute as usize`.
+    unserved: [AtomicBool; 2],
 }
 
 /// The concurrency limit in force. The semaphore is replaced when the limit shrinks:
@@ -84,8 +86,32 @@ impl Upstream {
             first_detection: tokio::sync::OnceCell::new(),
             first_look_started: AtomicBool::new(false),
             health: health.get(&config.name),
+            unserved: Default::default(),
             config,
         })
+    }
+
+    /// Whether the backend is to be asked `route` itself: as configured, or, for
+    /// `"auto"`, until it answered that it does not know the route.
+    pub fn serves(&self, route: NativeRoute) -> bool {
+        match self.config.serves.get(route) {
+            Serves::Yes => true,
+            Serves::No => false,
+            Serves::Auto => !self.unserved[route as usize].load(Ordering::Relaxed),
+        }
+    }
+
+    /// The backend answered `route` with "no such route": it is not asked again (until
+    /// a reload builds the backends anew).
+    pub fn learned_unserved(&self, route: NativeRoute) {
+        if self.config.serves.get(route) == Serves::Auto && !self.unserved[route as usize].swap(true, Ordering::Relaxed)
+        {
+            tracing::info!(
+                backend = self.name(),
+                route = route.key(),
+                "backend does not serve the route; not asked again"
+            );
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -60,12 +60,59 @@ pub struct BackendConfig {
     /// Ask for `usage` in streamed answers (`stream_options.include_usage`); off for
     /// backends that refuse the key.
     pub stream_options: bool,
+    /// Whether the backend answers Anthropic's `/v1/messages` and OpenAI's
+    /// `/v1/responses` itself (`serves`).
+    pub serves: ServedRoutes,
     /// Which of the backend's own models clients may ask for by name (`None`: only
     /// mapped names reach this backend).
     pub discover: Option<Discovery>,
     /// How often the backend is checked (`None`: never; then only failures count).
     pub health_interval: Option<Duration>,
     pub breaker: Breaker,
+}
+
+/// A client route in another dialect, which a backend may or may not answer itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeRoute {
+    /// Anthropic's `/v1/messages`.
+    Messages,
+    /// OpenAI's `/v1/responses`.
+    Responses,
+}
+
+impl NativeRoute {
+    pub fn key(self) -> &'static str {
+        match self {
+            NativeRoute::Messages => "messages",
+            NativeRoute::Responses => "responses",
+        }
+    }
+}
+
+/// Whether a backend answers a [`NativeRoute`] itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Serves {
+    /// Asked; a 404 for the route (not for a model) is remembered as "no".
+    #[default]
+    Auto,
+    Yes,
+    No,
+}
+
+/// `serves`: per [`NativeRoute`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServedRoutes {
+    pub messages: Serves,
+    pub responses: Serves,
+}
+
+impl ServedRoutes {
+    pub fn get(&self, route: NativeRoute) -> Serves {
+        match route {
+            NativeRoute::Messages => self.messages,
+            NativeRoute::Responses => self.responses,
+        }
+    }
 }
 
 /// How many requests go to the backend at once (`max_concurrent`).
@@ -145,6 +192,7 @@ impl fmt::Debug for BackendConfig {
             .field("headers", &self.headers)
             .field("max_tokens_field", &self.max_tokens_field)
             .field("stream_options", &self.stream_options)
+            .field("serves", &self.serves)
             .field("discover", &self.discover)
             .field("health_interval", &self.health_interval)
             .field("breaker", &self.breaker)
@@ -178,6 +226,8 @@ pub(super) struct RawBackend {
     pub(super) max_tokens_field: Option<String>,
     #[serde(default = "default_stream_options")]
     pub(super) stream_options: bool,
+    #[serde(default)]
+    pub(super) serves: RawServes,
     /// `true`, `false`, or `{"prefix", "include", "exclude"}`.
     #[serde(default)]
     pub(super) discover: Option<serde_json::Value>,
@@ -200,6 +250,27 @@ impl Default for RawBreaker {
             failures: 3,
             cooldown: 30.0,
         }
+    }
+}
+
+/// `serves`: each route `"auto"`, `true` or `false`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServes {
+    pub(super) messages: Option<serde_json::Value>,
+    pub(super) responses: Option<serde_json::Value>,
+}
+
+fn serves(key: &str, route: NativeRoute, value: Option<serde_json::Value>) -> Result<Serves, String> {
+    match value {
+        None => Ok(Serves::Auto),
+        Some(serde_json::Value::Bool(true)) => Ok(Serves::Yes),
+        Some(serde_json::Value::Bool(false)) => Ok(Serves::No),
+        Some(serde_json::Value::String(s)) if s == "auto" => Ok(Serves::Auto),
+        Some(other) => Err(format!(
+            "{key}.serves.{}: expected \"auto\", true or false, got {other}",
+            route.key()
+        )),
     }
 }
 
@@ -334,6 +405,10 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
         headers: raw.headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
         max_tokens_field,
         stream_options: raw.stream_options,
+        serves: ServedRoutes {
+            messages: serves(key, NativeRoute::Messages, raw.serves.messages)?,
+            responses: serves(key, NativeRoute::Responses, raw.serves.responses)?,
+        },
         discover,
         health_interval: Some(seconds(&format!("{key}.health_interval"), raw.health_interval, true)?)
             .filter(|d| !d.is_zero()),

@@ -424,7 +424,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             backend_with(r#""apikey": "x""#),
             "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
-             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `discover`, `health_interval`, `breaker` at line 1 column 76",
+             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `serves`, `discover`, `health_interval`, `breaker` at line 1 column 76",
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
@@ -658,7 +658,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             backend_with(r#""apikey": "x""#),
-            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `discover`, `health_interval`, `breaker` for key `backend`",
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `serves`, `discover`, `health_interval`, `breaker` for key `backend`",
         ),
     ];
     for (text, problem) in cases {
@@ -1021,4 +1021,25 @@ fn connection_limits() {
             file.path.display()
         )
     );
+}
+
+#[test]
+fn serves_is_auto_unless_set_and_names_a_bad_value() {
+    let config = Config::from_json(&backend_with(r#""timeout": 300"#)).unwrap();
+    assert_eq!(config.backend().serves, ServedRoutes::default());
+    assert_eq!(config.backend().serves.get(NativeRoute::Messages), Serves::Auto);
+    let set = Config::from_json(&backend_with(r#""serves": {"messages": false, "responses": true}"#)).unwrap();
+    assert_eq!(
+        (set.backend().serves.messages, set.backend().serves.responses),
+        (Serves::No, Serves::Yes)
+    );
+    let auto = Config::from_json(&backend_with(r#""serves": {"responses": "auto"}"#)).unwrap();
+    assert_eq!(auto.backend().serves.get(NativeRoute::Responses), Serves::Auto);
+    let message = inline_error(&backend_with(r#""serves": {"messages": "yes"}"#));
+    assert!(
+        message.contains(r#"backend.serves.messages: expected "auto", true or false, got "yes""#),
+        "{message}"
+    );
+    let message = inline_error(&backend_with(r#""serves": {"chat": true}"#));
+    assert!(message.contains("unknown field `chat`"), "{message}");
 }

@@ -1,5 +1,5 @@
 //! Client API keys on the Ollama port. With keys configured, every route but
-//! `/health` needs `Authorization: Bearer <key>`, unless the client's address is in
+//! `/health` needs `Authorization: Bearer <key>` (or Anthropic's `x-api-key: <key>`), unless the client's address is in
 //! `auth.allow_unauthenticated_from`. Keys are compared as SHA-256 digests in
 //! constant time; the matching key's id goes into the request's log row.
 
@@ -19,7 +19,7 @@ pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
     if auth.keys.is_empty() || request.uri().path() == "/health" {
         return None;
     }
-    let presented = bearer_token(request.headers());
+    let presented = bearer_token(request.headers()).or_else(|| api_key_header(request.headers()));
     let key_sent = presented.is_some();
     let key_id = presented
         .and_then(|token| matching_key(&auth.keys, token))
@@ -42,7 +42,10 @@ pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
                 "rejected: no valid API key"
             );
             let reason = if key_sent { "invalid API key" } else { "missing API key" };
-            // OpenAI clients read `error.message`: the same words in their shape.
+            // OpenAI and Anthropic clients read `error.message`: the same words in their shapes.
+            if crate::api::anthropic::serves(&path) {
+                return Some(crate::api::anthropic::unauthorized(&unauthorized_message(reason)));
+            }
             if crate::api::openai::serves(&path) {
                 return Some(crate::api::openai::unauthorized(&unauthorized_message(reason)));
             }
@@ -67,6 +70,11 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
+}
+
+/// Anthropic's SDKs and Claude Code send the key as `x-api-key: <key>`.
+fn api_key_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 pub fn unauthorized(reason: &str) -> Response {

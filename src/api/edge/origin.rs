@@ -23,6 +23,9 @@ pub fn refusal(live: &Live, request: &Request) -> Option<Response> {
     let path = request.uri().path();
     tracing::warn!(%origin, path, "rejected: origin not allowed");
     let message = format!("origin '{origin}' is not allowed (add it to server.allowed_origins)");
+    if crate::api::anthropic::serves(path) {
+        return Some(crate::api::anthropic::AnthropicError::new(StatusCode::FORBIDDEN, message).into_response());
+    }
     if crate::api::openai::serves(path) {
         return Some(crate::api::openai::OpenAiError::new(StatusCode::FORBIDDEN, message).into_response());
     }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::api::ollama::error::ApiError;
+use crate::api::passthrough::DialectError;
 use crate::backend::BackendError;
 use crate::models::ResolveError;
 
@@ -83,6 +84,32 @@ fn type_for(status: StatusCode) -> &'static str {
     }
 }
 
+impl DialectError for OpenAiError {
+    fn new(status: StatusCode, message: String) -> OpenAiError {
+        OpenAiError::new(status, message)
+    }
+
+    fn from_backend(error: &BackendError, detail: Option<&Value>) -> OpenAiError {
+        OpenAiError::from_backend(error, detail)
+    }
+
+    fn from_resolve(error: ResolveError) -> OpenAiError {
+        OpenAiError::from(error)
+    }
+
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn event(&self) -> Bytes {
+        self.event()
+    }
+}
+
 impl From<ApiError> for OpenAiError {
     fn from(error: ApiError) -> OpenAiError {
         match error {
@@ -110,13 +137,7 @@ impl From<ResolveError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        crate::api::passthrough::error_response(self.status, &self.body(), self.retry_after)
     }
 }
 

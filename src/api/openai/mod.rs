@@ -1,14 +1,15 @@
 //! OpenAI's API on the Ollama port (`/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings`, `/v1/models`), for clients that speak it there (newer Copilot, Open
-//! WebUI). Requests pass through to the backend's own `/v1` routes (a real Ollama serves
-//! them too) with the model mapped; answers come back as the backend sent them, and each
-//! request is logged like an Ollama one. Errors are OpenAI-shaped.
+//! `/v1/embeddings`, `/v1/responses`, `/v1/models`), for clients that speak it there
+//! (newer Copilot, Open WebUI, Codex). Requests pass through to the backend's own `/v1`
+//! routes (a real Ollama serves them too) with the model mapped; answers come back as the
+//! backend sent them, and each request is logged like an Ollama one. Errors are
+//! OpenAI-shaped.
 
 mod error;
 mod handlers;
 mod models;
-mod relay;
-mod request;
+mod responses;
+mod route;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub fn routes(max_body_bytes: usize) -> Router<Arc<Live>> {
         .route("/v1/chat/completions", post(handlers::chat_handler))
         .route("/v1/completions", post(handlers::completions_handler))
         .route("/v1/embeddings", post(handlers::embeddings_handler))
+        .route("/v1/responses", post(handlers::responses_handler))
         .route("/v1/models", get(models::list_handler))
         .route("/v1/models/{*model}", get(models::retrieve_handler))
         .route("/v1/{*rest}", any(unknown_route))

@@ -334,33 +334,43 @@ impl ThinkTags {
 }
 
 fn complete_call(index: usize, call: PartialCall) -> Result<ToolCall, BackendError> {
-    let text = call.arguments.trim();
+    let arguments = tool_arguments(&call.name, &call.arguments)?;
+    Ok(tool_call(index, &call.id, call.name, arguments))
+}
+
+/// A tool call's arguments sent as JSON text (OpenAI's `arguments`, Anthropic's streamed
+/// `tool_use` input): a JSON object, `{}` when empty.
+pub fn tool_arguments(name: &str, text: &str) -> Result<Value, BackendError> {
+    let text = text.trim();
     let arguments: Value = if text.is_empty() {
         Value::Object(Map::new())
     } else {
         serde_json::from_str(text).map_err(|e| {
             BackendError::Protocol(format!(
-                "tool call '{}' has arguments that are not valid JSON ({e}): {}",
-                call.name,
+                "tool call '{name}' has arguments that are not valid JSON ({e}): {}",
                 preview(text)
             ))
         })?
     };
     if !arguments.is_object() {
         return Err(BackendError::Protocol(format!(
-            "tool call '{}' has arguments that are not a JSON object: {}",
-            call.name,
+            "tool call '{name}' has arguments that are not a JSON object: {}",
             preview(text)
         )));
     }
-    Ok(ToolCall {
-        id: Some(tool_call_id(&call.id)),
+    Ok(arguments)
+}
+
+/// The `index`-th tool call of an answer, with an Ollama-style id made from the backend's.
+pub fn tool_call(index: usize, backend_id: &str, name: String, arguments: Value) -> ToolCall {
+    ToolCall {
+        id: Some(tool_call_id(backend_id)),
         function: ToolCallFunction {
             index: Some(index as u32),
-            name: call.name,
+            name,
             arguments,
         },
-    })
+    }
 }
 
 /// Ollama's ids look like `call_` + 8 lowercase alphanumerics. Derived from a hash of

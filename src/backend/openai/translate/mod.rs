@@ -6,7 +6,7 @@ mod answer;
 mod request;
 
 pub use crate::config::ThinkingStyle;
-pub use answer::{Translator, openai_embeddings_to_vectors, props_to_capabilities};
+pub use answer::{Translator, openai_embeddings_to_vectors, props_to_capabilities, tool_arguments, tool_call};
 pub use request::{embeddings_request, ollama_chat_to_openai, ollama_generate_to_openai, thinking_disabled};
 
 /// Which upstream route a call uses.

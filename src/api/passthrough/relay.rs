@@ -2,10 +2,10 @@
 //!
 //! Streams: the backend's SSE bytes go out event by event as they arrive, unchanged. The
 //! events' `model` stays the backend's name: renaming it would mean re-serialising every
-//! event of every stream, and OpenAI clients do not act on it. The one event left out is
-//! the usage chunk ollabridge asked for when the client did not. Meanwhile each event's
-//! data goes through the OpenAI backend's own translator, so the row gets text, thinking,
-//! tool calls, tokens and timings exactly as for an Ollama request.
+//! event of every stream, and clients do not act on it. The one event left out is the
+//! usage chunk ollabridge asked for when the client did not. Meanwhile each event goes
+//! through the route's [`SideReader`], so the row gets text, thinking, tool calls, tokens
+//! and timings exactly as for an Ollama request.
 //!
 //! Whole answers: the backend's body with `model` renamed to the client's name.
 
@@ -18,23 +18,20 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::error::OpenAiError;
-use super::request::{Route, rename_model};
+use super::request::rename_model;
+use super::{DialectError, Logged, Route, SideReader};
 use crate::api::exchange::Recorder;
 use crate::backend::openai::sse::{SseEvent, SseSplitter};
-use crate::backend::openai::translate::Translator;
 use crate::backend::{BackendError, Capture};
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 /// What the relay needs to know about the exchange.
-pub struct Exchange {
-    pub route: Route,
+pub struct Exchange<R> {
+    pub route: R,
     pub client_model: String,
     /// The backend named in errors (its endpoint).
     pub label: String,
@@ -48,10 +45,10 @@ pub struct Exchange {
     pub capture: Option<Capture>,
 }
 
-/// Ends a request with an OpenAI-shaped error, logged with the same status and message.
-pub fn refuse(recorder: Recorder, error: OpenAiError) -> Response {
-    recorder.fail(error.status.as_u16(), &error.message);
-    axum::response::IntoResponse::into_response(error)
+/// Ends a request with an error in its dialect's shape, logged with the same status and message.
+pub fn refuse(recorder: Recorder, error: impl DialectError) -> Response {
+    recorder.fail(error.status().as_u16(), error.message());
+    error.into_response()
 }
 
 /// The `error` object of an answer or event, for the backend's own `type` and `code`.
@@ -60,12 +57,12 @@ pub fn error_detail(body: &[u8]) -> Option<Value> {
     value.get("error").filter(|e| e.is_object()).cloned()
 }
 
-fn from_reqwest(exchange: &Exchange, e: &reqwest::Error) -> OpenAiError {
-    OpenAiError::from_backend(&BackendError::from_reqwest(&exchange.label, e), None)
+fn from_reqwest<R: Route>(exchange: &Exchange<R>, e: &reqwest::Error) -> R::Error {
+    R::Error::from_backend(&BackendError::from_reqwest(&exchange.label, e), None)
 }
 
 /// A whole answer: read it, log it, and send it on with the client's model name.
-pub async fn whole(exchange: Exchange, response: reqwest::Response, mut recorder: Recorder) -> Response {
+pub async fn whole<R: Route>(exchange: Exchange<R>, response: reqwest::Response, mut recorder: Recorder) -> Response {
     let cut_off = recorder.cut_off();
     let body = tokio::select! {
         body = response.bytes() => match body {
@@ -73,7 +70,7 @@ pub async fn whole(exchange: Exchange, response: reqwest::Response, mut recorder
             Err(e) => return refuse(recorder, from_reqwest(&exchange, &e)),
         },
         () = cut_off.cancelled() => {
-            return refuse(recorder, OpenAiError::from_backend(&BackendError::ShuttingDown, None));
+            return refuse(recorder, R::Error::from_backend(&BackendError::ShuttingDown, None));
         }
     };
     if let Some(capture) = &exchange.capture {
@@ -85,21 +82,13 @@ pub async fn whole(exchange: Exchange, response: reqwest::Response, mut recorder
     let Ok(mut answer) = serde_json::from_slice::<Map<String, Value>>(&body) else {
         let text = String::from_utf8_lossy(&body);
         let error = BackendError::Protocol(format!("not a JSON object: {}", preview(&text)));
-        return refuse(recorder, OpenAiError::from_backend(&error, None));
+        return refuse(recorder, R::Error::from_backend(&error, None));
     };
     let detail = answer.get("error").filter(|e| !e.is_null()).cloned();
-    let logged = match exchange.route {
-        Route::Chat | Route::Completions => Translator::new(false, exchange.strip_think)
-            .on_body(&body)
-            .map(|chunks| (chunks, None)),
-        Route::Embeddings => match &detail {
-            Some(detail) => Err(error_in_answer(detail)),
-            None => Ok((Vec::new(), Some(embeddings_summary(&answer)))),
-        },
-    };
+    let logged = exchange.route.reader(exchange.strip_think).on_body(&body);
     // A 200 that carries an error object (llama.cpp sends some failures so) is that error.
     if let Err(error @ BackendError::Status { .. }) = &logged {
-        return refuse(recorder, OpenAiError::from_backend(error, detail.as_ref()));
+        return refuse(recorder, R::Error::from_backend(error, detail.as_ref()));
     }
     let body = match rename_model(&mut answer, &exchange.client_model) {
         // Serialising a map read from JSON cannot fail.
@@ -108,55 +97,16 @@ pub async fn whole(exchange: Exchange, response: reqwest::Response, mut recorder
     };
     recorder.sent_bytes(body.len());
     match logged {
-        Ok((chunks, None)) => {
+        Ok(Logged::Chunks(chunks)) => {
             chunks.iter().for_each(|c| recorder.observe(c));
             recorder.finish();
         }
-        Ok((_, Some((summary, prompt_tokens)))) => recorder.finish_with(summary, prompt_tokens),
+        Ok(Logged::Summary(summary, prompt_tokens)) => recorder.finish_with(summary, prompt_tokens),
         // Only the log could not read it (say, tool call arguments that are not JSON);
         // the client gets the backend's answer as it was.
         Err(e) => recorder.fail_stream(&e),
     }
     with_type(Response::new(Body::from(body)), "application/json")
-}
-
-/// An error object in a 200 answer, with its `code` as the status when it is one.
-fn error_in_answer(detail: &Value) -> BackendError {
-    let message = detail
-        .get("message")
-        .and_then(Value::as_str)
-        .or(detail.as_str())
-        .map_or_else(|| detail.to_string(), str::to_owned);
-    let status = detail
-        .get("code")
-        .and_then(Value::as_u64)
-        .filter(|c| (400..600).contains(c));
-    BackendError::Status {
-        status: status.map_or(502, |s| s as u16),
-        message,
-    }
-}
-
-/// `/v1/embeddings` for the log: a short description (as for `/api/embed`) and the
-/// prompt tokens. Vectors come as float arrays or, with `encoding_format: "base64"`
-/// (the openai SDK's default), as base64 of little-endian f32s.
-fn embeddings_summary(answer: &Map<String, Value>) -> (String, Option<u64>) {
-    let data = answer
-        .get("data")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let dimensions = data.first().map_or(0, |entry| match &entry["embedding"] {
-        Value::Array(v) => v.len(),
-        Value::String(b64) => base64_len(b64) / 4,
-        _ => 0,
-    });
-    let summary = serde_json::json!({ "embeddings": data.len(), "dimensions": dimensions }).to_string();
-    let tokens = answer
-        .get("usage")
-        .and_then(|u| u.get("prompt_tokens"))
-        .and_then(Value::as_u64);
-    (summary, tokens)
 }
 
 fn preview(text: &str) -> String {
@@ -167,16 +117,9 @@ fn preview(text: &str) -> String {
     }
 }
 
-/// Decoded length of a base64 text.
-fn base64_len(text: &str) -> usize {
-    let text = text.trim_end();
-    let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
-    (text.len() * 3 / 4).saturating_sub(padding)
-}
-
 /// A streamed answer: waits for the first event before answering, so a failure before
 /// any output is a real HTTP error (as on the Ollama routes), then forwards the rest.
-pub async fn stream(exchange: Exchange, response: reqwest::Response, recorder: Recorder) -> Response {
+pub async fn stream<R: Route>(exchange: Exchange<R>, response: reqwest::Response, recorder: Recorder) -> Response {
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -187,7 +130,7 @@ pub async fn stream(exchange: Exchange, response: reqwest::Response, recorder: R
         upstream: Box::pin(upstream),
         cut_off: recorder.cut_off(),
         splitter: SseSplitter::default(),
-        translator: Translator::new(false, exchange.strip_think),
+        reader: exchange.route.reader(exchange.strip_think),
         recorder: Some(recorder),
         exchange,
         ready: VecDeque::new(),
@@ -211,28 +154,28 @@ pub async fn stream(exchange: Exchange, response: reqwest::Response, recorder: R
     response
 }
 
-struct Relay {
+struct Relay<R: Route> {
     upstream: Upstream,
     cut_off: CancellationToken,
     splitter: SseSplitter,
-    translator: Translator,
+    reader: R::Reader,
     /// Until the row is handed over: at `[DONE]`, on failure, or dropped with the
     /// response when the client hangs up (a 499 row; the backend stream closes with it).
     recorder: Option<Recorder>,
-    exchange: Exchange,
+    exchange: Exchange<R>,
     /// Events ready for the client.
     ready: VecDeque<Bytes>,
     /// Something was made ready for the client; failures are events from now on.
     forwarded: bool,
-    /// `[DONE]` went by: the rest is forwarded as it is, unread.
+    /// The answer's last event went by: the rest is forwarded as it is, unread.
     done: bool,
     /// Nothing more is read from the backend.
     ended: bool,
     /// A failure before any output: answered as an HTTP error.
-    early: Option<(Recorder, OpenAiError)>,
+    early: Option<(Recorder, R::Error)>,
 }
 
-impl Relay {
+impl<R: Route> Relay<R> {
     /// The next bytes for the client: every event ready so far, in one piece.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -282,9 +225,9 @@ impl Relay {
             };
             return self.fail(error, None);
         }
-        let done = data.trim_start().starts_with("[DONE]");
-        let left_out = self.exchange.strip_usage && is_usage_only(data);
-        match self.translator.on_event(data) {
+        let done = self.reader.ends(&event.name, data);
+        let left_out = self.exchange.strip_usage && self.reader.is_added_usage(data);
+        match self.reader.on_event(&event.name, data) {
             Ok(Some(chunk)) => {
                 if let Some(recorder) = &mut self.recorder {
                     recorder.observe(&chunk);
@@ -301,7 +244,7 @@ impl Relay {
             // right after the end did get the whole answer. The backend's stream is
             // still read to its end, so its connection can serve the next request.
             self.done = true;
-            let result = self.translator.finish();
+            let result = self.reader.finish();
             self.log_end(result);
         }
     }
@@ -315,7 +258,7 @@ impl Relay {
         if self.done {
             return;
         }
-        match self.translator.finish() {
+        match self.reader.finish() {
             Err(BackendError::Truncated) => self.fail(BackendError::Truncated, None),
             result => self.log_end(result),
         }
@@ -353,7 +296,7 @@ impl Relay {
         let Some(mut recorder) = self.recorder.take() else {
             return;
         };
-        let event = OpenAiError::from_backend(&error, detail.as_ref());
+        let event = R::Error::from_backend(&error, detail.as_ref());
         if !self.forwarded {
             self.early = Some((recorder, event));
             return;
@@ -365,49 +308,9 @@ impl Relay {
     }
 }
 
-/// The chunk `stream_options.include_usage` adds at the end: `usage` and no choices.
-fn is_usage_only(data: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(default)]
-        choices: Option<Vec<IgnoredAny>>,
-        #[serde(default)]
-        usage: Option<IgnoredAny>,
-    }
-    // Cheap test first: every other chunk of the stream goes through here too.
-    data.contains("\"usage\"")
-        && serde_json::from_str::<Probe>(data)
-            .is_ok_and(|p| p.choices.is_some_and(|c| c.is_empty()) && p.usage.is_some())
-}
-
 fn with_type(mut response: Response, content_type: &'static str) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_lengths() {
-        assert_eq!(base64_len("AAAAAA=="), 4);
-        assert_eq!(base64_len("AAAAAAAA"), 6);
-        assert_eq!(base64_len("AAAAAAAAAAA="), 8);
-    }
-
-    #[test]
-    fn usage_only_chunks_are_told_apart() {
-        assert!(is_usage_only(
-            r#"{"choices":[],"usage":{"prompt_tokens":1},"timings":{}}"#
-        ));
-        assert!(!is_usage_only(
-            r#"{"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}"#
-        ));
-        assert!(!is_usage_only(r#"{"choices":[],"usage":null}"#));
-        assert!(!is_usage_only(r#"{"choices":[{"delta":{"content":"usage"}}]}"#));
-        assert!(!is_usage_only("[DONE]"));
-    }
 }

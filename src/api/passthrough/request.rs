@@ -1,50 +1,9 @@
-//! What ollabridge reads of an OpenAI request, and the body it sends on: the same JSON
-//! with only `model` renamed (and usage asked for), so keys it does not know survive.
+//! What ollabridge reads of a request it passes through, and the body it sends on: the
+//! same JSON with only `model` renamed (and usage asked for), so keys it does not know
+//! survive. The fields read (`model`, `stream`) are named alike in every dialect.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-
-use super::error::OpenAiError;
-
-/// The three routes that are answered by the backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Chat,
-    Completions,
-    Embeddings,
-}
-
-impl Route {
-    /// The path clients call, which is also the log row's `endpoint`.
-    pub fn endpoint(self) -> &'static str {
-        match self {
-            Route::Chat => "/v1/chat/completions",
-            Route::Completions => "/v1/completions",
-            Route::Embeddings => "/v1/embeddings",
-        }
-    }
-
-    /// The backend's route, relative to its base URL.
-    pub fn upstream(self) -> &'static str {
-        &self.endpoint()[1..]
-    }
-
-    /// What the log row keeps as `prompt`: the messages as JSON, the prompt text, or
-    /// the inputs as a JSON array (as `/api/embed` stores them).
-    pub fn prompt(self, body: &Map<String, Value>) -> Option<String> {
-        let (key, value) = match self {
-            Route::Chat => ("messages", body.get("messages")),
-            Route::Completions => ("prompt", body.get("prompt")),
-            Route::Embeddings => ("input", body.get("input")),
-        };
-        match (key, value?) {
-            (_, Value::Null) => None,
-            ("prompt", Value::String(text)) => Some(text.clone()),
-            ("input", Value::String(text)) => Some(json!([text]).to_string()),
-            (_, other) => Some(other.to_string()),
-        }
-    }
-}
 
 /// A client's request body, read only as far as ollabridge needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,13 +17,17 @@ pub struct ClientRequest {
 }
 
 impl ClientRequest {
-    pub fn read(bytes: &[u8]) -> Result<ClientRequest, OpenAiError> {
-        let value: Value = crate::api::ollama::error::parse_body(bytes)?;
+    /// Reads a body; the error is the message of a 400.
+    pub fn read(bytes: &[u8]) -> Result<ClientRequest, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err("missing request body".into());
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON body: {e}"))?;
         let Value::Object(body) = value else {
-            return Err(OpenAiError::bad_request(format!(
+            return Err(format!(
                 "the request body must be a JSON object, not {}",
                 kind_of(&value)
-            )));
+            ));
         };
         let model = match body.get("model") {
             None | Some(Value::Null) => None,
@@ -109,11 +72,8 @@ impl ClientRequest {
     }
 }
 
-fn invalid(field: &str, expected: &str, got: &Value) -> OpenAiError {
-    OpenAiError::bad_request(format!(
-        "invalid value for '{field}': expected {expected}, got {}",
-        kind_of(got)
-    ))
+fn invalid(field: &str, expected: &str, got: &Value) -> String {
+    format!("invalid value for '{field}': expected {expected}, got {}", kind_of(got))
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -144,7 +104,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<ClientRequest, String> {
-        ClientRequest::read(text.as_bytes()).map_err(|e| e.message)
+        ClientRequest::read(text.as_bytes())
     }
 
     #[test]
@@ -210,30 +170,6 @@ mod tests {
             .unwrap()
             .for_backend("b", true);
         assert_eq!(&body[..], br#"{"prompt":"x","model":"b"}"#);
-    }
-
-    #[test]
-    fn prompts_for_the_log() {
-        let body = |text: &str| ClientRequest::read(text.as_bytes()).unwrap().body;
-        let chat = body(r#"{"messages":[{"role":"user","content":"Hi"}]}"#);
-        assert_eq!(
-            Route::Chat.prompt(&chat).as_deref(),
-            Some(r#"[{"role":"user","content":"Hi"}]"#)
-        );
-        assert_eq!(
-            Route::Completions.prompt(&body(r#"{"prompt":"Once"}"#)).as_deref(),
-            Some("Once")
-        );
-        assert_eq!(
-            Route::Completions.prompt(&body(r#"{"prompt":["a","b"]}"#)).as_deref(),
-            Some(r#"["a","b"]"#)
-        );
-        assert_eq!(
-            Route::Embeddings.prompt(&body(r#"{"input":"x"}"#)).as_deref(),
-            Some(r#"["x"]"#)
-        );
-        assert_eq!(Route::Chat.prompt(&body("{}")), None);
-        assert_eq!(Route::Chat.upstream(), "v1/chat/completions");
     }
 
     #[test]

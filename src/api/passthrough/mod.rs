@@ -1,0 +1,379 @@
+//! Pass-through for the dialects a backend speaks itself (OpenAI's `/v1/chat/completions`,
+//! `/v1/completions`, `/v1/embeddings`, `/v1/responses`; Anthropic's `/v1/messages`): the
+//! client's body goes to the backend's route of the same name with only the model renamed,
+//! and the answer comes back as the backend sent it (`relay`), read on the side for the
+//! log row by the route's [`SideReader`]. Each dialect says what differs through
+//! [`Route`]: its paths, its prompt, its reader and the shape of its errors.
+
+mod relay;
+mod request;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use self::relay::{Exchange, error_detail, refuse};
+use self::request::ClientRequest;
+use crate::AppState;
+use crate::api::edge::context::RequestContext;
+use crate::api::exchange::Recorder;
+use crate::backend::{BackendError, Capture, Chunk, Failover, Routed, TryError, Unrouted, Upstream};
+use crate::config::NativeRoute;
+use crate::models::ResolveError;
+
+/// One route of a dialect, as the pass-through needs to know it.
+pub trait Route: Copy + Send + Sync + 'static {
+    type Error: DialectError;
+    type Reader: SideReader;
+
+    /// The path clients call, which is also the log row's `endpoint`.
+    fn endpoint(self) -> &'static str;
+
+    /// The backend's route, relative to its base URL.
+    fn upstream(self) -> &'static str {
+        &self.endpoint()[1..]
+    }
+
+    /// What the log row keeps as `prompt`.
+    fn prompt(self, body: &Map<String, Value>) -> Option<String>;
+
+    /// Whether a streamed request may be given `stream_options.include_usage`.
+    fn asks_usage(self) -> bool {
+        false
+    }
+
+    /// The reader of the backend's answer, for the row.
+    fn reader(self, strip_think: bool) -> Self::Reader;
+
+    /// The route a backend may not serve (`serves` in its config).
+    fn native(self) -> Option<NativeRoute> {
+        None
+    }
+}
+
+/// A dialect's error object: its answer to a failed request, and its last event of a
+/// stream that breaks after it began.
+pub trait DialectError: IntoResponse + Sized + Send + 'static {
+    fn new(status: StatusCode, message: String) -> Self;
+
+    /// A backend's failure, with the backend's own error object (`detail`) when it sent one.
+    fn from_backend(error: &BackendError, detail: Option<&Value>) -> Self;
+
+    fn from_resolve(error: ResolveError) -> Self {
+        match error {
+            ResolveError::Missing | ResolveError::TooLong(_) => Self::new(StatusCode::BAD_REQUEST, error.to_string()),
+            ResolveError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, error.to_string()),
+            ResolveError::Backend(e) => Self::from_backend(&e, None),
+        }
+    }
+
+    fn status(&self) -> StatusCode;
+    fn message(&self) -> &str;
+    fn event(&self) -> Bytes;
+}
+
+/// A dialect's error object as a response; `Retry-After: 1` when the backend's queue was
+/// full (the SDKs honour it).
+pub fn error_response(status: StatusCode, body: &Value, retry_after: bool) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Reads a backend's answer in one dialect into neutral chunks for the log row. Pure:
+/// tested with the events a real backend sent.
+pub trait SideReader: Send + 'static {
+    /// One SSE event (`name` is `message` when the event had none).
+    fn on_event(&mut self, name: &str, data: &str) -> Result<Option<Chunk>, BackendError>;
+
+    /// Whether this event ends the answer: the row is handed over, the rest is
+    /// forwarded unread.
+    fn ends(&self, name: &str, data: &str) -> bool;
+
+    /// The backend closed the stream: what is left (the final chunk), or why the answer
+    /// is incomplete ([`BackendError::Truncated`]).
+    fn finish(&mut self) -> Result<Vec<Chunk>, BackendError>;
+
+    /// A whole answer.
+    fn on_body(self, body: &[u8]) -> Result<Logged, BackendError>;
+
+    /// The event is the usage ollabridge asked for and the client did not.
+    fn is_added_usage(&self, _data: &str) -> bool {
+        false
+    }
+}
+
+/// What the row gets of a whole answer.
+pub enum Logged {
+    Chunks(Vec<Chunk>),
+    /// An answer that is no chunk stream (embeddings): a description and the prompt tokens.
+    Summary(String, Option<u64>),
+}
+
+/// Relays `body` to the backend's `route`, logged like every request.
+///
+/// A plain function returning an `async move` block, with the recorder boxed, for the
+/// reason the Ollama chat handler is (its future is what a request waiting holds).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+pub fn pass_through<R: Route>(
+    state: Arc<AppState>,
+    context: RequestContext,
+    route: R,
+    body: Bytes,
+) -> impl Future<Output = Response> {
+    async move {
+        let state = &*state;
+        let endpoint = route.endpoint();
+        let mut recorder = Recorder::begin(state, &context, endpoint, &body);
+        let server = &state.config.server;
+        let request = match ClientRequest::read(&body) {
+            Ok(r) => r,
+            Err(message) => return refuse(*recorder, R::Error::new(StatusCode::BAD_REQUEST, message)),
+        };
+        let prompt = route.prompt(&request.body);
+        if server.log_messages {
+            tracing::info!(model = ?request.model, prompt = ?prompt, "{endpoint} request");
+        }
+        recorder.request(request.model.as_deref(), prompt, request.stream);
+        let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
+            Ok(r) => r,
+            Err(e) => return refuse(*recorder, R::Error::from_resolve(e)),
+        };
+        recorder.resolved(&resolved);
+        // Like the Ollama routes, the model's targets are tried in turn; here a target has
+        // answered once it sent a 2xx status (its stream is not read ahead).
+        let failover = Failover::new(&state.backends, &resolved.targets);
+        let request = &request;
+        let routed = failover.run(&state.telemetry.cut_off, |upstream, model| async move {
+            ask(state, upstream, &model, route, request).await
+        });
+        match routed.await {
+            Ok(Routed {
+                upstream,
+                model,
+                answer,
+                attempts,
+            }) => {
+                recorder.routed(upstream, answer.slot, &attempts);
+                recorder.backend_model(&model);
+                recorder.capture(answer.capture.clone());
+                let exchange = Exchange {
+                    route,
+                    client_model: resolved.client,
+                    label: upstream.client.label().to_owned(),
+                    strip_usage: answer.strip_usage,
+                    strip_think: resolved.strip_think,
+                    log_lines: server.log_raw_responses,
+                    capture: answer.capture,
+                };
+                match answer.is_sse {
+                    true => relay::stream(exchange, answer.response, *recorder).await,
+                    false => relay::whole(exchange, answer.response, *recorder).await,
+                }
+            }
+            Err(Unrouted { error, attempts }) => {
+                recorder.capture(error.capture);
+                recorder.failed_attempts(&attempts);
+                refuse(*recorder, R::Error::from_backend(&error.error, error.detail.as_ref()))
+            }
+        }
+    }
+}
+
+/// A backend that took the request: its 2xx answer, not read yet.
+struct Answer {
+    response: reqwest::Response,
+    /// Whether it is a stream: what came back decides, not what was asked.
+    is_sse: bool,
+    slot: Option<OwnedSemaphorePermit>,
+    /// ollabridge asked for usage the client did not.
+    strip_usage: bool,
+    capture: Option<Capture>,
+}
+
+/// A backend that did not: why, with its own error object when it sent one.
+struct Refusal {
+    error: BackendError,
+    detail: Option<Value>,
+    capture: Option<Capture>,
+}
+
+impl From<BackendError> for Refusal {
+    fn from(error: BackendError) -> Refusal {
+        Refusal {
+            error,
+            detail: None,
+            capture: None,
+        }
+    }
+}
+
+impl TryError for Refusal {
+    fn backend_error(&self) -> &BackendError {
+        &self.error
+    }
+}
+
+/// Sends the request to one target, holding one of its backend's slots.
+async fn ask<R: Route>(
+    state: &AppState,
+    upstream: &Upstream,
+    model: &str,
+    route: R,
+    request: &ClientRequest,
+) -> Result<Answer, Refusal> {
+    if let Some(native) = route.native().filter(|n| !upstream.serves(*n)) {
+        return Err(unserved(upstream, route, native).into());
+    }
+    let ask_usage = upstream.config.stream_options && route.asks_usage();
+    let (body, strip_usage) = request.for_backend(model, ask_usage);
+    let database = &state.config.database;
+    // Each try has its own, so the row keeps the bodies of the one that answered.
+    let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
+    if let Some(capture) = &capture {
+        capture.request(&body);
+    }
+    let refused = |error, detail, capture| Refusal { error, detail, capture };
+    let slot = match upstream.slot().await {
+        Ok(slot) => slot,
+        Err(e) => return Err(refused(e, None, capture)),
+    };
+    let response = match upstream.client.post_v1(route.upstream(), body).await {
+        Ok(r) => r,
+        Err(e) => return Err(refused(e, None, capture)),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => {
+                return Err(refused(
+                    BackendError::from_reqwest(upstream.client.label(), &e),
+                    None,
+                    capture,
+                ));
+            }
+        };
+        if let Some(capture) = &capture {
+            capture.response(&body);
+        }
+        if let Some(native) = route.native().filter(|_| is_unknown_route(status.as_u16(), &body)) {
+            upstream.learned_unserved(native);
+            return Err(refused(unserved(upstream, route, native), None, capture));
+        }
+        let error = BackendError::from_status(status.as_u16(), &body);
+        return Err(refused(error, error_detail(&body), capture));
+    }
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    Ok(Answer {
+        response,
+        is_sse,
+        slot,
+        strip_usage,
+        capture,
+    })
+}
+
+/// The backend does not answer this route itself.
+fn unserved(upstream: &Upstream, route: impl Route, native: NativeRoute) -> BackendError {
+    BackendError::Status {
+        status: 404,
+        message: format!(
+            "the backend '{}' does not serve {} (its serves.{} setting, or a 404 it sent for the route)",
+            upstream.name(),
+            route.endpoint(),
+            native.key()
+        ),
+    }
+}
+
+/// Whether a backend's error says it has no such route, rather than no such model:
+/// a 404 or 405 whose body does not mention a model (llama-server's `File Not Found`,
+/// FastAPI's `Not Found`, Ollama's `404 page not found`).
+fn is_unknown_route(status: u16, body: &[u8]) -> bool {
+    matches!(status, 404 | 405) && !String::from_utf8_lossy(body).to_ascii_lowercase().contains("model")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_routes_are_told_from_unknown_models() {
+        // llama-server 0.3.36, vLLM (FastAPI), Ollama's Go router.
+        assert!(is_unknown_route(
+            404,
+            br#"{"error":{"message":"File Not Found","type":"not_found_error","code":404}}"#
+        ));
+        assert!(is_unknown_route(404, br#"{"detail":"Not Found"}"#));
+        assert!(is_unknown_route(404, b"404 page not found"));
+        assert!(is_unknown_route(405, b"Method Not Allowed"));
+        // A model the backend lacks is the request's problem, not the route's.
+        assert!(!is_unknown_route(
+            404,
+            br#"{"error":{"message":"The model `x` does not exist.","type":"NotFoundError","code":404}}"#
+        ));
+        assert!(!is_unknown_route(404, br#"{"error":"model 'x' not found"}"#));
+        assert!(!is_unknown_route(400, b"Not Found"));
+    }
+}
+
+/// For the dialects' reader tests: fixtures, and a stream read as the relay reads it.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::SideReader;
+    use crate::backend::openai::sse::SseSplitter;
+    use crate::backend::{BackendError, Chunk};
+
+    /// A capture of `fixtures/llama-server/`.
+    pub fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/llama-server")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    }
+
+    /// Every event of an SSE body through `reader`, as the relay feeds it, then its end.
+    pub fn read_sse(mut reader: impl SideReader, body: &str) -> Result<Vec<Chunk>, BackendError> {
+        let mut splitter = SseSplitter::default();
+        splitter.push(body.as_bytes());
+        let mut chunks = Vec::new();
+        while let Some(event) = splitter.next_event().unwrap() {
+            let Some(data) = event.data() else { continue };
+            let ends = reader.ends(&event.name, data);
+            chunks.extend(reader.on_event(&event.name, data)?);
+            if ends {
+                break;
+            }
+        }
+        chunks.extend(reader.finish()?);
+        Ok(chunks)
+    }
+
+    /// The chunks as one: their deltas joined, the end kept.
+    pub fn whole_chunk(chunks: Vec<Chunk>) -> Chunk {
+        let mut whole = Chunk::default();
+        for chunk in chunks {
+            whole.delta.content.push_str(&chunk.delta.content);
+            whole.delta.thinking.push_str(&chunk.delta.thinking);
+            whole.delta.tool_calls.extend(chunk.delta.tool_calls);
+            whole.done = chunk.done.or(whole.done);
+        }
+        whole
+    }
+}

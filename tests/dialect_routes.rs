@@ -1,0 +1,392 @@
+//! Anthropic's `/v1/messages` and OpenAI's `/v1/responses` on the Ollama port, in front
+//! of a mock backend that answers with what a real llama-server sent
+//! (`fixtures/llama-server/messages-*`, `responses-*`): the body the backend receives
+//! (only `model` renamed), the bytes the client receives, each dialect's errors, the
+//! backend that does not serve a route, and the one log row each request leaves.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use common::Bridge;
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(common::repo_root().join("fixtures/llama-server").join(name)).unwrap()
+}
+
+/// What the mock backend got, and how it answers.
+#[derive(Clone)]
+struct Mock {
+    url: String,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+/// How the mock answers a route of a dialect.
+#[derive(Clone, Copy)]
+enum Serving {
+    /// The llama-server captures: `<name>.sse` streamed, `<name>.json` whole.
+    Fixture(&'static str),
+    /// llama-server's answer for a route it does not have.
+    NoRoute,
+    /// vLLM's answer for a model it does not have.
+    NoModel,
+    /// The stream's first half, then the end of the connection.
+    CutShort(&'static str),
+}
+
+impl Mock {
+    async fn start(serving: Serving) -> Mock {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let state = (requests.clone(), serving);
+        let app = Router::new().fallback(answer).with_state(state);
+        let (url, _task) = common::serve(app).await;
+        Mock { url, requests }
+    }
+
+    fn requests(&self) -> Vec<(String, Value)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+type MockState = (Arc<Mutex<Vec<(String, Value)>>>, Serving);
+
+async fn answer(State((requests, serving)): State<MockState>, uri: Uri, body: Bytes) -> Response {
+    if uri.path() == "/v1/models" {
+        return axum::Json(json!({"object": "list", "data": [{"id": "backend-model", "object": "model"}]}))
+            .into_response();
+    }
+    if uri.path() == "/props" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let stream = request["stream"] == true;
+    requests.lock().unwrap().push((uri.path().to_owned(), request));
+    let sse = |text: String| ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response();
+    match serving {
+        Serving::Fixture(name) if stream => sse(fixture(&format!("{name}.sse"))),
+        Serving::Fixture(name) => ([(header::CONTENT_TYPE, "application/json")], fixture(&format!("{name}.json"))).into_response(),
+        Serving::NoRoute => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}})),
+        )
+            .into_response(),
+        Serving::NoModel => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"message": "The model `backend-model` does not exist.", "type": "NotFoundError", "code": 404}})),
+        )
+            .into_response(),
+        Serving::CutShort(name) => {
+            let text = fixture(&format!("{name}.sse"));
+            sse(text[..text.len() / 2].rsplit_once("\n\n").unwrap().0.to_owned() + "\n\n")
+        }
+    }
+}
+
+async fn bridge(mock: &Mock, backend: Value) -> Bridge {
+    let mut config = json!({"type": "openai", "endpoint": mock.url, "timeout": 30});
+    for (k, v) in backend.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    Bridge::start(json!({"backend": config, "models": {"mappings": {"alias": "backend-model"}}})).await
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+async fn post(bridge: &Bridge, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{path}", bridge.url))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.unwrap();
+    Answer {
+        status: r.status().as_u16(),
+        content_type: r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+const ROW_FIELDS: &[&str] = &[
+    "endpoint",
+    "model",
+    "backend_model",
+    "stream",
+    "status_code",
+    "error",
+    "prompt",
+    "response",
+    "thinking",
+    "tool_calls",
+    "done_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens_estimated",
+];
+
+fn project(row: &Value) -> Value {
+    ROW_FIELDS.iter().map(|k| ((*k).to_owned(), row[*k].clone())).collect()
+}
+
+fn anthropic_error(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+const HELLO: &str = r#"[{"role":"user","content":"Hello!"}]"#;
+
+/// Streamed and whole: the backend gets the client's body with the model renamed, the
+/// client gets the backend's bytes (the whole answer with its own model name), and the
+/// row has the text and llama-server's token counts (input counted with its cached part).
+#[tokio::test]
+async fn messages_pass_through_streamed_and_whole() {
+    let mock = Mock::start(Serving::Fixture("messages-text")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = |stream: bool| {
+        format!(r#"{{"model":"alias","max_tokens":64,"x_unknown":[1],"messages":{HELLO},"stream":{stream}}}"#)
+    };
+    let streamed = post(&bridge, "/v1/messages", &body(true), &[]).await;
+    assert_eq!(
+        (streamed.status, streamed.content_type.as_str(), streamed.body.as_str()),
+        (200, "text/event-stream", fixture("messages-text.sse").as_str())
+    );
+    let whole = post(&bridge, "/v1/messages", &body(false), &[]).await;
+    let mut expected: Value = serde_json::from_str(&fixture("messages-text.json")).unwrap();
+    expected["model"] = "alias".into();
+    assert_eq!((whole.status, whole.json()), (200, expected));
+
+    let sent: Vec<_> = mock.requests();
+    assert_eq!(
+        sent,
+        [true, false].map(|stream| (
+            "/v1/messages".to_owned(),
+            json!({"model": "backend-model", "max_tokens": 64, "x_unknown": [1],
+                "messages": [{"role": "user", "content": "Hello!"}], "stream": stream})
+        ))
+    );
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let row = |stream: u8| {
+        json!({"endpoint": "/v1/messages", "model": "alias", "backend_model": "backend-model", "stream": stream,
+            "status_code": 200, "error": null, "prompt": HELLO, "response": "Hello from the tiny scripted model.",
+            "thinking": null, "tool_calls": null, "done_reason": "stop", "prompt_tokens": 126,
+            "completion_tokens": 8, "tokens_estimated": 0})
+    };
+    assert_eq!(rows, [row(1), row(0)]);
+}
+
+/// A streamed function call through `/v1/responses`: the bytes unchanged, the call in the row.
+#[tokio::test]
+async fn responses_pass_through_with_a_function_call() {
+    let mock = Mock::start(Serving::Fixture("responses-tools")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = r#"{"model":"alias","input":"Weather in Paris?","stream":true}"#;
+    let answer = post(&bridge, "/v1/responses", body, &[]).await;
+    let expected = fixture("responses-tools.sse");
+    assert_eq!((answer.status, answer.body.as_str()), (200, expected.as_str()));
+    let call_id = expected
+        .split("\"call_id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let calls =
+        json!([{"id": call_id, "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}}]);
+    assert_eq!(
+        rows,
+        [
+            json!({"endpoint": "/v1/responses", "model": "alias", "backend_model": "backend-model", "stream": 1,
+            "status_code": 200, "error": null, "prompt": "Weather in Paris?", "response": "", "thinking": null,
+            "tool_calls": calls.to_string(), "done_reason": "stop", "prompt_tokens": 828,
+            "completion_tokens": 16, "tokens_estimated": 0})
+        ]
+    );
+}
+
+/// Client mistakes and backend failures in Anthropic's shape, each with one row.
+#[tokio::test]
+async fn anthropic_errors_have_anthropic_s_shape() {
+    let mock = Mock::start(Serving::Fixture("messages-text")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let cases = [
+        (
+            "{\"model\": \"alias\",",
+            400,
+            anthropic_error(
+                "invalid_request_error",
+                "invalid JSON body: EOF while parsing a value at line 1 column 18",
+            ),
+        ),
+        (
+            r#"{"model": "nope", "messages": []}"#,
+            404,
+            anthropic_error("not_found_error", "model 'nope' not found"),
+        ),
+    ];
+    for (body, status, error) in &cases {
+        let answer = post(&bridge, "/v1/messages", body, &[]).await;
+        assert_eq!((answer.status, answer.json()), (*status, error.clone()), "{body}");
+    }
+    let unknown = post(&bridge, "/v1/messages/batches", "{}", &[]).await;
+    assert_eq!(
+        (unknown.status, unknown.json()),
+        (
+            404,
+            anthropic_error(
+                "not_found_error",
+                "/v1/messages/batches is not an Anthropic route ollabridge serves"
+            )
+        )
+    );
+    assert!(mock.requests().is_empty());
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r["status_code"].clone(), r["error"].clone()))
+            .collect::<Vec<_>>(),
+        cases
+            .iter()
+            .map(|(_, status, error)| (json!(status), error["error"]["message"].clone()))
+            .collect::<Vec<_>>()
+    );
+
+    // Nothing listening where the backend should be.
+    let endpoint = format!("http://127.0.0.1:{}", common::free_port());
+    let mut down = Bridge::openai(&endpoint, json!({"alias": "backend-model"})).await;
+    let answer = post(&down, "/v1/messages", r#"{"model":"alias","messages":[]}"#, &[]).await;
+    let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with(&format!("backend at {endpoint}/ is unreachable: ")),
+        "{message}"
+    );
+    assert_eq!(
+        (answer.status, answer.json()),
+        (502, anthropic_error("api_error", &message))
+    );
+    let rows = down.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0]["status_code"].clone(), rows[0]["error"].clone()),
+        (json!(502), json!(message))
+    );
+}
+
+/// A stream that breaks after it began ends with Anthropic's `event: error`; the row
+/// keeps the text so far and the error.
+#[tokio::test]
+async fn a_stream_cut_short_ends_with_an_error_event() {
+    let mock = Mock::start(Serving::CutShort("messages-text")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = format!(r#"{{"model":"alias","max_tokens":64,"messages":{HELLO},"stream":true}}"#);
+    let answer = post(&bridge, "/v1/messages", &body, &[]).await;
+    let truncated = "backend stream ended before the response was complete";
+    let error_event = format!("event: error\ndata: {}\n\n", anthropic_error("api_error", truncated));
+    assert!(answer.body.starts_with("event: message_start"), "{}", answer.body);
+    assert!(answer.body.ends_with(&error_event), "{}", answer.body);
+    let rows = bridge.rows().await;
+    assert_eq!(rows.len(), 1);
+    let row = project(&rows[0]);
+    assert_eq!(
+        (row["status_code"].clone(), row["error"].clone()),
+        (json!(200), json!(truncated))
+    );
+    assert!(
+        "Hello from the tiny scripted model.".starts_with(row["response"].as_str().unwrap()),
+        "{row}"
+    );
+}
+
+/// A backend that answers 404 for the route itself is not asked again; one whose 404
+/// is about the model is; `serves: false` is never asked.
+#[tokio::test]
+async fn a_backend_without_the_route_is_remembered() {
+    let unserved = "the backend 'openai' does not serve /v1/messages (its serves.messages setting, or a 404 it sent for the route)";
+    let body = r#"{"model":"alias","max_tokens":8,"messages":[]}"#;
+
+    let mock = Mock::start(Serving::NoRoute).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    for _ in 0..2 {
+        let answer = post(&bridge, "/v1/messages", body, &[]).await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (404, anthropic_error("not_found_error", unserved))
+        );
+    }
+    assert_eq!(mock.requests().len(), 1, "asked once, then remembered");
+    assert_eq!(bridge.rows().await.len(), 2);
+
+    let mock = Mock::start(Serving::NoModel).await;
+    let bridge = self::bridge(&mock, json!({})).await;
+    for _ in 0..2 {
+        let answer = post(&bridge, "/v1/messages", body, &[]).await;
+        let message = "The model `backend-model` does not exist.";
+        assert_eq!(
+            (answer.status, answer.json()),
+            (404, anthropic_error("not_found_error", message))
+        );
+    }
+    assert_eq!(mock.requests().len(), 2, "a missing model says nothing of the route");
+
+    let mock = Mock::start(Serving::Fixture("responses-text")).await;
+    let bridge = self::bridge(&mock, json!({"serves": {"responses": false}})).await;
+    let answer = post(&bridge, "/v1/responses", r#"{"model":"alias","input":"Hi"}"#, &[]).await;
+    let message = "the backend 'openai' does not serve /v1/responses (its serves.responses setting, or a 404 it sent for the route)";
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.json()["error"]["message"], message);
+    assert!(mock.requests().is_empty());
+}
+
+/// With API keys configured, Anthropic's `x-api-key` header is accepted like a bearer
+/// token, and a missing key is a 401 in Anthropic's shape.
+#[tokio::test]
+async fn anthropic_clients_send_their_key_as_x_api_key() {
+    let mock = Mock::start(Serving::Fixture("messages-text")).await;
+    let bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": mock.url},
+        "models": {"mappings": {"alias": "backend-model"}},
+        "auth": {"keys": [{"id": "claude", "key": "sk-test-key-0123456789"}]},
+    }))
+    .await;
+    let body = format!(r#"{{"model":"alias","max_tokens":64,"messages":{HELLO}}}"#);
+    let refused = post(&bridge, "/v1/messages", &body, &[]).await;
+    assert_eq!(
+        (refused.status, refused.json()),
+        (
+            401,
+            anthropic_error(
+                "authentication_error",
+                "unauthorized: missing API key (send Authorization: Bearer <key>)"
+            )
+        )
+    );
+    let answer = post(
+        &bridge,
+        "/v1/messages",
+        &body,
+        &[("x-api-key", "sk-test-key-0123456789")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
