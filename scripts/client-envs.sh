@@ -5,6 +5,7 @@
 #   OPENAI_PYTHON=<venv>/bin/python       openai (the official client, for the /v1 routes)
 #   ANTHROPIC_PYTHON=<venv>/bin/python    anthropic (the official SDK, for /v1/messages)
 #   NODE=<node binary>
+#   CLAUDE_CODE_DIR=tests/clients/claude-code   the Claude Code CLI (node_modules/.bin/claude)
 #   JS_DIR=tests/clients/js               with node_modules from its package-lock.json
 #   DASHBOARD_DIR=tests/dashboard         the same for the dashboard test (playwright-core, uplot, ollama)
 # The venvs live under ${OLLABRIDGE_CACHE:-~/.cache/ollabridge}/, one directory per content
@@ -73,6 +74,9 @@ npm_ci "$JS"
 # uplot (to check web/vendor against) and ollama.
 DASHBOARD="$ROOT/tests/dashboard"
 npm_ci "$DASHBOARD"
+# The Claude Code CLI (its native binary comes as an optional dependency per platform).
+CLAUDE_CODE="$CLIENTS/claude-code"
+npm_ci "$CLAUDE_CODE"
 
 echo "OLLAMA_051_PYTHON=$py051"
 echo "LANGCHAIN_PYTHON=$pylc"
@@ -81,3 +85,4 @@ echo "ANTHROPIC_PYTHON=$pyan"
 echo "NODE=$(command -v node)"
 echo "JS_DIR=$JS"
 echo "DASHBOARD_DIR=$DASHBOARD"
+echo "CLAUDE_CODE_DIR=$CLAUDE_CODE"

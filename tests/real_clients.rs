@@ -33,6 +33,8 @@ struct ClientEnvs {
     node: PathBuf,
     /// `tests/clients/js`, with its `node_modules`.
     js_dir: PathBuf,
+    /// `tests/clients/claude-code`, with the Claude Code CLI in its `node_modules`.
+    claude_code_dir: PathBuf,
 }
 
 /// Runs `scripts/client-envs.sh` once per test binary (it is quick when everything is cached).
@@ -70,6 +72,7 @@ async fn client_envs() -> &'static ClientEnvs {
             anthropic: path("ANTHROPIC_PYTHON"),
             node: path("NODE"),
             js_dir: path("JS_DIR"),
+            claude_code_dir: path("CLAUDE_CODE_DIR"),
         }
     })
     .await
@@ -723,6 +726,55 @@ async fn openai_python_responses() {
     let program = client_script("openai_responses.py");
     run_client(&envs.openai, &[&program, &bridge.url, "tiny", &script_json()], 8).await;
     dialect_rows(&bridge.rows().await, "/v1/responses");
+}
+
+/// The Claude Code CLI answers one prompt (`-p`) through `/v1/messages`, offline: no
+/// login (an API key in the environment), no traffic but to the bridge, its own tools and
+/// system prompt left out so the request fits the tiny model's context.
+#[tokio::test]
+async fn claude_code_cli() {
+    let envs = client_envs().await;
+    let (_llama, mut bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
+    let home = tempfile::tempdir().expect("home");
+    let claude = envs.claude_code_dir.join("node_modules/.bin/claude");
+    let run = tokio::process::Command::new(&claude)
+        .args([
+            "-p",
+            "Say hello",
+            "--model",
+            "tiny",
+            "--tools",
+            "",
+            "--system-prompt",
+            "Be brief.",
+        ])
+        .env("HOME", home.path())
+        .env("ANTHROPIC_BASE_URL", &bridge.url)
+        .env("ANTHROPIC_API_KEY", "sk-unused")
+        .env("ANTHROPIC_SMALL_FAST_MODEL", "tiny")
+        .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", "tiny")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("claude -p took longer than 2 minutes")
+        .expect("run claude");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "claude failed ({}): {stderr}", out.status);
+    let text = script("tiny-chat")["text"].as_str().unwrap().to_owned();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), text.clone() + "\n", "{stderr}");
+    let rows = bridge.rows().await;
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| (&r["endpoint"], &r["model"], &r["status_code"], &r["response"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [(&json!("/v1/messages"), &json!("tiny"), &json!(200), &json!(text))]
+    );
 }
 
 /// The rows of a dialect client's run: text whole and streamed, the call whole and
