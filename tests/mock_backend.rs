@@ -2898,3 +2898,306 @@ async fn a_request_on_a_pooled_connection_the_backend_closed_is_sent_again() {
         .collect();
     assert_eq!(outcomes, vec![(json!(200), Value::Null); 3]);
 }
+
+// ---------------------------------------------------------------------------------
+// Newer Ollama request fields: logprobs, think levels, truncate and shift
+// ---------------------------------------------------------------------------------
+
+/// A streamed chat chunk saying `content`, with llama.cpp's log probabilities for it:
+/// each alternative is `(token, logprob)`, the chosen token first.
+fn text_with_logprobs(content: &str, alternatives: &[(&str, f64)]) -> Value {
+    let entry =
+        |token: &str, logprob: f64| json!({"id": 1, "token": token, "bytes": token.as_bytes(), "logprob": logprob});
+    let mut chosen = entry(content, alternatives[0].1);
+    chosen["top_logprobs"] = alternatives.iter().map(|(t, l)| entry(t, *l)).collect();
+    let mut event = text(content);
+    event["choices"][0]["logprobs"] = json!({"content": [chosen]});
+    event
+}
+
+/// What Ollama writes for that token when one alternative was asked for.
+fn ollama_logprob(token: &str, logprob: f64) -> Value {
+    json!({"token": token, "logprob": logprob, "bytes": token.as_bytes(),
+        "top_logprobs": [{"token": token, "logprob": logprob, "bytes": token.as_bytes()}]})
+}
+
+/// `logprobs` and `top_logprobs` reach the backend as OpenAI's, and every chunk carries
+/// Ollama's `logprobs` array beside its message, alternatives cut to what was asked; the
+/// whole answer (`stream: false`) has them all in order.
+#[tokio::test]
+async fn logprobs_are_ollamas_streamed_and_not() {
+    let mock = Mock::start(|req| {
+        if req.body["stream"] == true {
+            Reply::Stream(whole(
+                sse(&[
+                    role(),
+                    text_with_logprobs("Hi", &[("Hi", -0.5), ("Hey", -1.25), ("Yo", -3.0)]),
+                    text_with_logprobs("!", &[("!", -0.125), (".", -2.5)]),
+                    finish("stop"),
+                    usage(10, 2),
+                ]) + DONE,
+            ))
+        } else {
+            let mut body = completion(json!({"role": "assistant", "content": "Hi!"}), "stop");
+            let content = [
+                text_with_logprobs("Hi", &[("Hi", -0.5), ("Hey", -1.25)]),
+                text_with_logprobs("!", &[("!", -0.125), (".", -2.5)]),
+            ]
+            .map(|e| e["choices"][0]["logprobs"]["content"][0].clone());
+            body["choices"][0]["logprobs"] = json!({"content": content});
+            Reply::Json(200, body)
+        }
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let ask = json!({"model": "alias", "messages": hi(), "logprobs": true, "top_logprobs": 1});
+
+    let (status, _, body) = chat(&bridge, ask.clone()).await;
+    assert_eq!(status, 200);
+    let with = |mut line: Value, logprobs: Value| {
+        line["logprobs"] = logprobs;
+        line
+    };
+    assert_eq!(
+        lines(&body, TOTAL),
+        [
+            with(say("Hi"), json!([ollama_logprob("Hi", -0.5)])),
+            with(say("!"), json!([ollama_logprob("!", -0.125)])),
+            done_line(10, 2),
+        ]
+    );
+    // Where Ollama puts it: after `done`, outside the message.
+    assert!(
+        body.lines().next().unwrap().ends_with(
+            r#""message":{"role":"assistant","content":"Hi"},"done":false,"logprobs":[{"token":"Hi","logprob":-0.5,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.5,"bytes":[72,105]}]}]}"#
+        ),
+        "{body}"
+    );
+
+    let mut whole_answer = ask.clone();
+    whole_answer["stream"] = false.into();
+    let (status, _, body) = chat(&bridge, whole_answer).await;
+    assert_eq!(status, 200);
+    let answer = settle(parse(&body), TOTAL);
+    assert_eq!(answer["message"], json!({"role": "assistant", "content": "Hi!"}));
+    assert_eq!(
+        answer["logprobs"],
+        json!([ollama_logprob("Hi", -0.5), ollama_logprob("!", -0.125)])
+    );
+
+    let upstream: Vec<(Value, Value)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.body["logprobs"].clone(), r.body["top_logprobs"].clone()))
+        .collect();
+    assert_eq!(upstream, [(json!(true), json!(1)), (json!(true), json!(1))]);
+
+    // Not asked for: none, whatever the backend sends.
+    let (_, _, body) = chat(&bridge, json!({"model": "alias", "messages": hi()})).await;
+    assert_eq!(lines(&body, TOTAL), [say("Hi"), say("!"), done_line(10, 2)]);
+    let responses: Vec<Value> = bridge.rows().await.iter().map(|r| r["response"].clone()).collect();
+    assert_eq!(responses, vec![json!("Hi!"); 3]);
+}
+
+/// `/api/generate` with `raw` goes to `/v1/completions`, which takes the number of
+/// alternatives as `logprobs` itself; `top_logprobs: 0` keeps only the chosen tokens'.
+#[tokio::test]
+async fn generate_logprobs_over_completions() {
+    let mock = Mock::start(|_| {
+        let chunk = |text: &str, logprob: f64, finish: Value| {
+            json!({"object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": finish,
+                "logprobs": {"content": [{"id": 1, "token": text, "bytes": text.as_bytes(), "logprob": logprob,
+                    "top_logprobs": [{"id": 1, "token": text, "bytes": text.as_bytes(), "logprob": logprob}]}]}}]})
+        };
+        Reply::Stream(whole(
+            sse(&[chunk("Once", -0.25, Value::Null), chunk(" upon", -0.75, json!("stop"))]) + DONE,
+        ))
+    })
+    .await;
+    let bridge = bridge(&mock).await;
+    let (status, _, body) = generate(
+        &bridge,
+        json!({"model": "alias", "prompt": "Tell me", "raw": true, "logprobs": true, "top_logprobs": 0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let logprobs: Vec<Value> = ndjson(&body).iter().map(|l| l["logprobs"].clone()).collect();
+    assert_eq!(
+        logprobs,
+        [
+            json!([{"token": "Once", "logprob": -0.25, "bytes": b"Once"}]),
+            json!([{"token": " upon", "logprob": -0.75, "bytes": b" upon"}]),
+            Value::Null,
+        ]
+    );
+    let upstream = mock.only_request();
+    assert_eq!(
+        (upstream.path.as_str(), &upstream.body["logprobs"]),
+        ("/v1/completions", &json!(1))
+    );
+    assert_eq!(upstream.body.get("top_logprobs"), None);
+}
+
+/// Every `think` Ollama takes works ("max" is the strongest effort OpenAI-compatible
+/// servers know, "high"); anything else is refused in Ollama's words before the backend
+/// is asked, as an out-of-range `top_logprobs` is. `truncate` and `shift` are accepted
+/// and not sent on.
+#[tokio::test]
+async fn think_levels_and_ollamas_refusals() {
+    let mock = Mock::start(|_| reasoning_mock_reply()).await;
+    let bridge = bridge(&mock).await;
+    for level in ["low", "medium", "high", "max"] {
+        let body = json!({"model": "alias", "messages": hi(), "think": level, "truncate": true, "shift": false});
+        let (status, _, answer) = chat(&bridge, body).await;
+        assert_eq!(
+            (status, lines(&answer, ALL_MEASURED)),
+            (200, vec![think("Hmm"), say("Four."), measured_done_line(2)]),
+            "think {level}"
+        );
+    }
+    let effort = |level: &str| (json!({"enable_thinking": true}), json!(level));
+    assert_eq!(
+        thinking_keys(&mock),
+        [effort("low"), effort("medium"), effort("high"), effort("high")]
+    );
+    assert!(
+        mock.requests()
+            .iter()
+            .all(|r| r.body.get("truncate").is_none() && r.body.get("shift").is_none())
+    );
+
+    let must_be = r#"(must be "high", "medium", "low", "max", true, or false)"#;
+    let refusals = [
+        (
+            json!({"think": "maximum"}),
+            format!(r#"invalid value for 'think': invalid think value: "maximum" {must_be}"#),
+        ),
+        (
+            json!({"think": 2}),
+            format!("invalid value for 'think': think must be a boolean or string {must_be}"),
+        ),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "invalid value for 'top_logprobs': top_logprobs must be between 0 and 20".to_owned(),
+        ),
+        (
+            json!({"truncate": "yes"}),
+            "invalid value for 'truncate': invalid type: string \"yes\", expected a boolean".to_owned(),
+        ),
+    ];
+    for (fields, error) in refusals {
+        for route in ["chat", "generate"] {
+            let mut body = json!({"model": "alias", "messages": hi(), "prompt": "Hi"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            let (status, _, answer) = post(&format!("{}/api/{route}", bridge.url), body).await;
+            let message = parse(&answer)["error"].as_str().unwrap().to_owned();
+            assert_eq!(status, 400, "{route} {fields}");
+            assert!(message.starts_with(&error), "{route} {fields}: {message}");
+        }
+    }
+    assert_eq!(mock.hits(), 4, "refused requests never reach the backend");
+}
+
+/// llama.cpp's refusal of a prompt longer than its context (`-c 256`, 458 tokens).
+fn context_exceeded(prompt_tokens: u64) -> Reply {
+    Reply::Json(
+        400,
+        json!({"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": prompt_tokens, "n_ctx": 256,
+            "message": format!("request ({prompt_tokens} tokens) exceeds the available context size (256 tokens), try increasing it")}}),
+    )
+}
+
+fn history(turns: usize) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": "Be brief."})];
+    messages.extend((0..turns).map(|i| {
+        json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("Message number {i} with some filler words here")})
+    }));
+    messages.push(json!({"role": "user", "content": "Hello!"}));
+    Value::Array(messages)
+}
+
+/// As Ollama does by default, a chat the backend says is too long is sent again without
+/// its oldest messages (the system message and the question stay), from the backend's
+/// counts, until it fits; the client gets the answer. With `truncate: false` it gets the
+/// backend's refusal, a 400.
+#[tokio::test]
+async fn a_chat_too_long_for_the_context_loses_its_oldest_messages() {
+    // ~65 tokens a message, as llama-server counted the captured request; 256 fit.
+    let mock = Mock::start(|req| {
+        let messages = req.body["messages"].as_array().unwrap();
+        match messages.len() as u64 * 65 {
+            _ if messages.iter().any(|m| m["content"] == "huge") => context_exceeded(9000),
+            tokens if tokens > 256 => context_exceeded(tokens),
+            _ => Reply::Stream(said(&["Hi"])),
+        }
+    })
+    .await;
+    let mut bridge = bridge(&mock).await;
+    let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": history(6)})).await;
+    assert_eq!((status, lines(&body, TOTAL)), (200, vec![say("Hi"), done_line(10, 1)]));
+    let sent: Vec<Vec<String>> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            r.body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["content"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    // 8 messages, 520 tokens: first cut by estimate to 4 messages (260 tokens), then one more.
+    assert_eq!(sent.iter().map(Vec::len).collect::<Vec<_>>(), [8, 4, 3]);
+    assert_eq!(
+        sent[2],
+        ["Be brief.", "Message number 5 with some filler words here", "Hello!"]
+    );
+    let (status, _, body) = chat(
+        &bridge,
+        json!({"model": "alias", "messages": history(6), "truncate": false}),
+    )
+    .await;
+    assert_eq!(
+        (status, parse(&body)),
+        (
+            400,
+            json!({"error": "request (520 tokens) exceeds the available context size (256 tokens), try increasing it"})
+        )
+    );
+    assert_eq!(mock.hits(), 4, "truncate: false sends the chat once");
+
+    // Nothing (left) to drop: the refusal, after one try or two.
+    let too_long =
+        json!({"error": "request (9000 tokens) exceeds the available context size (256 tokens), try increasing it"});
+    let system = json!({"role": "system", "content": "Be brief."});
+    let old = json!({"role": "user", "content": "Old."});
+    let question = json!({"role": "user", "content": "huge"});
+    for (messages, hits) in [(json!([system, question]), 5), (json!([old, system, question]), 7)] {
+        let (status, _, body) = chat(&bridge, json!({"model": "alias", "messages": messages})).await;
+        assert_eq!((status, parse(&body)), (400, too_long.clone()), "{messages}");
+        assert_eq!(mock.hits(), hits, "{messages}");
+    }
+    let sent = &mock.requests()[6].body["messages"];
+    assert_eq!(sent, &json!([system, question]));
+    let rows = bridge.rows().await;
+    let outcomes: Vec<_> = rows
+        .iter()
+        .map(|r| (r["status_code"].clone(), r["response"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes[0],
+        (json!(200), json!("Hi")),
+        "the answer after the cut is logged as any other"
+    );
+    assert_eq!(
+        outcomes[1..],
+        [
+            (json!(400), Value::Null),
+            (json!(400), Value::Null),
+            (json!(400), Value::Null)
+        ]
+    );
+}

@@ -239,6 +239,39 @@ async fn ollama_python_0_6_3() {
     ollama_python(&client_envs().await.langchain, 61).await;
 }
 
+/// ollama-python 0.6.3's `logprobs`/`top_logprobs` and `think` levels, read back through
+/// its own types; the rows keep the answers.
+#[tokio::test]
+async fn ollama_python_logprobs_and_think_levels() {
+    let (_llama, mut bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
+    let (_think_llama, mut think_bridge) = bench("tiny-think", json!({"thinker": "tiny-think"})).await;
+    let (program, script_json) = (client_script("ollama_python_logprobs.py"), script_json());
+    let args = [
+        &program,
+        &bridge.url,
+        "tiny",
+        &think_bridge.url,
+        "thinker",
+        &script_json,
+    ];
+    run_client(&client_envs().await.langchain, &args, 27).await;
+
+    let rows = bridge.rows().await;
+    let answers = answer_rows(&rows);
+    let responses: Vec<&Value> = answers.iter().map(|r| &r["response"]).collect();
+    assert_eq!(responses, [&script("tiny-chat")["text"]; 4], "{rows:#?}");
+    let rows = think_bridge.rows().await;
+    let outcomes: Vec<(&Value, &Value)> = answer_rows(&rows)
+        .iter()
+        .map(|r| (&r["status_code"], &r["response"]))
+        .collect();
+    let answered = (&json!(200), &script("tiny-think")["answer"]);
+    assert_eq!(
+        outcomes,
+        [answered, answered, answered, answered, (&json!(400), &Value::Null)]
+    );
+}
+
 #[tokio::test]
 async fn ollama_js() {
     let envs = client_envs().await;

@@ -14,6 +14,14 @@ pub enum BackendError {
     /// The backend's own HTTP error; its status is passed on.
     #[error("{message}")]
     Status { status: u16, message: String },
+    /// 400: the prompt is longer than the backend's context (llama.cpp's
+    /// `exceed_context_size_error`); its token counts let a chat be cut to fit.
+    #[error("{message}")]
+    ContextExceeded {
+        message: String,
+        prompt_tokens: u64,
+        context: u64,
+    },
     /// 502: the backend answered something we cannot read.
     #[error("backend sent an invalid response: {0}")]
     Protocol(String),
@@ -39,6 +47,7 @@ impl BackendError {
                 StatusCode::BAD_GATEWAY
             }
             BackendError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            BackendError::ContextExceeded { .. } => StatusCode::BAD_REQUEST,
             BackendError::Status { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             BackendError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             BackendError::ShuttingDown | BackendError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -55,7 +64,7 @@ impl BackendError {
             | BackendError::Truncated
             | BackendError::Busy(_) => true,
             BackendError::Status { status, .. } => *status >= 500 || *status == 429,
-            BackendError::ShuttingDown | BackendError::Config(_) => false,
+            BackendError::ShuttingDown | BackendError::Config(_) | BackendError::ContextExceeded { .. } => false,
         }
     }
 

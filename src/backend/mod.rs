@@ -15,6 +15,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use capture::Capture;
@@ -42,12 +43,36 @@ pub struct Delta {
     pub thinking: String,
     /// Complete calls only: arguments are a JSON object, never a fragment.
     pub tool_calls: Vec<ToolCall>,
+    /// The generated tokens' log probabilities, in order, when the client asked for them.
+    pub logprobs: Vec<Logprob>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.content.is_empty() && self.thinking.is_empty() && self.tool_calls.is_empty()
+        self.content.is_empty() && self.thinking.is_empty() && self.tool_calls.is_empty() && self.logprobs.is_empty()
     }
+}
+
+/// One generated token's log probability, with the likeliest tokens at its position when
+/// asked for (`top_logprobs`). Ollama's `Logprob`, as its API writes it: `bytes` and
+/// `top_logprobs` are left out when empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Logprob {
+    pub token: String,
+    pub logprob: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<TokenLogprob>,
+}
+
+/// A token that could have come at a position, and its log probability.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
 }
 
 /// How an answer ended, with what the backend reported about it. `None` means the

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::backend::request::ToolCall;
-use crate::backend::{Chunk, ChunkStream, Completion, Delta};
+use crate::backend::{Chunk, ChunkStream, Completion, Delta, Logprob};
 use crate::config::CacheConfig;
 
 /// SHA-256 of the normalised request.
@@ -25,13 +25,20 @@ pub struct Entry {
     pub content: String,
     pub thinking: String,
     pub tool_calls: Vec<ToolCall>,
+    /// Kept for a request that asked for them (its key says so).
+    pub logprobs: Vec<Logprob>,
     pub done: Completion,
 }
 
 impl Entry {
     fn bytes(&self) -> usize {
         // Tool calls are small next to the texts; a rough size keeps the bound honest.
-        self.content.len() + self.thinking.len() + self.tool_calls.len() * 256 + 128
+        let logprobs: usize = self
+            .logprobs
+            .iter()
+            .map(|l| 64 + l.token.len() * 2 + l.top_logprobs.len() * 64)
+            .sum();
+        self.content.len() + self.thinking.len() + self.tool_calls.len() * 256 + logprobs + 128
     }
 
     /// The answer as a backend would stream it: the whole text, then the end. The
@@ -49,6 +56,7 @@ impl Entry {
                     content: self.content,
                     thinking: self.thinking,
                     tool_calls: self.tool_calls,
+                    logprobs: self.logprobs,
                 },
                 ..Default::default()
             },
@@ -203,6 +211,7 @@ mod tests {
             content: text.into(),
             thinking: String::new(),
             tool_calls: Vec::new(),
+            logprobs: Vec::new(),
             done: Completion::default(),
         }
     }

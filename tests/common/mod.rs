@@ -85,6 +85,12 @@ pub struct LlamaServer {
 
 impl LlamaServer {
     pub async fn start(model: &str) -> LlamaServer {
+        LlamaServer::start_sized(model, 16384, 4).await
+    }
+
+    /// A server whose `slots` share a context of `context` tokens (`-c`, `-np`).
+    pub async fn start_sized(model: &str, context: u32, slots: u32) -> LlamaServer {
+        let (context, slots) = (context.to_string(), slots.to_string());
         let gguf = tiny_models_dir().join(format!("{model}.gguf"));
         for attempt in 0..3 {
             let port = free_port();
@@ -97,7 +103,7 @@ impl LlamaServer {
                     "--host",
                     "127.0.0.1",
                 ])
-                .args(["--port", &port.to_string(), "--jinja", "-c", "16384", "-np", "4"])
+                .args(["--port", &port.to_string(), "--jinja", "-c", &context, "-np", &slots])
                 .args([
                     "--embeddings",
                     "--pooling",

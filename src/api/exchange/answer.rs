@@ -5,13 +5,14 @@
 use std::time::Instant;
 
 use crate::api::ollama::types::{FinalMetrics, ToolCall};
-use crate::backend::{Chunk, Completion, Delta};
+use crate::backend::{Chunk, Completion, Delta, Logprob};
 
 #[derive(Debug, Default)]
 pub struct AnswerSoFar {
     pub content: String,
     pub thinking: String,
     pub tool_calls: Vec<ToolCall>,
+    pub logprobs: Vec<Logprob>,
     /// When the first chunk with output came.
     pub first_output: Option<Instant>,
     /// Chunks that carried output (a token each, when the backend counts none).
@@ -33,6 +34,7 @@ impl AnswerSoFar {
         self.content.push_str(&delta.content);
         self.thinking.push_str(&delta.thinking);
         self.tool_calls.extend(delta.tool_calls.iter().cloned());
+        self.logprobs.extend(delta.logprobs.iter().cloned());
         if let Some(done) = &chunk.done {
             self.done = Some(done.clone());
         }
@@ -45,6 +47,7 @@ impl AnswerSoFar {
             content: self.content.clone(),
             thinking: self.thinking.clone(),
             tool_calls: self.tool_calls.clone(),
+            logprobs: self.logprobs.clone(),
         }
     }
 

@@ -332,6 +332,7 @@ impl Recorder {
             content: answer.content.clone(),
             thinking: answer.thinking.clone(),
             tool_calls: answer.tool_calls.clone(),
+            logprobs: answer.logprobs.clone(),
             done: done.clone(),
         };
         self.telemetry.cache.put(slot.key, entry, slot.ttl, Instant::now());

@@ -154,6 +154,7 @@ impl Answer {
                     tool_calls: delta.tool_calls,
                 },
                 done,
+                logprobs: delta.logprobs,
                 metrics,
             }),
             Shape::Generate => serde_json::to_vec(&GenerateChunk {
@@ -162,6 +163,7 @@ impl Answer {
                 response: delta.content,
                 thinking: delta.thinking,
                 done,
+                logprobs: delta.logprobs,
                 metrics,
             }),
         };

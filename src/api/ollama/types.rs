@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 /// The requests and their parts are the backend's neutral request, in Ollama's shape.
+pub use crate::backend::Logprob;
 pub use crate::backend::request::{ChatRequest, GenerateRequest, Message, ToolCall, ToolCallFunction};
 
 /// The assistant message of a chat chunk; `content` is always present.
@@ -36,6 +37,8 @@ pub struct ChatChunk<'a> {
     pub created_at: String,
     pub message: OutMessage,
     pub done: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<Logprob>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<FinalMetrics>,
 }
@@ -49,6 +52,8 @@ pub struct GenerateChunk<'a> {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub thinking: String,
     pub done: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<Logprob>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<FinalMetrics>,
 }

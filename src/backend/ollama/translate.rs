@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::backend::request::ToolCall;
-use crate::backend::{BackendError, Chunk, Completion, Delta};
+use crate::backend::{BackendError, Chunk, Completion, Delta, Logprob};
 
 /// Rewrites the top-level `model` (and legacy `name`) of a JSON object. Bodies that
 /// are not objects are left alone; key order and unknown keys survive.
@@ -77,6 +77,8 @@ struct AnswerLine {
     eval_count: Option<u64>,
     #[serde(default)]
     eval_duration: Option<u64>,
+    #[serde(default)]
+    logprobs: Option<Vec<Logprob>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +114,7 @@ pub fn answer_line_to_chunk(line: &[u8], client_model: &str, backend_model: &str
         content: message.content.or(parsed.response).unwrap_or_default(),
         thinking: message.thinking.or(parsed.thinking).unwrap_or_default(),
         tool_calls: message.tool_calls.unwrap_or_default(),
+        logprobs: parsed.logprobs.unwrap_or_default(),
     };
     let done = parsed.done.then(|| Completion {
         done_reason: parsed.done_reason.unwrap_or_else(|| "stop".into()),
@@ -171,6 +174,27 @@ mod tests {
         let chunk = answer_line_to_chunk(line, "m", "m").unwrap();
         assert_eq!(&chunk.raw.unwrap()[..], &line[..]);
         assert_eq!(chunk.delta.content, "hi");
+    }
+
+    /// Ollama's log probabilities pass through in the line, and are read for the record.
+    #[test]
+    fn logprobs_go_through_and_are_read() {
+        let line = br#"{"model":"m","response":"Hi","done":false,"logprobs":[{"token":"Hi","logprob":-0.5,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.5}]}]}"#;
+        let chunk = answer_line_to_chunk(line, "m", "m").unwrap();
+        assert_eq!(&chunk.raw.unwrap()[..], &line[..]);
+        assert_eq!(
+            chunk.delta.logprobs,
+            [Logprob {
+                token: "Hi".into(),
+                logprob: -0.5,
+                bytes: b"Hi".to_vec(),
+                top_logprobs: vec![crate::backend::TokenLogprob {
+                    token: "Hi".into(),
+                    logprob: -0.5,
+                    bytes: vec![],
+                }],
+            }]
+        );
     }
 
     #[test]

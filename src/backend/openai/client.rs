@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::sse::SseSplitter;
 use super::translate::{self, Route, Translator};
 use super::types::{ModelList, Props};
+use crate::backend::request::{ChatRequest, Think, logprobs_asked};
 use crate::backend::{Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall};
 use crate::config::{BackendConfig, BackendKind, MaxTokensField, ThinkingStyle};
 
@@ -127,7 +128,9 @@ impl OpenAiBackend {
                     capture.response(&body);
                 }
                 if !status.is_success() {
-                    return Err(BackendError::from_status(status.as_u16(), &body));
+                    let status = status.as_u16();
+                    return Err(translate::context_exceeded(status, &body)
+                        .unwrap_or_else(|| BackendError::from_status(status, &body)));
                 }
                 let chunks = translator.on_body(&body)?;
                 return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
@@ -213,22 +216,24 @@ impl Backend for OpenAiBackend {
     const KIND: BackendKind = BackendKind::Openai;
 
     async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError> {
-        let body = translate::ollama_chat_to_openai(&call.request, &call.backend_model, call.stream, self.thinking);
-        let translator = Translator::new(
-            translate::thinking_disabled(call.request.think.as_ref()),
-            call.strip_think,
-        );
-        self.send(Route::Chat, body, call.stream, translator, call.capture.as_ref())
-            .await
+        match self.chat_once(call, &call.request).await {
+            Err(BackendError::ContextExceeded {
+                message,
+                prompt_tokens,
+                context,
+            }) if call.request.truncate != Some(false) => {
+                // Boxed: only a chat that overflowed pays for the room the retries take.
+                Box::pin(self.chat_fitted(call, message, prompt_tokens, context)).await
+            }
+            answer => answer,
+        }
     }
 
     async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError> {
         let (route, body) =
             translate::ollama_generate_to_openai(&call.request, &call.backend_model, call.stream, self.thinking);
-        let translator = Translator::new(
-            translate::thinking_disabled(call.request.think.as_ref()),
-            call.strip_think,
-        );
+        let translator = Translator::new(Think::is_off(call.request.think), call.strip_think)
+            .with_logprobs(logprobs_asked(call.request.logprobs, call.request.top_logprobs));
         self.send(route, body, call.stream, translator, call.capture.as_ref())
             .await
     }
@@ -258,7 +263,65 @@ impl Backend for OpenAiBackend {
     }
 }
 
+/// How many times a chat is cut shorter after the backend says it does not fit.
+const FIT_TRIES: usize = 3;
+
 impl OpenAiBackend {
+    fn chat_once<'a>(
+        &'a self,
+        call: &'a ChatCall,
+        request: &ChatRequest,
+    ) -> impl Future<Output = Result<ChunkStream, BackendError>> + 'a {
+        let body = translate::ollama_chat_to_openai(request, &call.backend_model, call.stream, self.thinking);
+        let translator = Translator::new(Think::is_off(request.think), call.strip_think)
+            .with_logprobs(logprobs_asked(request.logprobs, request.top_logprobs));
+        self.send(Route::Chat, body, call.stream, translator, call.capture.as_ref())
+    }
+
+    /// Ollama's answer to a chat longer than the context: the oldest messages other than
+    /// system messages are dropped until the backend takes it (a few tries at most, each
+    /// from the backend's latest count). The log row's backend request is the one that
+    /// was answered; the process log says what was dropped.
+    async fn chat_fitted(
+        &self,
+        call: &ChatCall,
+        mut message: String,
+        mut prompt_tokens: u64,
+        mut context: u64,
+    ) -> Result<ChunkStream, BackendError> {
+        let mut request = (*call.request).clone();
+        let original = request.messages.as_ref().map_or(0, Vec::len);
+        for _ in 0..FIT_TRIES {
+            let messages = request.messages.as_deref().unwrap_or_default();
+            let Some(fewer) = translate::fit_to_context(messages, prompt_tokens, context) else {
+                break;
+            };
+            tracing::warn!(
+                model = %call.client_model,
+                backend = %self.label,
+                prompt_tokens,
+                context,
+                dropped = original - fewer.len(),
+                kept = fewer.len(),
+                "the chat does not fit the backend's context: its oldest messages are dropped",
+            );
+            request.messages = Some(fewer);
+            match self.chat_once(call, &request).await {
+                Err(BackendError::ContextExceeded {
+                    message: m,
+                    prompt_tokens: p,
+                    context: c,
+                }) => (message, prompt_tokens, context) = (m, p, c),
+                answer => return answer,
+            }
+        }
+        Err(BackendError::ContextExceeded {
+            message,
+            prompt_tokens,
+            context,
+        })
+    }
+
     /// A whole request and answer; a non-2xx answer becomes the backend's error.
     async fn exchange(
         &self,

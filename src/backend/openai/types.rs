@@ -33,6 +33,35 @@ pub struct Choice {
     pub text: Option<String>,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub logprobs: Option<ChoiceLogprobs>,
+}
+
+/// A choice's log probabilities: chat's `content` list (llama.cpp answers
+/// `/v1/completions` with it too), or the legacy completions columns (vLLM, OpenAI).
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoiceLogprobs {
+    #[serde(default)]
+    pub content: Option<Vec<TokenLogprob>>,
+    #[serde(default)]
+    pub tokens: Option<Vec<String>>,
+    #[serde(default)]
+    pub token_logprobs: Option<Vec<Option<f64>>>,
+    /// Per position, token → log probability.
+    #[serde(default)]
+    pub top_logprobs: Option<Vec<Option<serde_json::Map<String, Value>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenLogprob {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub logprob: Option<f64>,
+    #[serde(default)]
+    pub bytes: Option<Vec<u8>>,
+    #[serde(default)]
+    pub top_logprobs: Option<Vec<TokenLogprob>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

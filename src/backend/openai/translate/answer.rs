@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::super::types::{Completion as OpenAiCompletion, EmbeddingList, MessageFields, Props, Timings, Usage};
+use super::logprobs::choice_logprobs;
 use crate::backend::request::{ToolCall, ToolCallFunction};
 use crate::backend::{BackendError, Chunk, Completion, Delta, Embeddings};
 
@@ -74,6 +75,8 @@ pub struct Translator {
     usage: Option<Usage>,
     timings: Option<Timings>,
     saw_done: bool,
+    /// With `logprobs` asked for: how many alternatives per position to keep.
+    logprobs: Option<usize>,
 }
 
 impl Translator {
@@ -83,6 +86,13 @@ impl Translator {
             think_tags: strip_think.then(ThinkTags::default),
             ..Default::default()
         }
+    }
+
+    /// Keeps the answer's log probabilities, with at most `top` alternatives per
+    /// position (`None`: the client did not ask, and none are passed on).
+    pub fn with_logprobs(mut self, top: Option<usize>) -> Translator {
+        self.logprobs = top;
+        self
     }
 
     /// One SSE event's data. Returns the chunk to send on, if the event carried any text.
@@ -135,6 +145,9 @@ impl Translator {
             }
             if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
                 self.finish_reason = Some(reason);
+            }
+            if let (Some(top), Some(logprobs)) = (self.logprobs, choice.logprobs) {
+                delta.logprobs.extend(choice_logprobs(logprobs, top));
             }
         }
         if let Some(tags) = &mut self.think_tags {

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{Route, ThinkingStyle};
-use crate::backend::request::{ChatRequest, GenerateRequest, Message};
+use crate::backend::request::{ChatRequest, GenerateRequest, Message, Think, ThinkLevel, logprobs_asked};
 
 /// Ollama `options` that OpenAI-compatible servers understand under the same name
 /// (llama.cpp accepts the non-OpenAI samplers too).
@@ -47,9 +47,10 @@ pub fn ollama_chat_to_openai(
         stream,
         req.options.as_ref(),
         req.format.as_ref(),
-        req.think.as_ref(),
+        req.think,
         thinking,
     );
+    apply_logprobs(&mut body, Route::Chat, logprobs_asked(req.logprobs, req.top_logprobs));
     body
 }
 
@@ -93,9 +94,10 @@ pub fn ollama_generate_to_openai(
         stream,
         req.options.as_ref(),
         req.format.as_ref(),
-        req.think.as_ref(),
+        req.think,
         thinking,
     );
+    apply_logprobs(&mut body, route, logprobs_asked(req.logprobs, req.top_logprobs));
     (route, body)
 }
 
@@ -104,9 +106,24 @@ pub fn embeddings_request(backend_model: &str, inputs: &[String]) -> Value {
     json!({ "model": backend_model, "input": inputs })
 }
 
-/// Whether the client asked not to see thinking (`think: false`).
-pub fn thinking_disabled(think: Option<&Value>) -> bool {
-    matches!(think, Some(Value::Bool(false)))
+/// `logprobs` and `top_logprobs`. llama.cpp sends no log probabilities at all for
+/// `top_logprobs: 0` (chat) or `logprobs: 0` (completions, where the count is `logprobs`
+/// itself), so at least one alternative is asked for and the translator cuts the lists
+/// back to what the client asked.
+fn apply_logprobs(body: &mut Map<String, Value>, route: Route, asked: Option<usize>) {
+    let Some(top) = asked else {
+        return;
+    };
+    let top = top.max(1);
+    match route {
+        Route::Chat => {
+            body.insert("logprobs".into(), true.into());
+            body.insert("top_logprobs".into(), top.into());
+        }
+        Route::Completions => {
+            body.insert("logprobs".into(), top.into());
+        }
+    }
 }
 
 fn apply_common(
@@ -114,7 +131,7 @@ fn apply_common(
     stream: bool,
     options: Option<&Map<String, Value>>,
     format: Option<&Value>,
-    think: Option<&Value>,
+    think: Option<Think>,
     thinking: ThinkingStyle,
 ) {
     body.insert("stream".into(), stream.into());
@@ -144,12 +161,14 @@ fn apply_common(
         }
         _ => {}
     }
-    // Ollama's `think`: a switch, or a level ("low" | "medium" | "high").
+    // Ollama's `think`: a switch, or a level. No OpenAI-compatible server knows Ollama's
+    // "max": it becomes the strongest effort they do know, "high".
     let (enable, level) = match think {
-        Some(Value::Bool(b)) => (Some(*b), None),
-        Some(Value::String(level)) if matches!(level.as_str(), "" | "none" | "false") => (Some(false), None),
-        Some(Value::String(level)) => (Some(true), Some(level.as_str())),
-        _ => (None, None),
+        Some(Think::On) => (Some(true), None),
+        Some(Think::Off) => (Some(false), None),
+        Some(Think::Level(ThinkLevel::Max)) => (Some(true), Some(ThinkLevel::High.as_str())),
+        Some(Think::Level(level)) => (Some(true), Some(level.as_str())),
+        None => (None, None),
     };
     match (thinking, enable) {
         (_, None) | (ThinkingStyle::None, _) => {}

@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 
 use super::answer::tool_call_id;
 use super::*;
-use crate::backend::request::{ChatRequest, GenerateRequest, ToolCall, ToolCallFunction};
+use crate::backend::request::{ChatRequest, GenerateRequest, Think, ToolCall, ToolCallFunction};
 use crate::backend::{BackendError, Chunk, Completion, Delta};
+
+mod fields;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -524,6 +526,7 @@ fn body_think() {
             content: THINK_ANSWER.into(),
             thinking: THINKING.into(),
             tool_calls: vec![],
+            logprobs: vec![],
         },
         ..Default::default()
     };
@@ -1455,8 +1458,7 @@ fn chat_request_think() {
         (json!("high"), Some(true)),
         (json!("medium"), Some(true)),
         (json!("low"), Some(true)),
-        (json!("none"), Some(false)),
-        (json!(""), Some(false)),
+        (json!("max"), Some(true)),
         (Value::Null, None),
     ];
     for (think, enable) in cases {
@@ -1466,8 +1468,9 @@ fn chat_request_think() {
             expected["chat_template_kwargs"] = json!({"enable_thinking": enable});
         }
         // Levels also go as reasoning_effort, which llama.cpp applies where the template supports it.
-        if let Some(level) = think.as_str().filter(|l| ["low", "medium", "high"].contains(l)) {
-            expected["reasoning_effort"] = level.into();
+        // "max" is Ollama's alone: the strongest effort OpenAI-compatible servers know.
+        if let Some(level) = think.as_str() {
+            expected["reasoning_effort"] = if level == "max" { "high" } else { level }.into();
         }
         assert_eq!(
             Value::Object(ollama_chat_to_openai(
@@ -1480,10 +1483,11 @@ fn chat_request_think() {
             "{think}"
         );
     }
-    assert!(thinking_disabled(Some(&json!(false))));
-    assert!(!thinking_disabled(Some(&json!(true))));
-    assert!(!thinking_disabled(Some(&json!("none"))));
-    assert!(!thinking_disabled(None));
+    let think_of = |value: Value| chat_request(json!({"think": value})).think;
+    assert!(Think::is_off(think_of(json!(false))));
+    assert!(!Think::is_off(think_of(json!(true))));
+    assert!(!Think::is_off(think_of(json!("low"))));
+    assert!(!Think::is_off(think_of(Value::Null)));
 }
 
 #[test]
@@ -1925,6 +1929,8 @@ fn chat_request_think_in_other_styles() {
     let cases = [
         (json!(true), Some("medium")),
         (json!("high"), Some("high")),
+        (json!("low"), Some("low")),
+        (json!("max"), Some("high")),
         (json!(false), None),
         (Value::Null, None),
     ];
