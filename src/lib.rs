@@ -11,6 +11,7 @@ pub mod api;
 pub mod backend;
 mod body_budget;
 pub mod cache;
+mod clock;
 pub mod config;
 mod http1;
 mod json;
@@ -162,7 +163,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let live = Arc::new(reload::Live::new(AppState::new(
         config,
         telemetry.clone(),
-        api::ollama::types::now_rfc3339(),
+        clock::now_rfc3339(),
     )?));
     let health_checks = spawn_health_checks(live.clone(), stop.clone());
     let admin = if admin_config.enabled {

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
 use super::models_routes::forwarded_or_parsed;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
+use crate::api::exchange::ExchangeError;
 use crate::api::exchange::Recorder;
 use crate::backend::{BackendError, Embeddings, Failover, Routed, Unrouted, Upstream};
 use crate::models::Resolved;
@@ -103,8 +103,9 @@ pub async fn embeddings_handler(
     }
 }
 
-fn input_strings(input: Option<Value>) -> Result<Vec<String>, ApiError> {
-    let invalid = || ApiError::BadRequest("invalid input type: 'input' must be a string or an array of strings".into());
+fn input_strings(input: Option<Value>) -> Result<Vec<String>, ExchangeError> {
+    let invalid =
+        || ExchangeError::BadRequest("invalid input type: 'input' must be a string or an array of strings".into());
     match input {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
@@ -127,7 +128,7 @@ async fn embed(
     model: Option<&str>,
     inputs: &[String],
     recorder: &mut Recorder,
-) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ApiError> {
+) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ExchangeError> {
     let resolved = state.models.resolve(model, &state.backends).await?;
     recorder.resolved(&resolved);
     if inputs.is_empty() {

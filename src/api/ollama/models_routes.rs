@@ -13,10 +13,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, parse_body};
+use super::error::render;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::Recorder;
+use crate::api::exchange::{ExchangeError, parse_body};
 use crate::backend::ollama::translate::rename_model;
 use crate::backend::{BackendError, BackendModel, Upstream};
 use crate::config::ModelMapping;
@@ -60,21 +61,17 @@ pub struct ShowRequest {
 pub async fn show_handler(Snapshot(state): Snapshot, body: Bytes) -> Response {
     let request: ShowRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => return render(e),
     };
-    show(&state, request, Some(body))
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    show(&state, request, Some(body)).await.unwrap_or_else(render)
 }
 
 /// Zed asks `GET /api/show?model=...`.
 pub async fn show_query_handler(Snapshot(state): Snapshot, Query(request): Query<ShowRequest>) -> Response {
-    show(&state, request, None)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    show(&state, request, None).await.unwrap_or_else(render)
 }
 
-async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Result<Response, ApiError> {
+async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Result<Response, ExchangeError> {
     let requested = request.model.or(request.name);
     let resolved = state.models.resolve(requested.as_deref(), &state.backends).await?;
     let first = &resolved.targets[0];
@@ -119,7 +116,7 @@ pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
     {
         return match only.client.forward(Method::GET, "api/ps", None).await {
             Ok(response) => relay(response),
-            Err(e) => ApiError::from(e).into_response(),
+            Err(e) => render(e.into()),
         };
     }
     let offered = offered_or_empty(&state).await;
@@ -156,7 +153,7 @@ pub async fn other_api_handler(
             ),
             false => format!("{path} is not available with an OpenAI-compatible backend"),
         };
-        return ApiError::Unsupported(message).into_response();
+        return render(ExchangeError::Unsupported(message));
     };
     forward_logged(&state, &context, backend, method, &uri, body).await
 }
@@ -192,7 +189,7 @@ pub async fn pull_handler(
     let resolved = match state.models.resolve(requested.as_deref(), &state.backends).await {
         Ok(r) => r,
         Err(ResolveError::NotFound(name)) => {
-            let e = ApiError::NotFound(format!(
+            let e = ExchangeError::NotFound(format!(
                 "model '{name}' is not served by the backend, and ollabridge cannot download models; \
                  load it in the backend or map the name in models.mappings"
             ));
@@ -234,7 +231,7 @@ pub async fn forward_logged(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let mut recorder = Recorder::start(state, context, path, method.as_str(), &body);
+    let mut recorder = Recorder::start(state, context, path, method.as_str(), &body, render);
     let backend = &upstream.client;
     recorder.routed(upstream, None, &[]);
     let requested: Option<String> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
@@ -303,7 +300,7 @@ pub async fn forwarded_or_parsed<T: serde::de::DeserializeOwned>(
     if let Some(upstream) = ollama_for(state, &body).await {
         return Err(forward_logged(state, context, upstream, method, uri, body).await);
     }
-    let recorder = Recorder::start(state, context, uri.path(), "POST", &body);
+    let recorder = Recorder::start(state, context, uri.path(), "POST", &body, render);
     match parse_body(&body) {
         Ok(request) => Ok((recorder, request)),
         Err(e) => Err(recorder.reject(e)),
