@@ -11,8 +11,7 @@ use super::respond::{Answer, Shape};
 use super::types::{ChatRequest, GenerateRequest};
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
-use crate::api::exchange::{CacheSlot, Recorder};
-use crate::api::exchange::{ExchangeError, parse_body};
+use crate::api::exchange::{CacheSlot, ExchangeError, Recorder, parse_body};
 use crate::clock::now_rfc3339;
 use futures::StreamExt;
 

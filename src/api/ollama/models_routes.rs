@@ -1,8 +1,6 @@
 //! Model metadata routes (`/api/tags`, `/api/show`, `/api/ps`, `/api/version`) and the
 //! pass-through of every other `/api/*` route to an Ollama backend.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query};
@@ -16,16 +14,12 @@ use sha2::{Digest, Sha256};
 use super::error::render;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
-use crate::api::exchange::Recorder;
-use crate::api::exchange::{ExchangeError, parse_body};
+use crate::api::exchange::{ExchangeError, Recorder, parse_body};
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{BackendError, BackendModel, Upstream};
-use crate::config::ModelMapping;
-use crate::models::{ResolveError, listed_name, normalize};
+use crate::backend::{BackendError, Upstream};
+use crate::models::{Described, ResolveError, find, listed_name};
 use crate::reload::Snapshot;
 
-/// Context length reported when neither the config nor the backend tells.
-const FALLBACK_CONTEXT: u64 = 4096;
 /// OpenAI-compatible servers do not report an architecture; clients only need one
 /// to find `<arch>.context_length` in `model_info`.
 const ARCHITECTURE: &str = "llama";
@@ -39,15 +33,14 @@ pub async fn version_handler(Snapshot(state): Snapshot) -> Json<Value> {
 /// Every mapped name, plus every model the backends offer (under their `discover`
 /// prefix).
 pub async fn tags_handler(Snapshot(state): Snapshot) -> Json<Value> {
-    let offered = offered_or_empty(&state).await;
-    let entries: Vec<Value> = described(&state, &offered).iter().map(|m| m.entry(&state)).collect();
+    let offered = state.models.offered_or_empty(&state.backends).await;
+    let entries: Vec<Value> = state
+        .models
+        .described(&state.backends, &offered)
+        .iter()
+        .map(|m| entry(m, &state))
+        .collect();
     Json(json!({ "models": entries }))
-}
-
-/// The names `/api/tags` lists (before it adds `:latest`), for `/v1/models`.
-pub async fn model_names(state: &AppState) -> Vec<String> {
-    let offered = offered_or_empty(state).await;
-    described(state, &offered).into_iter().map(|m| m.name).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,7 +75,7 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
         let response = backend.forward(Method::POST, "api/show", Some(body)).await?;
         return Ok(relay(response));
     }
-    let offered = offered_or_empty(state).await;
+    let offered = state.models.offered_or_empty(&state.backends).await;
     let model = Described {
         name: resolved.client.clone(),
         mapping: state.models.mapping(&resolved.client),
@@ -119,11 +112,13 @@ pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
             Err(e) => render(e.into()),
         };
     }
-    let offered = offered_or_empty(&state).await;
-    let models: Vec<Value> = described(&state, &offered)
+    let offered = state.models.offered_or_empty(&state.backends).await;
+    let models: Vec<Value> = state
+        .models
+        .described(&state.backends, &offered)
         .iter()
         .map(|model| {
-            let mut entry = model.entry(&state);
+            let mut entry = entry(model, &state);
             entry["expires_at"] = KEPT_LOADED_UNTIL.into();
             entry["size_vram"] = 0.into();
             entry["context_length"] = model.context_length().into();
@@ -335,101 +330,21 @@ fn requested_model(body: &[u8]) -> Option<String> {
     named.model.or(named.name)
 }
 
-/// Each backend's own list, by backend index; a backend that is down lists nothing,
-/// so the mapping table still answers and clients such as Home Assistant can finish
-/// their setup.
-async fn offered_or_empty(state: &AppState) -> Vec<Arc<Vec<BackendModel>>> {
-    let lists = (0..state.backends.len()).map(|index| async move {
-        match state.models.offered(&state.backends, index, false).await {
-            Ok(list) => list,
-            Err(e) => {
-                let backend = state.backends[index].name();
-                tracing::warn!(backend, error = %e, "cannot list the backend's models; leaving them out");
-                Arc::new(Vec::new())
-            }
-        }
-    });
-    futures::future::join_all(lists).await
-}
-
-fn find<'a>(offered: &'a [BackendModel], name: &str) -> Option<&'a BackendModel> {
-    let key = normalize(name);
-    offered.iter().find(|m| normalize(&m.name) == key)
-}
-
-/// A model as clients see it: its listed name, its mapping (if any) and what the
-/// backend says about it. Config settings win over what the backend reports.
-struct Described<'a> {
-    name: String,
-    mapping: Option<&'a ModelMapping>,
-    backend: Option<&'a BackendModel>,
-}
-
-/// Every mapped name, then every model a backend offers (its `discover` prefix and
-/// filters applied) that is not already listed under that name.
-fn described<'a>(state: &'a AppState, offered: &'a [Arc<Vec<BackendModel>>]) -> Vec<Described<'a>> {
-    let mut listed: Vec<Described<'a>> = state
-        .models
-        .mappings()
-        .iter()
-        .map(|m| Described {
-            name: m.name.clone(),
-            mapping: Some(m),
-            backend: find(&offered[m.targets[0].backend], &m.target),
+/// An `/api/tags` entry. A real Ollama's own entry lends its size, digest and details.
+fn entry(model: &Described, state: &AppState) -> Value {
+    let listed = listed_name(&model.name);
+    let mut entry = model.backend.and_then(|m| m.entry.clone()).unwrap_or_else(|| {
+        json!({
+            "modified_at": state.started_at,
+            "size": 0,
+            "digest": format!("{:x}", Sha256::digest(listed.as_bytes())),
+            "details": details(model.context_length()),
+            "capabilities": model.capabilities(),
         })
-        .collect();
-    for (upstream, models) in state.backends.iter().zip(offered) {
-        let Some(discovery) = &upstream.config.discover else {
-            continue;
-        };
-        for model in models.iter().filter(|m| discovery.offers(&m.name)) {
-            let name = format!("{}{}", discovery.prefix, model.name);
-            let key = normalize(&name);
-            if !listed.iter().any(|d| normalize(&d.name) == key) {
-                listed.push(Described {
-                    name,
-                    mapping: None,
-                    backend: Some(model),
-                });
-            }
-        }
-    }
-    listed
-}
-
-impl Described<'_> {
-    fn context_length(&self) -> u64 {
-        self.mapping
-            .and_then(|m| m.context_length)
-            .or(self.backend.and_then(|m| m.context_length))
-            .unwrap_or(FALLBACK_CONTEXT)
-    }
-
-    /// Without better knowledge, a chat model that takes tools: refusing tools is the
-    /// most common way Home Assistant breaks, so they are offered and forwarded.
-    fn capabilities(&self) -> Vec<String> {
-        self.mapping
-            .and_then(|m| m.capabilities.clone())
-            .or(self.backend.and_then(|m| m.capabilities.clone()))
-            .unwrap_or_else(|| vec!["completion".into(), "tools".into()])
-    }
-
-    /// An `/api/tags` entry. A real Ollama's own entry lends its size, digest and details.
-    fn entry(&self, state: &AppState) -> Value {
-        let listed = listed_name(&self.name);
-        let mut entry = self.backend.and_then(|m| m.entry.clone()).unwrap_or_else(|| {
-            json!({
-                "modified_at": state.started_at,
-                "size": 0,
-                "digest": format!("{:x}", Sha256::digest(listed.as_bytes())),
-                "details": details(self.context_length()),
-                "capabilities": self.capabilities(),
-            })
-        });
-        entry["name"] = listed.clone().into();
-        entry["model"] = listed.into();
-        entry
-    }
+    });
+    entry["name"] = listed.clone().into();
+    entry["model"] = listed.into();
+    entry
 }
 
 fn details(context_length: u64) -> Value {
