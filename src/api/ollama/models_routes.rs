@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder, parse_body};
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{BackendError, Upstream};
+use crate::backend::{BackendError, ModelsAnswer, Upstream};
 use crate::models::{Described, ResolveError, find, listed_name};
 use crate::reload::Snapshot;
 
@@ -69,10 +69,7 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
     let resolved = state.models.resolve(requested.as_deref(), &state.backends).await?;
     let first = &resolved.targets[0];
     let backend = &state.backends[first.backend].client;
-    if backend.serves_ollama_api() {
-        let body = body.unwrap_or_else(|| Bytes::from(json!({ "model": resolved.backend }).to_string()));
-        let body = rename_model(&body, &resolved.backend)?;
-        let response = backend.forward(Method::POST, "api/show", Some(body)).await?;
+    if let ModelsAnswer::Own(response) = backend.show(&resolved.backend, body).await? {
         return Ok(relay(response));
     }
     let offered = state.models.offered_or_empty(&state.backends).await;
@@ -104,13 +101,13 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
 }
 
 pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
-    if let [only] = state.backends.as_slice()
-        && only.client.serves_ollama_api()
-    {
-        return match only.client.forward(Method::GET, "api/ps", None).await {
-            Ok(response) => relay(response),
-            Err(e) => render(e.into()),
-        };
+    // With several backends, the models of all are listed, each described.
+    if let [only] = state.backends.as_slice() {
+        match only.client.ps().await {
+            Ok(ModelsAnswer::Own(response)) => return relay(response),
+            Ok(ModelsAnswer::Described) => {}
+            Err(e) => return render(e.into()),
+        }
     }
     let offered = state.models.offered_or_empty(&state.backends).await;
     let models: Vec<Value> = state
