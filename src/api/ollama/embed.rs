@@ -4,23 +4,18 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::Extension;
-use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::models_routes::forwarded_or_parsed;
+use super::models_routes::Started;
 use crate::AppState;
-use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder};
 use crate::backend::{BackendError, Embeddings, Failover, Routed, Unrouted, Upstream};
 use crate::models::Resolved;
-use crate::reload::Snapshot;
 
 #[derive(Debug, Deserialize)]
-struct EmbedRequest {
+pub struct EmbedRequest {
     #[serde(default)]
     model: Option<String>,
     /// A string or an array of strings; checked by hand so the error says so.
@@ -35,25 +30,19 @@ struct EmbedRequest {
 }
 
 #[derive(Debug, Deserialize)]
-struct LegacyEmbeddingsRequest {
+pub struct LegacyEmbeddingsRequest {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
     prompt: Option<String>,
 }
 
-pub async fn embed_handler(
-    Snapshot(state): Snapshot,
-    Extension(context): Extension<RequestContext>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (mut recorder, request): (_, EmbedRequest) =
-        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
-            Ok(started) => started,
-            Err(answered) => return answered,
-        };
+pub async fn embed_handler(started: Started<EmbedRequest>) -> Response {
+    let Started {
+        state,
+        mut recorder,
+        request,
+    } = started;
     let inputs = match input_strings(request.input) {
         Ok(inputs) => inputs,
         Err(e) => return recorder.reject(e),
@@ -78,18 +67,12 @@ pub async fn embed_handler(
 }
 
 /// The legacy route: one `prompt`, one `embedding`, not normalised (as Ollama does).
-pub async fn embeddings_handler(
-    Snapshot(state): Snapshot,
-    Extension(context): Extension<RequestContext>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (mut recorder, request): (_, LegacyEmbeddingsRequest) =
-        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
-            Ok(started) => started,
-            Err(answered) => return answered,
-        };
+pub async fn embeddings_handler(started: Started<LegacyEmbeddingsRequest>) -> Response {
+    let Started {
+        state,
+        mut recorder,
+        request,
+    } = started;
     let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
     recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
     match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await {

@@ -3,11 +3,14 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query};
+use std::sync::Arc;
+
+use axum::extract::{Extension, FromRequest, FromRequestParts, Query, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -18,7 +21,7 @@ use crate::api::exchange::{ExchangeError, Recorder, parse_body};
 use crate::backend::ollama::translate::rename_model;
 use crate::backend::{BackendError, ModelsAnswer, Upstream};
 use crate::models::{Described, ResolveError, find, listed_name};
-use crate::reload::Snapshot;
+use crate::reload::{Live, Snapshot};
 
 /// OpenAI-compatible servers do not report an architecture; clients only need one
 /// to find `<arch>.context_length` in `model_info`.
@@ -163,18 +166,12 @@ pub struct PullRequest {
 /// Clients pull a model they do not see (Home Assistant does, at setup). A model the
 /// backend already serves is "pulled" at once with Ollama's progress sequence; any
 /// other cannot be, because ollabridge does not download models.
-pub async fn pull_handler(
-    Snapshot(state): Snapshot,
-    Extension(context): Extension<RequestContext>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (mut recorder, request): (_, PullRequest) =
-        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
-            Ok(started) => started,
-            Err(answered) => return answered,
-        };
+pub async fn pull_handler(started: Started<PullRequest>) -> Response {
+    let Started {
+        state,
+        mut recorder,
+        request,
+    } = started;
     let requested = request.model.or(request.name);
     let stream = request.stream.unwrap_or(true);
     recorder.request(requested.as_deref(), None, stream);
@@ -279,10 +276,42 @@ fn relay(response: reqwest::Response) -> Response {
     out
 }
 
-/// How the routes a real Ollama may serve begin: passed through (and logged) when the
-/// model's backend is an Ollama; otherwise a recorder and the parsed body, or the answer
-/// refusing a body that does not parse. `Err` is the client's answer.
-pub async fn forwarded_or_parsed<T: serde::de::DeserializeOwned>(
+/// How the routes a real Ollama may serve begin (`/api/embed`, `/api/embeddings`,
+/// `/api/pull`), as the handler's extractor: passed through (and logged) when the model's
+/// backend is an Ollama, and its answer is the rejection; otherwise the live state, a
+/// recorder and the parsed body, or the answer refusing a body that does not parse.
+pub struct Started<T> {
+    pub state: Arc<AppState>,
+    pub recorder: Recorder,
+    pub request: T,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<Live>> for Started<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, live: &Arc<Live>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Snapshot(state) = Snapshot::from_request_parts(&mut parts, live)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let Extension(context) = Extension::<RequestContext>::from_request_parts(&mut parts, live)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let body = Bytes::from_request(Request::from_parts(parts, body), live)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (recorder, request) = forwarded_or_parsed(&state, &context, method, &uri, body).await?;
+        Ok(Started {
+            state,
+            recorder,
+            request,
+        })
+    }
+}
+
+/// [`Started`]'s work; `Err` is the client's answer.
+async fn forwarded_or_parsed<T: DeserializeOwned>(
     state: &AppState,
     context: &RequestContext,
     method: Method,
