@@ -5,6 +5,12 @@
 //! for `/v1`) → model map (`models`) → backend (`backend`) → chunk stream → recorder
 //! (`api::exchange`) → client, and the recorder's one record goes to the log writer
 //! (`store`) after the stream ends.
+//!
+//! Each dialect of the client API (`api::ollama`, `api::openai`) stands on `api::exchange`
+//! alone (the recorder, `ExchangeError` and the neutral answer); the models clients are
+//! shown come from `models`; what differs by backend (pass-through or translation,
+//! `/api/show`, `/api/ps`, `suffix`) is asked of the backend. The dialects import neither
+//! each other nor a backend's kind.
 
 pub mod admin;
 pub mod api;

@@ -249,6 +249,12 @@ impl AnyBackend {
         matches!(self, AnyBackend::Ollama(_))
     }
 
+    /// Whether the backend itself refuses a `suffix` (fill-in-the-middle) its model cannot
+    /// fill in, as a real Ollama does; OpenAI-compatible servers ignore it silently.
+    pub fn refuses_unfit_suffix(&self) -> bool {
+        matches!(self, AnyBackend::Ollama(_))
+    }
+
     /// Sends a request as it is to one of Ollama's own routes on the backend, for a
     /// backend that [serves Ollama's API](AnyBackend::serves_ollama_api).
     pub async fn forward(

@@ -5,6 +5,10 @@
 //! The answer is gathered by [`AnswerSoFar`] (`answer.rs`), the row completed from it by
 //! `row.rs`; [`Recorder::finish`] hands the result to the cache, metrics, live views and
 //! the log, once.
+//!
+//! Every dialect builds on this module alone: a request refused before any answer is an
+//! [`ExchangeError`] (`error.rs`), which the recorder logs and the dialect's [`Render`]
+//! writes in its own shape.
 
 mod answer;
 mod error;

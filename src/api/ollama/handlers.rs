@@ -16,7 +16,6 @@ use crate::clock::now_rfc3339;
 use futures::StreamExt;
 
 use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Routed, Unrouted, Upstream};
-use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -100,8 +99,8 @@ pub(crate) fn generate_handler(
             .mapping(&resolved.client)
             .and_then(|m| m.capabilities.as_ref())
             .is_some_and(|c| c.iter().any(|c| c == "insert"));
-        let first_kind = state.backends[resolved.targets[0].backend].client.kind();
-        if request.suffix.is_some() && !supports_insert && first_kind == BackendKind::Openai {
+        let first = &state.backends[resolved.targets[0].backend].client;
+        if request.suffix.is_some() && !supports_insert && !first.refuses_unfit_suffix() {
             let e = ExchangeError::BadRequest(format!(
                 "\"{}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
              if the backend's /v1/completions honours suffix",
