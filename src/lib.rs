@@ -2,15 +2,15 @@
 //! with every exchange recorded in SQLite or PostgreSQL.
 //!
 //! A request flows one way: edge (`api::edge`) → handler (`api::ollama`, or `api::openai`
-//! for `/v1`) → model map (`models`) → backend (`backend`) → chunk stream → recorder
-//! (`api::exchange`) → client, and the recorder's one record goes to the log writer
-//! (`store`) after the stream ends.
+//! and `api::anthropic` for `/v1`) → model map (`models`) → backend (`backend`) → chunk
+//! stream → recorder (`api::exchange`) → client, and the recorder's one record goes to the
+//! log writer (`store`) after the stream ends.
 //!
-//! Each dialect of the client API (`api::ollama`, `api::openai`) stands on `api::exchange`
-//! alone (the recorder, `ExchangeError` and the neutral answer); the models clients are
-//! shown come from `models`; what differs by backend (pass-through or translation,
-//! `/api/show`, `/api/ps`, `suffix`) is asked of the backend. The dialects import neither
-//! each other nor a backend's kind.
+//! Each dialect of the client API (`api::ollama`, `api::openai`, `api::anthropic`) stands
+//! on `api::exchange` (the recorder, `ExchangeError` and the neutral answer) and, for the
+//! pass-through ones, `api::passthrough`; the models clients are shown come from `models`;
+//! what differs by backend (pass-through or translation, `/api/show`, `/api/ps`, `suffix`)
+//! is asked of the backend. The dialects import neither each other nor a backend's kind.
 
 pub mod admin;
 pub mod api;
