@@ -2,15 +2,22 @@
 //! with every exchange recorded in SQLite or PostgreSQL.
 //!
 //! A request flows one way: edge (`api::edge`) → handler (`api::ollama`, or `api::openai`
-//! for `/v1`) → model map (`models`) → backend (`backend`) → chunk stream → recorder
-//! (`api::exchange`) → client, and the recorder's one record goes to the log writer
-//! (`store`) after the stream ends.
+//! and `api::anthropic` for `/v1`) → model map (`models`) → backend (`backend`) → chunk
+//! stream → recorder (`api::exchange`) → client, and the recorder's one record goes to the
+//! log writer (`store`) after the stream ends.
+//!
+//! Each dialect of the client API (`api::ollama`, `api::openai`, `api::anthropic`) stands
+//! on `api::exchange` (the recorder, `ExchangeError` and the neutral answer) and, for the
+//! pass-through ones, `api::passthrough`; the models clients are shown come from `models`;
+//! what differs by backend (pass-through or translation, `/api/show`, `/api/ps`, `suffix`)
+//! is asked of the backend. The dialects import neither each other nor a backend's kind.
 
 pub mod admin;
 pub mod api;
 pub mod backend;
 mod body_budget;
 pub mod cache;
+mod clock;
 pub mod config;
 mod http1;
 mod json;
@@ -162,7 +169,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let live = Arc::new(reload::Live::new(AppState::new(
         config,
         telemetry.clone(),
-        api::ollama::types::now_rfc3339(),
+        clock::now_rfc3339(),
     )?));
     let health_checks = spawn_health_checks(live.clone(), stop.clone());
     let admin = if admin_config.enabled {

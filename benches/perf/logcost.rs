@@ -27,8 +27,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ollabridge::api::ollama::bench::{Recorder, RequestContext, request_line};
-use ollabridge::api::ollama::types::{Message, now_rfc3339};
+use ollabridge::api::ollama::bench::{Recorder, RequestContext, now_rfc3339, render, request_line};
+use ollabridge::api::ollama::types::Message;
 use ollabridge::backend::{Chunk, Completion, Delta};
 use ollabridge::metrics::{Metrics, RequestEvent};
 use ollabridge::models::Resolved;
@@ -333,7 +333,7 @@ fn request_path(t: &Arc<Telemetry>, input: &Input) {
     // The request-id middleware.
     let context = RequestContext::new(Some(&input.id), Some(input.addr));
     // chat_handler: Recorder::start, request, resolved
-    let mut recorder = Recorder::new(t, &context, "/api/chat", "POST", "openai");
+    let mut recorder = Recorder::new(t, &context, "/api/chat", "POST", "openai", render);
     recorder.request_bytes(input.body_len);
     let prompt = serde_json::to_string(&input.messages).ok();
     recorder.request(Some(&input.model), prompt, true);

@@ -32,6 +32,11 @@ const MAX_WINDOW_SECS: i64 = 366 * 86_400;
 const MIN_BUCKET_SECS: i64 = 60;
 const MAX_BUCKETS: i64 = 20_000;
 
+/// `total / count`; 0 when there is nothing to count (no rows, no latencies).
+fn per(total: f64, count: u64) -> f64 {
+    if count == 0 { 0.0 } else { total / count as f64 }
+}
+
 /// The nearest-rank percentile of values sorted ascending: the value at 1-based rank
 /// ⌈p·n/100⌉ (at least 1), i.e. the smallest value with at least p % of all values at
 /// or below it. Always one of the values, never interpolated; `None` when empty.
@@ -127,11 +132,7 @@ impl Group {
         GroupStats {
             count: self.count,
             errors: self.errors,
-            error_rate: if self.count == 0 {
-                0.0
-            } else {
-                self.errors as f64 / self.count as f64
-            },
+            error_rate: per(self.errors as f64, self.count),
             latency_ms: LatencyPercentiles {
                 p50: nearest_rank(&self.latencies, 50),
                 p95: nearest_rank(&self.latencies, 95),
@@ -295,11 +296,7 @@ pub async fn timeseries_handler(
             start: rfc3339(&(start + chrono::Duration::milliseconds(i * size))),
             count: acc.count,
             errors: acc.errors,
-            latency_ms_mean: if acc.latencies == 0 {
-                0.0
-            } else {
-                acc.latency_sum as f64 / acc.latencies as f64
-            },
+            latency_ms_mean: per(acc.latency_sum as f64, acc.latencies),
             prompt_tokens: acc.prompt_tokens,
             completion_tokens: acc.completion_tokens,
             cost: acc.cost,

@@ -145,6 +145,15 @@ pub struct BackendModel {
     pub template: Option<String>,
 }
 
+/// What a backend answers on one of Ollama's model routes (`/api/show`, `/api/ps`).
+pub enum ModelsAnswer {
+    /// Its own answer, to pass through as it came (a real Ollama's).
+    Own(reqwest::Response),
+    /// It has none: ollabridge describes the models from the model map and the backends'
+    /// lists.
+    Described,
+}
+
 #[expect(
     async_fn_in_trait,
     reason = "used only through AnyBackend, whose concrete futures are Send"
@@ -154,6 +163,11 @@ pub trait Backend {
     async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError>;
     async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError>;
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError>;
+    /// `/api/show` for the backend's model `backend_model`; `body` is the client's, when
+    /// it sent one (keys the backend may read survive).
+    async fn show(&self, backend_model: &str, body: Option<Bytes>) -> Result<ModelsAnswer, BackendError>;
+    /// `/api/ps`: the models loaded now.
+    async fn ps(&self) -> Result<ModelsAnswer, BackendError>;
 }
 
 pub enum AnyBackend {
@@ -198,6 +212,20 @@ impl AnyBackend {
         }
     }
 
+    pub async fn show(&self, backend_model: &str, body: Option<Bytes>) -> Result<ModelsAnswer, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.show(backend_model, body).await,
+            AnyBackend::Ollama(b) => b.show(backend_model, body).await,
+        }
+    }
+
+    pub async fn ps(&self) -> Result<ModelsAnswer, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.ps().await,
+            AnyBackend::Ollama(b) => b.ps().await,
+        }
+    }
+
     /// Vectors for `inputs` from the backend's model `backend_model`.
     pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
         match self {
@@ -215,9 +243,15 @@ impl AnyBackend {
         }
     }
 
-    /// Whether the backend serves Ollama's own API: then Ollama's routes other than chat
-    /// and generate (show, ps, pull, embed, model management) pass through to it.
+    /// Whether the backend serves Ollama's own API: then the Ollama routes that work on a
+    /// model without asking it (pull, embed, model management) pass through to it.
     pub fn serves_ollama_api(&self) -> bool {
+        matches!(self, AnyBackend::Ollama(_))
+    }
+
+    /// Whether the backend itself refuses a `suffix` (fill-in-the-middle) its model cannot
+    /// fill in, as a real Ollama does; OpenAI-compatible servers ignore it silently.
+    pub fn refuses_unfit_suffix(&self) -> bool {
         matches!(self, AnyBackend::Ollama(_))
     }
 

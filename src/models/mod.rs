@@ -1,6 +1,10 @@
 //! The model map: which backend model serves the name a client asks for. Names match
 //! case-insensitively, with or without `:latest`; the client always sees its own name.
 
+mod listed;
+
+pub use listed::{Described, find};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,24 @@
 
 use std::time::Instant;
 
-use crate::api::ollama::types::{FinalMetrics, ToolCall};
+use serde::Serialize;
+
+use crate::backend::request::ToolCall;
 use crate::backend::{Chunk, Completion, Delta, Logprob};
+
+/// How an answer ended and what it took, as the last chunk reports it: the backend's
+/// numbers where it gave them, else what was measured. All integers, durations in ns; the
+/// names are Ollama's (its final chunk carries them as they are).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FinalMetrics {
+    pub done_reason: String,
+    pub total_duration: u64,
+    pub load_duration: u64,
+    pub prompt_eval_count: u64,
+    pub prompt_eval_duration: u64,
+    pub eval_count: u64,
+    pub eval_duration: u64,
+}
 
 #[derive(Debug, Default)]
 pub struct AnswerSoFar {

@@ -5,22 +5,26 @@
 //! The answer is gathered by [`AnswerSoFar`] (`answer.rs`), the row completed from it by
 //! `row.rs`; [`Recorder::finish`] hands the result to the cache, metrics, live views and
 //! the log, once.
+//!
+//! Every dialect builds on this module alone: a request refused before any answer is an
+//! [`ExchangeError`] (`error.rs`), which the recorder logs and the dialect's [`Render`]
+//! writes in its own shape.
 
 mod answer;
+mod error;
 mod row;
 
-pub use answer::AnswerSoFar;
+pub use answer::{AnswerSoFar, FinalMetrics};
+pub use error::{ExchangeError, Render, parse_body};
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Telemetry;
 use crate::api::edge::context::RequestContext;
-use crate::api::ollama::error::ApiError;
-use crate::api::ollama::types::FinalMetrics;
 use crate::backend::{Attempt, BackendError, Capture, Chunk, Completion, Upstream};
 use crate::metrics::{InflightGuard, RequestEvent};
 use crate::store::{LogRecord, Ticket, timestamp_now};
@@ -45,6 +49,8 @@ pub struct Recorder {
     /// The model was resolved (mapped or offered): a name metrics may label with.
     model_known: bool,
     sent: bool,
+    /// How the client's dialect answers a refused exchange.
+    render: Render,
 }
 
 /// How often live views hear a streaming answer's token count.
@@ -57,6 +63,7 @@ impl Recorder {
         endpoint: &str,
         method: &str,
         backend_type: &str,
+        render: Render,
     ) -> Recorder {
         let timestamp = timestamp_now();
         Recorder {
@@ -83,16 +90,18 @@ impl Recorder {
             last_progress: None,
             model_known: false,
             sent: false,
+            render,
         }
     }
 
-    /// A recorder for a request to this server's backend.
+    /// A recorder for a request to this server's backend, refusing in the dialect `render` writes.
     pub fn start(
         state: &crate::AppState,
         context: &RequestContext,
         endpoint: &str,
         method: &str,
         body: &[u8],
+        render: Render,
     ) -> Recorder {
         let mut recorder = Recorder::new(
             &state.telemetry,
@@ -100,6 +109,7 @@ impl Recorder {
             endpoint,
             method,
             state.backend().client.kind().as_str(),
+            render,
         );
         recorder.request_bytes(body.len());
         if state.config.database.store_bodies {
@@ -111,8 +121,14 @@ impl Recorder {
     /// [`start`](Recorder::start) for a POST that answers from a backend, boxed (the
     /// handlers' futures hold it while the backend answers), with the raw body logged
     /// when `server.log_raw_requests` is on.
-    pub fn begin(state: &crate::AppState, context: &RequestContext, endpoint: &str, body: &[u8]) -> Box<Recorder> {
-        let recorder = Box::new(Recorder::start(state, context, endpoint, "POST", body));
+    pub fn begin(
+        state: &crate::AppState,
+        context: &RequestContext,
+        endpoint: &str,
+        body: &[u8],
+        render: Render,
+    ) -> Box<Recorder> {
+        let recorder = Box::new(Recorder::start(state, context, endpoint, "POST", body, render));
         if state.config.server.log_raw_requests {
             tracing::info!(body = %String::from_utf8_lossy(body), "raw request {endpoint}");
         }
@@ -250,10 +266,12 @@ impl Recorder {
         &self.answer
     }
 
-    /// Ends a request refused or failed before any answer: the client gets the error.
-    pub fn reject(self, error: ApiError) -> Response {
+    /// Ends a request refused or failed before any answer: the client gets the error in
+    /// its dialect's shape.
+    pub fn reject(self, error: ExchangeError) -> Response {
+        let render = self.render;
         self.fail(error.status_code().as_u16(), &error.to_string());
-        error.into_response()
+        render(error)
     }
 
     /// Ends a request that failed (before or during the answer).

@@ -4,24 +4,18 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::Extension;
-use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
-use super::models_routes::forwarded_or_parsed;
+use super::models_routes::Started;
 use crate::AppState;
-use crate::api::edge::context::RequestContext;
-use crate::api::exchange::Recorder;
+use crate::api::exchange::{ExchangeError, Recorder};
 use crate::backend::{BackendError, Embeddings, Failover, Routed, Unrouted, Upstream};
 use crate::models::Resolved;
-use crate::reload::Snapshot;
 
 #[derive(Debug, Deserialize)]
-struct EmbedRequest {
+pub struct EmbedRequest {
     #[serde(default)]
     model: Option<String>,
     /// A string or an array of strings; checked by hand so the error says so.
@@ -36,25 +30,19 @@ struct EmbedRequest {
 }
 
 #[derive(Debug, Deserialize)]
-struct LegacyEmbeddingsRequest {
+pub struct LegacyEmbeddingsRequest {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
     prompt: Option<String>,
 }
 
-pub async fn embed_handler(
-    Snapshot(state): Snapshot,
-    Extension(context): Extension<RequestContext>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (mut recorder, request): (_, EmbedRequest) =
-        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
-            Ok(started) => started,
-            Err(answered) => return answered,
-        };
+pub async fn embed_handler(started: Started<EmbedRequest>) -> Response {
+    let Started {
+        state,
+        mut recorder,
+        request,
+    } = started;
     let inputs = match input_strings(request.input) {
         Ok(inputs) => inputs,
         Err(e) => return recorder.reject(e),
@@ -79,18 +67,12 @@ pub async fn embed_handler(
 }
 
 /// The legacy route: one `prompt`, one `embedding`, not normalised (as Ollama does).
-pub async fn embeddings_handler(
-    Snapshot(state): Snapshot,
-    Extension(context): Extension<RequestContext>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (mut recorder, request): (_, LegacyEmbeddingsRequest) =
-        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
-            Ok(started) => started,
-            Err(answered) => return answered,
-        };
+pub async fn embeddings_handler(started: Started<LegacyEmbeddingsRequest>) -> Response {
+    let Started {
+        state,
+        mut recorder,
+        request,
+    } = started;
     let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
     recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
     match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await {
@@ -103,8 +85,9 @@ pub async fn embeddings_handler(
     }
 }
 
-fn input_strings(input: Option<Value>) -> Result<Vec<String>, ApiError> {
-    let invalid = || ApiError::BadRequest("invalid input type: 'input' must be a string or an array of strings".into());
+fn input_strings(input: Option<Value>) -> Result<Vec<String>, ExchangeError> {
+    let invalid =
+        || ExchangeError::BadRequest("invalid input type: 'input' must be a string or an array of strings".into());
     match input {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
@@ -127,7 +110,7 @@ async fn embed(
     model: Option<&str>,
     inputs: &[String],
     recorder: &mut Recorder,
-) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ApiError> {
+) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ExchangeError> {
     let resolved = state.models.resolve(model, &state.backends).await?;
     recorder.resolved(&resolved);
     if inputs.is_empty() {

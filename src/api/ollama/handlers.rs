@@ -6,16 +6,16 @@ use axum::extract::Extension;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::error::{ApiError, parse_body};
+use super::error::render;
 use super::respond::{Answer, Shape};
-use super::types::{ChatRequest, GenerateRequest, now_rfc3339};
+use super::types::{ChatRequest, GenerateRequest};
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
-use crate::api::exchange::{CacheSlot, Recorder};
+use crate::api::exchange::{CacheSlot, ExchangeError, Recorder, parse_body};
+use crate::clock::now_rfc3339;
 use futures::StreamExt;
 
 use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Routed, Unrouted, Upstream};
-use crate::config::BackendKind;
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -43,7 +43,7 @@ pub(crate) fn chat_handler(
     body: Bytes,
 ) -> impl Future<Output = Response> {
     async move {
-        let mut recorder = Recorder::begin(&state, &context, "/api/chat", &body);
+        let mut recorder = Recorder::begin(&state, &context, "/api/chat", &body, render);
         let request: Box<ChatRequest> = match parse_body(&body) {
             Ok(r) => r,
             Err(e) => return recorder.reject(e),
@@ -52,7 +52,7 @@ pub(crate) fn chat_handler(
         let prompt = request.messages.as_ref().and_then(|m| serde_json::to_string(m).ok());
         recorder.request(request.model.as_deref(), prompt, stream);
         let Some(messages) = &request.messages else {
-            return recorder.reject(ApiError::BadRequest("messages is required".into()));
+            return recorder.reject(ExchangeError::BadRequest("messages is required".into()));
         };
         let resolved = match resolve(&state, &context, request.model.as_deref()).await {
             Ok(r) => r,
@@ -79,7 +79,7 @@ pub(crate) fn generate_handler(
     body: Bytes,
 ) -> impl Future<Output = Response> {
     async move {
-        let mut recorder = Recorder::begin(&state, &context, "/api/generate", &body);
+        let mut recorder = Recorder::begin(&state, &context, "/api/generate", &body, render);
         let request: Box<GenerateRequest> = match parse_body(&body) {
             Ok(r) => r,
             Err(e) => return recorder.reject(e),
@@ -99,9 +99,9 @@ pub(crate) fn generate_handler(
             .mapping(&resolved.client)
             .and_then(|m| m.capabilities.as_ref())
             .is_some_and(|c| c.iter().any(|c| c == "insert"));
-        let first_kind = state.backends[resolved.targets[0].backend].client.kind();
-        if request.suffix.is_some() && !supports_insert && first_kind == BackendKind::Openai {
-            let e = ApiError::BadRequest(format!(
+        let first = &state.backends[resolved.targets[0].backend].client;
+        if request.suffix.is_some() && !supports_insert && !first.refuses_unfit_suffix() {
+            let e = ExchangeError::BadRequest(format!(
                 "\"{}\" does not support insert (suffix); add \"insert\" to its capabilities in models.mappings \
              if the backend's /v1/completions honours suffix",
                 resolved.client
@@ -138,13 +138,17 @@ pub(crate) fn generate_handler(
 
 /// The model's targets; a request pinned to a backend (dashboard replay) goes there
 /// alone, under the mapped backend model name or else the name as given.
-async fn resolve(state: &AppState, context: &RequestContext, requested: Option<&str>) -> Result<Resolved, ApiError> {
+async fn resolve(
+    state: &AppState,
+    context: &RequestContext,
+    requested: Option<&str>,
+) -> Result<Resolved, ExchangeError> {
     let Some(name) = &context.pinned_backend else {
         return Ok(state.models.resolve(requested, &state.backends).await?);
     };
     let Some(index) = state.backends.iter().position(|b| b.name() == name) else {
         let known: Vec<&str> = state.backends.iter().map(|b| b.name()).collect();
-        return Err(ApiError::BadRequest(format!(
+        return Err(ExchangeError::BadRequest(format!(
             "no backend named '{name}' (backends: {})",
             known.join(", ")
         )));

@@ -1,30 +1,28 @@
 //! Model metadata routes (`/api/tags`, `/api/show`, `/api/ps`, `/api/version`) and the
 //! pass-through of every other `/api/*` route to an Ollama backend.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query};
+use std::sync::Arc;
+
+use axum::extract::{Extension, FromRequest, FromRequestParts, Query, Request};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, parse_body};
+use super::error::render;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
-use crate::api::exchange::Recorder;
+use crate::api::exchange::{ExchangeError, Recorder, parse_body};
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{BackendError, BackendModel, Upstream};
-use crate::config::ModelMapping;
-use crate::models::{ResolveError, listed_name, normalize};
-use crate::reload::Snapshot;
+use crate::backend::{BackendError, ModelsAnswer, Upstream};
+use crate::models::{Described, ResolveError, find, listed_name};
+use crate::reload::{Live, Snapshot};
 
-/// Context length reported when neither the config nor the backend tells.
-const FALLBACK_CONTEXT: u64 = 4096;
 /// OpenAI-compatible servers do not report an architecture; clients only need one
 /// to find `<arch>.context_length` in `model_info`.
 const ARCHITECTURE: &str = "llama";
@@ -38,15 +36,14 @@ pub async fn version_handler(Snapshot(state): Snapshot) -> Json<Value> {
 /// Every mapped name, plus every model the backends offer (under their `discover`
 /// prefix).
 pub async fn tags_handler(Snapshot(state): Snapshot) -> Json<Value> {
-    let offered = offered_or_empty(&state).await;
-    let entries: Vec<Value> = described(&state, &offered).iter().map(|m| m.entry(&state)).collect();
+    let offered = state.models.offered_or_empty(&state.backends).await;
+    let entries: Vec<Value> = state
+        .models
+        .described(&state.backends, &offered)
+        .iter()
+        .map(|m| entry(m, &state))
+        .collect();
     Json(json!({ "models": entries }))
-}
-
-/// The names `/api/tags` lists (before it adds `:latest`), for `/v1/models`.
-pub async fn model_names(state: &AppState) -> Vec<String> {
-    let offered = offered_or_empty(state).await;
-    described(state, &offered).into_iter().map(|m| m.name).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,32 +57,25 @@ pub struct ShowRequest {
 pub async fn show_handler(Snapshot(state): Snapshot, body: Bytes) -> Response {
     let request: ShowRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => return render(e),
     };
-    show(&state, request, Some(body))
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    show(&state, request, Some(body)).await.unwrap_or_else(render)
 }
 
 /// Zed asks `GET /api/show?model=...`.
 pub async fn show_query_handler(Snapshot(state): Snapshot, Query(request): Query<ShowRequest>) -> Response {
-    show(&state, request, None)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    show(&state, request, None).await.unwrap_or_else(render)
 }
 
-async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Result<Response, ApiError> {
+async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Result<Response, ExchangeError> {
     let requested = request.model.or(request.name);
     let resolved = state.models.resolve(requested.as_deref(), &state.backends).await?;
     let first = &resolved.targets[0];
     let backend = &state.backends[first.backend].client;
-    if backend.serves_ollama_api() {
-        let body = body.unwrap_or_else(|| Bytes::from(json!({ "model": resolved.backend }).to_string()));
-        let body = rename_model(&body, &resolved.backend)?;
-        let response = backend.forward(Method::POST, "api/show", Some(body)).await?;
+    if let ModelsAnswer::Own(response) = backend.show(&resolved.backend, body).await? {
         return Ok(relay(response));
     }
-    let offered = offered_or_empty(state).await;
+    let offered = state.models.offered_or_empty(&state.backends).await;
     let model = Described {
         name: resolved.client.clone(),
         mapping: state.models.mapping(&resolved.client),
@@ -114,19 +104,21 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
 }
 
 pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
-    if let [only] = state.backends.as_slice()
-        && only.client.serves_ollama_api()
-    {
-        return match only.client.forward(Method::GET, "api/ps", None).await {
-            Ok(response) => relay(response),
-            Err(e) => ApiError::from(e).into_response(),
-        };
+    // With several backends, the models of all are listed, each described.
+    if let [only] = state.backends.as_slice() {
+        match only.client.ps().await {
+            Ok(ModelsAnswer::Own(response)) => return relay(response),
+            Ok(ModelsAnswer::Described) => {}
+            Err(e) => return render(e.into()),
+        }
     }
-    let offered = offered_or_empty(&state).await;
-    let models: Vec<Value> = described(&state, &offered)
+    let offered = state.models.offered_or_empty(&state.backends).await;
+    let models: Vec<Value> = state
+        .models
+        .described(&state.backends, &offered)
         .iter()
         .map(|model| {
-            let mut entry = model.entry(&state);
+            let mut entry = entry(model, &state);
             entry["expires_at"] = KEPT_LOADED_UNTIL.into();
             entry["size_vram"] = 0.into();
             entry["context_length"] = model.context_length().into();
@@ -156,7 +148,7 @@ pub async fn other_api_handler(
             ),
             false => format!("{path} is not available with an OpenAI-compatible backend"),
         };
-        return ApiError::Unsupported(message).into_response();
+        return render(ExchangeError::Unsupported(message));
     };
     forward_logged(&state, &context, backend, method, &uri, body).await
 }
@@ -174,25 +166,19 @@ pub struct PullRequest {
 /// Clients pull a model they do not see (Home Assistant does, at setup). A model the
 /// backend already serves is "pulled" at once with Ollama's progress sequence; any
 /// other cannot be, because ollabridge does not download models.
-pub async fn pull_handler(
-    Snapshot(state): Snapshot,
-    Extension(context): Extension<RequestContext>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let (mut recorder, request): (_, PullRequest) =
-        match forwarded_or_parsed(&state, &context, method, &uri, body).await {
-            Ok(started) => started,
-            Err(answered) => return answered,
-        };
+pub async fn pull_handler(started: Started<PullRequest>) -> Response {
+    let Started {
+        state,
+        mut recorder,
+        request,
+    } = started;
     let requested = request.model.or(request.name);
     let stream = request.stream.unwrap_or(true);
     recorder.request(requested.as_deref(), None, stream);
     let resolved = match state.models.resolve(requested.as_deref(), &state.backends).await {
         Ok(r) => r,
         Err(ResolveError::NotFound(name)) => {
-            let e = ApiError::NotFound(format!(
+            let e = ExchangeError::NotFound(format!(
                 "model '{name}' is not served by the backend, and ollabridge cannot download models; \
                  load it in the backend or map the name in models.mappings"
             ));
@@ -234,7 +220,7 @@ pub async fn forward_logged(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let mut recorder = Recorder::start(state, context, path, method.as_str(), &body);
+    let mut recorder = Recorder::start(state, context, path, method.as_str(), &body, render);
     let backend = &upstream.client;
     recorder.routed(upstream, None, &[]);
     let requested: Option<String> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
@@ -290,10 +276,42 @@ fn relay(response: reqwest::Response) -> Response {
     out
 }
 
-/// How the routes a real Ollama may serve begin: passed through (and logged) when the
-/// model's backend is an Ollama; otherwise a recorder and the parsed body, or the answer
-/// refusing a body that does not parse. `Err` is the client's answer.
-pub async fn forwarded_or_parsed<T: serde::de::DeserializeOwned>(
+/// How the routes a real Ollama may serve begin (`/api/embed`, `/api/embeddings`,
+/// `/api/pull`), as the handler's extractor: passed through (and logged) when the model's
+/// backend is an Ollama, and its answer is the rejection; otherwise the live state, a
+/// recorder and the parsed body, or the answer refusing a body that does not parse.
+pub struct Started<T> {
+    pub state: Arc<AppState>,
+    pub recorder: Recorder,
+    pub request: T,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<Live>> for Started<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, live: &Arc<Live>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Snapshot(state) = Snapshot::from_request_parts(&mut parts, live)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let Extension(context) = Extension::<RequestContext>::from_request_parts(&mut parts, live)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let body = Bytes::from_request(Request::from_parts(parts, body), live)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (recorder, request) = forwarded_or_parsed(&state, &context, method, &uri, body).await?;
+        Ok(Started {
+            state,
+            recorder,
+            request,
+        })
+    }
+}
+
+/// [`Started`]'s work; `Err` is the client's answer.
+async fn forwarded_or_parsed<T: DeserializeOwned>(
     state: &AppState,
     context: &RequestContext,
     method: Method,
@@ -303,7 +321,7 @@ pub async fn forwarded_or_parsed<T: serde::de::DeserializeOwned>(
     if let Some(upstream) = ollama_for(state, &body).await {
         return Err(forward_logged(state, context, upstream, method, uri, body).await);
     }
-    let recorder = Recorder::start(state, context, uri.path(), "POST", &body);
+    let recorder = Recorder::start(state, context, uri.path(), "POST", &body, render);
     match parse_body(&body) {
         Ok(request) => Ok((recorder, request)),
         Err(e) => Err(recorder.reject(e)),
@@ -338,101 +356,21 @@ fn requested_model(body: &[u8]) -> Option<String> {
     named.model.or(named.name)
 }
 
-/// Each backend's own list, by backend index; a backend that is down lists nothing,
-/// so the mapping table still answers and clients such as Home Assistant can finish
-/// their setup.
-async fn offered_or_empty(state: &AppState) -> Vec<Arc<Vec<BackendModel>>> {
-    let lists = (0..state.backends.len()).map(|index| async move {
-        match state.models.offered(&state.backends, index, false).await {
-            Ok(list) => list,
-            Err(e) => {
-                let backend = state.backends[index].name();
-                tracing::warn!(backend, error = %e, "cannot list the backend's models; leaving them out");
-                Arc::new(Vec::new())
-            }
-        }
-    });
-    futures::future::join_all(lists).await
-}
-
-fn find<'a>(offered: &'a [BackendModel], name: &str) -> Option<&'a BackendModel> {
-    let key = normalize(name);
-    offered.iter().find(|m| normalize(&m.name) == key)
-}
-
-/// A model as clients see it: its listed name, its mapping (if any) and what the
-/// backend says about it. Config settings win over what the backend reports.
-struct Described<'a> {
-    name: String,
-    mapping: Option<&'a ModelMapping>,
-    backend: Option<&'a BackendModel>,
-}
-
-/// Every mapped name, then every model a backend offers (its `discover` prefix and
-/// filters applied) that is not already listed under that name.
-fn described<'a>(state: &'a AppState, offered: &'a [Arc<Vec<BackendModel>>]) -> Vec<Described<'a>> {
-    let mut listed: Vec<Described<'a>> = state
-        .models
-        .mappings()
-        .iter()
-        .map(|m| Described {
-            name: m.name.clone(),
-            mapping: Some(m),
-            backend: find(&offered[m.targets[0].backend], &m.target),
+/// An `/api/tags` entry. A real Ollama's own entry lends its size, digest and details.
+fn entry(model: &Described, state: &AppState) -> Value {
+    let listed = listed_name(&model.name);
+    let mut entry = model.backend.and_then(|m| m.entry.clone()).unwrap_or_else(|| {
+        json!({
+            "modified_at": state.started_at,
+            "size": 0,
+            "digest": format!("{:x}", Sha256::digest(listed.as_bytes())),
+            "details": details(model.context_length()),
+            "capabilities": model.capabilities(),
         })
-        .collect();
-    for (upstream, models) in state.backends.iter().zip(offered) {
-        let Some(discovery) = &upstream.config.discover else {
-            continue;
-        };
-        for model in models.iter().filter(|m| discovery.offers(&m.name)) {
-            let name = format!("{}{}", discovery.prefix, model.name);
-            let key = normalize(&name);
-            if !listed.iter().any(|d| normalize(&d.name) == key) {
-                listed.push(Described {
-                    name,
-                    mapping: None,
-                    backend: Some(model),
-                });
-            }
-        }
-    }
-    listed
-}
-
-impl Described<'_> {
-    fn context_length(&self) -> u64 {
-        self.mapping
-            .and_then(|m| m.context_length)
-            .or(self.backend.and_then(|m| m.context_length))
-            .unwrap_or(FALLBACK_CONTEXT)
-    }
-
-    /// Without better knowledge, a chat model that takes tools: refusing tools is the
-    /// most common way Home Assistant breaks, so they are offered and forwarded.
-    fn capabilities(&self) -> Vec<String> {
-        self.mapping
-            .and_then(|m| m.capabilities.clone())
-            .or(self.backend.and_then(|m| m.capabilities.clone()))
-            .unwrap_or_else(|| vec!["completion".into(), "tools".into()])
-    }
-
-    /// An `/api/tags` entry. A real Ollama's own entry lends its size, digest and details.
-    fn entry(&self, state: &AppState) -> Value {
-        let listed = listed_name(&self.name);
-        let mut entry = self.backend.and_then(|m| m.entry.clone()).unwrap_or_else(|| {
-            json!({
-                "modified_at": state.started_at,
-                "size": 0,
-                "digest": format!("{:x}", Sha256::digest(listed.as_bytes())),
-                "details": details(self.context_length()),
-                "capabilities": self.capabilities(),
-            })
-        });
-        entry["name"] = listed.clone().into();
-        entry["model"] = listed.into();
-        entry
-    }
+    });
+    entry["name"] = listed.clone().into();
+    entry["model"] = listed.into();
+    entry
 }
 
 fn details(context_length: u64) -> Value {

@@ -10,9 +10,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 
-use super::types::{ChatChunk, FinalMetrics, GenerateChunk, OutMessage, now_rfc3339};
+use super::types::{ChatChunk, FinalMetrics, GenerateChunk, OutMessage};
 use crate::api::exchange::Recorder;
 use crate::backend::{BackendError, Chunk, ChunkStream};
+use crate::clock::now_rfc3339;
 
 const NDJSON: &str = "application/x-ndjson";
 const JSON: &str = "application/json; charset=utf-8";

@@ -19,17 +19,8 @@ pub struct OutMessage {
     pub tool_calls: Vec<ToolCall>,
 }
 
-/// Fields only the final (`done: true`) object carries; all integers, durations in ns.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct FinalMetrics {
-    pub done_reason: String,
-    pub total_duration: u64,
-    pub load_duration: u64,
-    pub prompt_eval_count: u64,
-    pub prompt_eval_duration: u64,
-    pub eval_count: u64,
-    pub eval_duration: u64,
-}
+/// Fields only the final (`done: true`) object carries.
+pub use crate::api::exchange::FinalMetrics;
 
 #[derive(Debug, Serialize)]
 pub struct ChatChunk<'a> {
@@ -56,9 +47,4 @@ pub struct GenerateChunk<'a> {
     pub logprobs: Vec<Logprob>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<FinalMetrics>,
-}
-
-/// RFC 3339 in UTC with nanoseconds, as Ollama writes `created_at`.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }

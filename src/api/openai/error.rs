@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::api::ollama::error::ApiError;
+use crate::api::exchange::ExchangeError;
 use crate::api::passthrough::DialectError;
 use crate::backend::BackendError;
 use crate::models::ResolveError;
@@ -110,11 +110,11 @@ impl DialectError for OpenAiError {
     }
 }
 
-impl From<ApiError> for OpenAiError {
-    fn from(error: ApiError) -> OpenAiError {
+impl From<ExchangeError> for OpenAiError {
+    fn from(error: ExchangeError) -> OpenAiError {
         match error {
-            ApiError::Backend(e) => OpenAiError::from_backend(&e, None),
-            ApiError::Busy(_) => OpenAiError {
+            ExchangeError::Backend(e) => OpenAiError::from_backend(&e, None),
+            ExchangeError::Busy(_) => OpenAiError {
                 retry_after: true,
                 ..OpenAiError::new(error.status_code(), error.to_string())
             },
@@ -126,7 +126,7 @@ impl From<ApiError> for OpenAiError {
 impl From<ResolveError> for OpenAiError {
     fn from(error: ResolveError) -> OpenAiError {
         let not_found = matches!(error, ResolveError::NotFound(_));
-        let mut e = OpenAiError::from(ApiError::from(error));
+        let mut e = OpenAiError::from(ExchangeError::from(error));
         if not_found {
             // What OpenAI itself answers for an unknown model.
             e.code = Some("model_not_found".into());

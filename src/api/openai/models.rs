@@ -9,11 +9,16 @@ use serde_json::{Value, json};
 
 use super::error::OpenAiError;
 use crate::AppState;
-use crate::api::ollama::models_routes::model_names;
 use crate::reload::Snapshot;
 
 pub async fn list_handler(Snapshot(state): Snapshot) -> Json<Value> {
-    let data: Vec<Value> = model_names(&state).await.iter().map(|id| entry(&state, id)).collect();
+    let data: Vec<Value> = state
+        .models
+        .listed_names(&state.backends)
+        .await
+        .iter()
+        .map(|id| entry(&state, id))
+        .collect();
     Json(json!({ "object": "list", "data": data }))
 }
 

@@ -20,7 +20,7 @@ use self::relay::{Exchange, error_detail, refuse};
 use self::request::ClientRequest;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
-use crate::api::exchange::Recorder;
+use crate::api::exchange::{ExchangeError, Recorder, Render};
 use crate::backend::{BackendError, Capture, Chunk, Failover, Routed, TryError, Unrouted, Upstream};
 use crate::config::NativeRoute;
 use crate::models::ResolveError;
@@ -68,6 +68,15 @@ pub trait DialectError: IntoResponse + Sized + Send + 'static {
             ResolveError::Missing | ResolveError::TooLong(_) => Self::new(StatusCode::BAD_REQUEST, error.to_string()),
             ResolveError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, error.to_string()),
             ResolveError::Backend(e) => Self::from_backend(&e, None),
+        }
+    }
+
+    /// An exchange refused before it reached a backend.
+    fn from_exchange(error: ExchangeError) -> Self {
+        match error {
+            ExchangeError::Backend(e) => Self::from_backend(&e, None),
+            ExchangeError::Busy(message) => Self::from_backend(&BackendError::Busy(message), None),
+            e => Self::new(e.status_code(), e.to_string()),
         }
     }
 
@@ -135,7 +144,8 @@ pub fn pass_through<R: Route>(
     async move {
         let state = &*state;
         let endpoint = route.endpoint();
-        let mut recorder = Recorder::begin(state, &context, endpoint, &body);
+        let render: Render = |e| R::Error::from_exchange(e).into_response();
+        let mut recorder = Recorder::begin(state, &context, endpoint, &body, render);
         let server = &state.config.server;
         let request = match ClientRequest::read(&body) {
             Ok(r) => r,

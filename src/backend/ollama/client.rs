@@ -8,7 +8,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
 
 use super::translate::{answer_line_to_chunk, ollama_embed_to_vectors, rename_model};
-use crate::backend::{Backend, BackendError, BackendModel, Call, ChunkStream, Embeddings};
+use crate::backend::{Backend, BackendError, BackendModel, Call, ChunkStream, Embeddings, ModelsAnswer};
 use crate::config::{BackendConfig, BackendKind};
 
 /// Ollama's Go client refuses lines over 8 MB; we accept a little more.
@@ -149,5 +149,16 @@ impl Backend for OllamaBackend {
                 })
             })
             .collect())
+    }
+
+    async fn show(&self, backend_model: &str, body: Option<Bytes>) -> Result<ModelsAnswer, BackendError> {
+        let body = body.unwrap_or_else(|| Bytes::from(serde_json::json!({ "model": backend_model }).to_string()));
+        let body = rename_model(&body, backend_model)?;
+        let response = self.forward(Method::POST, "api/show", Some(body)).await?;
+        Ok(ModelsAnswer::Own(response))
+    }
+
+    async fn ps(&self) -> Result<ModelsAnswer, BackendError> {
+        Ok(ModelsAnswer::Own(self.forward(Method::GET, "api/ps", None).await?))
     }
 }

@@ -10,7 +10,9 @@ use super::sse::SseSplitter;
 use super::translate::{self, Route, Translator};
 use super::types::{ModelList, Props};
 use crate::backend::request::{ChatRequest, Think, logprobs_asked};
-use crate::backend::{Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall};
+use crate::backend::{
+    Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall, ModelsAnswer,
+};
 use crate::config::{BackendConfig, BackendKind, MaxTokensField, ThinkingStyle};
 
 pub struct OpenAiBackend {
@@ -260,6 +262,16 @@ impl Backend for OpenAiBackend {
                 entry: None,
             })
             .collect())
+    }
+
+    /// OpenAI's API has no such route: what `models` read describes the model.
+    async fn show(&self, _backend_model: &str, _body: Option<bytes::Bytes>) -> Result<ModelsAnswer, BackendError> {
+        Ok(ModelsAnswer::Described)
+    }
+
+    /// OpenAI's API has no such route: the listed models are described as loaded.
+    async fn ps(&self) -> Result<ModelsAnswer, BackendError> {
+        Ok(ModelsAnswer::Described)
     }
 }
 
