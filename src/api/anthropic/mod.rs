@@ -5,6 +5,7 @@
 
 mod error;
 mod messages;
+mod translate;
 
 use std::sync::Arc;
 
