@@ -608,3 +608,153 @@ async fn translation_errors_have_anthropic_s_shape() {
     let seen: Vec<_> = rows.iter().map(|r| (&r["status_code"], &r["error"])).collect();
     assert_eq!(seen, [(&json!(400), &json!(message)), (&json!(200), &json!(truncated))]);
 }
+
+/// `/v1/responses` for a backend without the route: asked as a chat, answered as the
+/// Responses API's events (numbered) or response object, with the client's model name.
+#[tokio::test]
+async fn responses_are_translated_for_a_backend_without_the_route() {
+    let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
+    let mut bridge = bridge(&mock, json!({"serves": {"responses": false}})).await;
+    let body = |stream: bool| {
+        format!(
+            r#"{{"model":"alias","instructions":"Be brief.","input":"Hello!","max_output_tokens":64,"stream":{stream}}}"#
+        )
+    };
+    let id = [("x-request-id", "req-3")];
+    let streamed = post(&bridge, "/v1/responses", &body(true), &id).await;
+    let whole = post(&bridge, "/v1/responses", &body(false), &id).await;
+    let text = "Hello from the tiny scripted model.";
+    let usage = json!({"input_tokens": 126, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 8,
+                       "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 134});
+    let message = json!({"id": "msg_req-3_0", "type": "message", "status": "completed", "role": "assistant",
+                         "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let answer = whole.json();
+    let created = answer["created_at"].clone();
+    assert!(created.as_u64().is_some_and(|t| t > 1_700_000_000), "{answer}");
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_req-3", "object": "response", "created_at": created, "status": status, "error": null,
+               "incomplete_details": null, "model": "alias", "output": output, "usage": usage})
+    };
+    assert_eq!(
+        (whole.status, answer.clone()),
+        (200, response("completed", json!([message]), usage.clone()))
+    );
+    let at = |extra: Value| {
+        let mut data = json!({"item_id": "msg_req-3_0", "output_index": 0, "content_index": 0});
+        data.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        data
+    };
+    let in_progress = response("in_progress", json!([]), Value::Null);
+    let mut want = vec![
+        ("response.created", json!({"response": in_progress})),
+        ("response.in_progress", json!({"response": in_progress})),
+        (
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"id": "msg_req-3_0", "type": "message", "status": "in_progress",
+                   "role": "assistant", "content": []}}),
+        ),
+        (
+            "response.content_part.added",
+            at(json!({"part": {"type": "output_text", "text": "", "annotations": []}})),
+        ),
+    ];
+    for piece in chat_pieces("chat-text") {
+        want.push((
+            "response.output_text.delta",
+            at(json!({"delta": piece, "logprobs": []})),
+        ));
+    }
+    want.extend([
+        ("response.output_text.done", at(json!({"text": text, "logprobs": []}))),
+        (
+            "response.content_part.done",
+            at(json!({"part": {"type": "output_text", "text": text, "annotations": []}})),
+        ),
+        ("response.output_item.done", json!({"output_index": 0, "item": message})),
+        (
+            "response.completed",
+            json!({"response": response("completed", json!([message]), usage)}),
+        ),
+    ]);
+    for (i, (name, data)) in want.iter_mut().enumerate() {
+        data["type"] = (*name).into();
+        data["sequence_number"] = i.into();
+        // The stream's own clock may have ticked since.
+        if let Some(response) = data.get_mut("response") {
+            response["created_at"] = Value::Null;
+        }
+    }
+    let mut got: Vec<(String, Value)> = Vec::new();
+    for event in streamed.body.split_terminator("\n\n") {
+        let (name, data) = event.split_once('\n').unwrap();
+        let mut data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        if let Some(response) = data.get_mut("response") {
+            response["created_at"] = Value::Null;
+        }
+        got.push((name.strip_prefix("event: ").unwrap().to_owned(), data));
+    }
+    let want: Vec<(String, Value)> = want.into_iter().map(|(n, d)| (n.to_owned(), d)).collect();
+    assert_eq!(
+        (streamed.status, streamed.content_type.as_str()),
+        (200, "text/event-stream")
+    );
+    assert_eq!(got, want);
+    let sent = mock.requests();
+    assert_eq!(
+        sent[1],
+        (
+            "/v1/chat/completions".to_owned(),
+            json!({"model": "backend-model", "stream": false, "max_tokens": 64,
+                   "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]})
+        )
+    );
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let row = |stream: u8| {
+        json!({"endpoint": "/v1/responses", "model": "alias", "backend_model": "backend-model", "stream": stream,
+            "status_code": 200, "error": null, "prompt": "Hello!", "response": text,
+            "thinking": null, "tool_calls": null, "done_reason": "stop", "prompt_tokens": 126,
+            "completion_tokens": 8, "tokens_estimated": 0})
+    };
+    assert_eq!(rows, [row(1), row(0)]);
+}
+
+/// A tool call becomes a `function_call` item with the call's arguments; a request that
+/// cannot be translated is a 400 in OpenAI's shape; one row each.
+#[tokio::test]
+async fn a_tool_call_is_translated_into_a_function_call_item() {
+    let mock = Mock::start(Serving::ChatOnly("chat-tools")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = json!({"model": "alias", "input": "What is the weather in Paris?",
+                      "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]});
+    let whole = post(
+        &bridge,
+        "/v1/responses",
+        &body.to_string(),
+        &[("x-request-id", "req-4")],
+    )
+    .await;
+    let forced = json!({"model": "alias", "input": "Hi", "tool_choice": "required"});
+    let refused = post(&bridge, "/v1/responses", &forced.to_string(), &[]).await;
+    let rows = bridge.rows().await;
+    let call_id = row_call_id(&rows[0]);
+    assert_eq!(
+        (whole.status, whole.json()["output"].clone()),
+        (
+            200,
+            json!([{"id": "fc_req-4_0", "type": "function_call", "status": "completed", "call_id": call_id,
+                    "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}])
+        )
+    );
+    let message =
+        "tool_choice other than 'auto' or 'none' cannot be honoured by a backend answering through chat completions";
+    assert_eq!(
+        (refused.status, refused.json()["error"]["message"].clone()),
+        (400, json!(message))
+    );
+    assert_eq!(
+        (&rows[1]["status_code"], &rows[1]["error"]),
+        (&json!(400), &json!(message))
+    );
+    let paths: Vec<String> = mock.requests().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths, ["/v1/responses", "/v1/chat/completions"]);
+}
