@@ -66,6 +66,8 @@ struct InMessage {
 enum Role {
     User,
     Assistant,
+    /// Not Anthropic's, but Claude Code sends one (2.1.328, its first request of a run).
+    System,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +214,7 @@ fn add_message(messages: &mut Vec<Message>, message: InMessage, index: usize) ->
     let role = match message.role {
         Role::User => "user",
         Role::Assistant => "assistant",
+        Role::System => "system",
     };
     let blocks = match message.content {
         Text::Plain(content) => {

@@ -34,7 +34,8 @@ fn a_conversation_with_tools_becomes_a_chat() {
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no such city", "is_error": true},
                 {"type": "text", "text": "And London?"}
-            ]}
+            ]},
+            {"role": "system", "content": "Claude Code sends these."}
         ],
         "tools": [{"name": "get_weather", "description": "Weather for a city",
                    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
@@ -59,7 +60,8 @@ fn a_conversation_with_tools_becomes_a_chat() {
                 {"role": "tool", "content": "18 C, sunny", "tool_call_id": "toolu_1"},
                 {"role": "assistant", "content": "It is sunny."},
                 {"role": "tool", "content": "Error: no such city", "tool_call_id": "toolu_2"},
-                {"role": "user", "content": "And London?"}
+                {"role": "user", "content": "And London?"},
+                {"role": "system", "content": "Claude Code sends these."}
             ],
             "stream": null,
             "format": null,
@@ -114,9 +116,9 @@ fn what_cannot_be_translated_is_named() {
         refused(json!({"model": "m"})),
         "invalid request body: missing field `messages` at line 1 column 13"
     );
-    let role = refused(json!({"model": "m", "messages": [{"role": "system", "content": "x"}]}));
+    let role = refused(json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}));
     assert!(
-        role.starts_with("invalid value for 'messages[0].role': unknown variant `system`"),
+        role.starts_with("invalid value for 'messages[0].role': unknown variant `tool`"),
         "{role}"
     );
 }
