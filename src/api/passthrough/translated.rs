@@ -39,8 +39,19 @@ pub trait Encoder: Send {
     /// the last chunk and closes it).
     fn chunk(&mut self, chunk: &Chunk, end: Option<&End>) -> String;
 
-    /// The whole answer (`stream: false`) of the answer gathered in one delta.
-    fn whole(self: Box<Self>, answer: &Delta, end: &End) -> Value;
+    /// The answer object as it stands, once ended.
+    fn ended(&self, end: &End) -> Value;
+
+    /// The whole answer (`stream: false`) of the answer gathered in one delta: the same
+    /// blocks or items a stream of it builds.
+    fn whole(mut self: Box<Self>, answer: &Delta, end: &End) -> Value {
+        let chunk = Chunk {
+            delta: answer.clone(),
+            ..Default::default()
+        };
+        self.chunk(&chunk, Some(end));
+        self.ended(end)
+    }
 }
 
 /// How an answer ended, with the tokens the backend counted (or ollabridge did).

@@ -7,8 +7,8 @@
 use serde_json::{Value, json};
 
 use crate::api::passthrough::{Encoder, End, event};
+use crate::backend::Chunk;
 use crate::backend::request::ToolCall;
-use crate::backend::{Chunk, Delta};
 
 /// Writes one answer.
 pub struct MessageEncoder {
@@ -168,12 +168,7 @@ impl Encoder for MessageEncoder {
         out
     }
 
-    fn whole(mut self: Box<Self>, answer: &Delta, end: &End) -> Value {
-        let chunk = Chunk {
-            delta: answer.clone(),
-            ..Default::default()
-        };
-        self.chunk(&chunk, Some(end));
+    fn ended(&self, end: &End) -> Value {
         self.message(Some(self.stop_reason(end)), end.input_tokens, end.output_tokens)
     }
 }

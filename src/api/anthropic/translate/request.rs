@@ -140,7 +140,7 @@ pub fn chat_request(body: &[u8]) -> Result<ChatRequest, String> {
     let request: Request = read_body(body)?;
     let mut messages = Vec::new();
     if let Some(system) = request.system {
-        let content = system_text(system)?;
+        let content = only_text(system, || "system: only text blocks can be a system prompt".into())?;
         if !content.is_empty() {
             messages.push(Message {
                 role: "system".into(),
@@ -191,20 +191,21 @@ pub fn chat_request(body: &[u8]) -> Result<ChatRequest, String> {
     })
 }
 
-fn system_text(system: Text) -> Result<String, String> {
-    match system {
-        Text::Plain(text) => Ok(text),
-        Text::Blocks(blocks) => {
-            let mut texts = Vec::new();
-            for block in blocks {
-                match block {
-                    Block::Text { text } => texts.push(text),
-                    _ => return Err("system: only text blocks can be a system prompt".into()),
-                }
-            }
-            Ok(texts.join("\n"))
+/// Text only (a system prompt, a tool result): its blocks joined; `refusal` says what else
+/// cannot be there.
+fn only_text(content: Text, refusal: impl FnOnce() -> String) -> Result<String, String> {
+    let blocks = match content {
+        Text::Plain(text) => return Ok(text),
+        Text::Blocks(blocks) => blocks,
+    };
+    let mut texts = Vec::new();
+    for block in blocks {
+        match block {
+            Block::Text { text } => texts.push(text),
+            _ => return Err(refusal()),
         }
     }
+    Ok(texts.join("\n"))
 }
 
 /// One Anthropic message → neutral messages: a user turn's tool results become `tool`
@@ -256,7 +257,9 @@ fn add_message(messages: &mut Vec<Message>, message: InMessage, index: usize) ->
                 has_results = true;
                 let mut result = match content {
                     None => String::new(),
-                    Some(content) => tool_result_text(content, index)?,
+                    Some(content) => only_text(content, || {
+                        format!("messages[{index}]: a tool_result's content can only be text here")
+                    })?,
                 };
                 if is_error {
                     result = format!("Error: {result}");
@@ -292,27 +295,6 @@ fn image(source: ImageSource, index: usize) -> Result<String, String> {
             "messages[{index}]: an image by URL ({url}) cannot be passed to a backend answering through \
              chat completions; send it as base64"
         )),
-    }
-}
-
-/// A tool result's content as text (its text blocks joined; images are not passed on).
-fn tool_result_text(content: Text, index: usize) -> Result<String, String> {
-    match content {
-        Text::Plain(text) => Ok(text),
-        Text::Blocks(blocks) => {
-            let mut texts = Vec::new();
-            for block in blocks {
-                match block {
-                    Block::Text { text } => texts.push(text),
-                    _ => {
-                        return Err(format!(
-                            "messages[{index}]: a tool_result's content can only be text here"
-                        ));
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
     }
 }
 

@@ -9,8 +9,8 @@
 use serde_json::{Value, json};
 
 use crate::api::passthrough::{Encoder, End, event};
+use crate::backend::Chunk;
 use crate::backend::request::ToolCall;
-use crate::backend::{Chunk, Delta};
 
 /// Writes one answer.
 pub struct ResponseEncoder {
@@ -222,12 +222,7 @@ impl Encoder for ResponseEncoder {
         out
     }
 
-    fn whole(mut self: Box<Self>, answer: &Delta, end: &End) -> Value {
-        let chunk = Chunk {
-            delta: answer.clone(),
-            ..Default::default()
-        };
-        self.chunk(&chunk, Some(end));
+    fn ended(&self, end: &End) -> Value {
         self.response(Some(end))
     }
 }
