@@ -39,6 +39,11 @@ enum Serving {
     NoModel,
     /// The stream's first half, then the end of the connection.
     CutShort(&'static str),
+    /// llama-server without the dialect's routes: a 404 for them, and the chat
+    /// completions captures (`<name>.sse`, `<name>.json`) on `/v1/chat/completions`.
+    ChatOnly(&'static str),
+    /// `ChatOnly`, its chat stream cut short.
+    ChatCutShort(&'static str),
 }
 
 impl Mock {
@@ -69,6 +74,12 @@ async fn answer(State((requests, serving)): State<MockState>, uri: Uri, body: By
     let stream = request["stream"] == true;
     requests.lock().unwrap().push((uri.path().to_owned(), request));
     let sse = |text: String| ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response();
+    let serving = match serving {
+        Serving::ChatOnly(name) if uri.path() == "/v1/chat/completions" => Serving::Fixture(name),
+        Serving::ChatCutShort(name) if uri.path() == "/v1/chat/completions" => Serving::CutShort(name),
+        Serving::ChatOnly(_) | Serving::ChatCutShort(_) => Serving::NoRoute,
+        serving => serving,
+    };
     match serving {
         Serving::Fixture(name) if stream => sse(fixture(&format!("{name}.sse"))),
         Serving::Fixture(name) => ([(header::CONTENT_TYPE, "application/json")], fixture(&format!("{name}.json"))).into_response(),
@@ -86,6 +97,7 @@ async fn answer(State((requests, serving)): State<MockState>, uri: Uri, body: By
             let text = fixture(&format!("{name}.sse"));
             sse(text[..text.len() / 2].rsplit_once("\n\n").unwrap().0.to_owned() + "\n\n")
         }
+        Serving::ChatOnly(_) | Serving::ChatCutShort(_) => unreachable!("mapped above"),
     }
 }
 
@@ -318,23 +330,29 @@ async fn a_stream_cut_short_ends_with_an_error_event() {
     );
 }
 
-/// A backend that answers 404 for the route itself is not asked again; one whose 404
-/// is about the model is; `serves: false` is never asked.
+/// A backend that answers 404 for the route itself is not asked the route again (its
+/// chat is asked instead); one whose 404 is about the model is; `serves: false` is never
+/// asked the route.
 #[tokio::test]
 async fn a_backend_without_the_route_is_remembered() {
-    let unserved = "the backend 'openai' does not serve /v1/messages (its serves.messages setting, or a 404 it sent for the route)";
     let body = r#"{"model":"alias","max_tokens":8,"messages":[]}"#;
+    let paths = |mock: &Mock| -> Vec<String> { mock.requests().into_iter().map(|(path, _)| path).collect() };
 
+    // Without chat completions either: the chat's own 404 is the answer.
     let mock = Mock::start(Serving::NoRoute).await;
     let mut bridge = bridge(&mock, json!({})).await;
     for _ in 0..2 {
         let answer = post(&bridge, "/v1/messages", body, &[]).await;
         assert_eq!(
             (answer.status, answer.json()),
-            (404, anthropic_error("not_found_error", unserved))
+            (404, anthropic_error("not_found_error", "File Not Found"))
         );
     }
-    assert_eq!(mock.requests().len(), 1, "asked once, then remembered");
+    assert_eq!(
+        paths(&mock),
+        ["/v1/messages", "/v1/chat/completions", "/v1/chat/completions"],
+        "the route asked once, then remembered"
+    );
     assert_eq!(bridge.rows().await.len(), 2);
 
     let mock = Mock::start(Serving::NoModel).await;
@@ -347,15 +365,23 @@ async fn a_backend_without_the_route_is_remembered() {
             (404, anthropic_error("not_found_error", message))
         );
     }
-    assert_eq!(mock.requests().len(), 2, "a missing model says nothing of the route");
+    assert_eq!(
+        paths(&mock),
+        ["/v1/messages", "/v1/messages"],
+        "a missing model says nothing of the route"
+    );
 
-    let mock = Mock::start(Serving::Fixture("responses-text")).await;
-    let bridge = self::bridge(&mock, json!({"serves": {"responses": false}})).await;
-    let answer = post(&bridge, "/v1/responses", r#"{"model":"alias","input":"Hi"}"#, &[]).await;
-    let message = "the backend 'openai' does not serve /v1/responses (its serves.responses setting, or a 404 it sent for the route)";
-    assert_eq!(answer.status, 404);
-    assert_eq!(answer.json()["error"]["message"], message);
-    assert!(mock.requests().is_empty());
+    let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
+    let bridge = self::bridge(&mock, json!({"serves": {"messages": false}})).await;
+    let answer = post(
+        &bridge,
+        "/v1/messages",
+        r#"{"model":"alias","max_tokens":8,"messages":[{"role":"user","content":"Hi"}]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(paths(&mock), ["/v1/chat/completions"]);
 }
 
 /// With API keys configured, Anthropic's `x-api-key` header is accepted like a bearer
@@ -389,4 +415,346 @@ async fn anthropic_clients_send_their_key_as_x_api_key() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+/// The text pieces of a chat completions capture, in order.
+fn chat_pieces(name: &str) -> Vec<String> {
+    fixture(&format!("{name}.sse"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn sse(events: &[(&str, Value)]) -> String {
+    events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
+
+/// The call id the row has for an answer's one tool call.
+fn row_call_id(row: &Value) -> String {
+    let calls: Value = serde_json::from_str(row["tool_calls"].as_str().unwrap()).unwrap();
+    calls[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// A backend without `/v1/messages` (its 404 remembered): the request is asked as a chat
+/// on `/v1/chat/completions`, and the answer comes back as Anthropic's events, or its
+/// message, with the client's model name; one row each.
+#[tokio::test]
+async fn messages_are_translated_for_a_backend_without_the_route() {
+    let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = |stream: bool| {
+        format!(
+            r#"{{"model":"alias","max_tokens":64,"system":"Be brief.","messages":{HELLO},"stop_sequences":["END"],"stream":{stream}}}"#
+        )
+    };
+    let id = [("x-request-id", "req-1")];
+    let streamed = post(&bridge, "/v1/messages", &body(true), &id).await;
+    let mut want = vec![
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_req-1", "type": "message", "role": "assistant",
+                   "model": "alias", "content": [], "stop_reason": null, "stop_sequence": null,
+                   "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for piece in chat_pieces("chat-text") {
+        want.push((
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    want.extend([
+        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                   "usage": {"input_tokens": 126, "output_tokens": 8}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    assert_eq!(
+        (streamed.status, streamed.content_type.as_str(), streamed.body.as_str()),
+        (200, "text/event-stream", sse(&want).as_str())
+    );
+    let whole = post(&bridge, "/v1/messages", &body(false), &id).await;
+    assert_eq!(
+        (whole.status, whole.json()),
+        (
+            200,
+            json!({"id": "msg_req-1", "type": "message", "role": "assistant", "model": "alias",
+                   "content": [{"type": "text", "text": "Hello from the tiny scripted model."}],
+                   "stop_reason": "end_turn", "stop_sequence": null,
+                   "usage": {"input_tokens": 126, "output_tokens": 8}})
+        )
+    );
+    let sent = mock.requests();
+    let paths: Vec<&str> = sent.iter().map(|(path, _)| path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/messages", "/v1/chat/completions", "/v1/chat/completions"],
+        "the route's 404 is remembered"
+    );
+    assert_eq!(
+        sent[2].1,
+        json!({"model": "backend-model", "stream": false, "max_tokens": 64, "stop": ["END"],
+               "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]})
+    );
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let row = |stream: u8| {
+        json!({"endpoint": "/v1/messages", "model": "alias", "backend_model": "backend-model", "stream": stream,
+            "status_code": 200, "error": null, "prompt": HELLO, "response": "Hello from the tiny scripted model.",
+            "thinking": null, "tool_calls": null, "done_reason": "stop", "prompt_tokens": 126,
+            "completion_tokens": 8, "tokens_estimated": 0})
+    };
+    assert_eq!(rows, [row(1), row(0)]);
+}
+
+/// `serves.messages: false`: never asked the route; a tool call becomes a `tool_use`
+/// block whose input is the call's arguments, whole and streamed.
+#[tokio::test]
+async fn a_tool_call_is_translated_into_a_tool_use_block() {
+    let mock = Mock::start(Serving::ChatOnly("chat-tools")).await;
+    let mut bridge = bridge(&mock, json!({"serves": {"messages": false}})).await;
+    let body = |stream: bool| {
+        json!({"model": "alias", "max_tokens": 64, "stream": stream,
+               "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+               "tools": [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]})
+        .to_string()
+    };
+    let id = [("x-request-id", "req-2")];
+    let whole = post(&bridge, "/v1/messages", &body(false), &id).await;
+    let streamed = post(&bridge, "/v1/messages", &body(true), &id).await;
+    let rows = bridge.rows().await;
+    // The two captures' calls have their own ids.
+    let (call_id, streamed_id) = (row_call_id(&rows[0]), row_call_id(&rows[1]));
+    assert_eq!(
+        (whole.status, whole.json()),
+        (
+            200,
+            json!({"id": "msg_req-2", "type": "message", "role": "assistant", "model": "alias",
+                   "content": [{"type": "tool_use", "id": call_id, "name": "get_weather", "input": {"city": "Paris"}}],
+                   "stop_reason": "tool_use", "stop_sequence": null,
+                   "usage": {"input_tokens": 828, "output_tokens": 16}})
+        )
+    );
+    let want = [
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_req-2", "type": "message", "role": "assistant",
+                   "model": "alias", "content": [], "stop_reason": null, "stop_sequence": null,
+                   "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "tool_use", "id": streamed_id, "name": "get_weather", "input": {}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": "{\"city\":\"Paris\"}"}}),
+        ),
+        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                   "usage": {"input_tokens": 828, "output_tokens": 16}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    assert_eq!((streamed.status, streamed.body.as_str()), (200, sse(&want).as_str()));
+    let paths: Vec<String> = mock.requests().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths, ["/v1/chat/completions", "/v1/chat/completions"]);
+    assert_eq!(
+        mock.requests()[0].1["tools"],
+        json!([{"type": "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+    );
+}
+
+/// Translating: a request that cannot be translated is a 400 in Anthropic's shape, a
+/// stream the backend cuts short ends with `event: error`; one row each.
+#[tokio::test]
+async fn translation_errors_have_anthropic_s_shape() {
+    let mock = Mock::start(Serving::ChatCutShort("chat-text")).await;
+    let mut bridge = bridge(&mock, json!({"serves": {"messages": false}})).await;
+    let forced =
+        r#"{"model":"alias","max_tokens":8,"messages":[{"role":"user","content":"Hi"}],"tool_choice":{"type":"any"}}"#;
+    let refused = post(&bridge, "/v1/messages", forced, &[]).await;
+    let message =
+        "tool_choice 'any' or 'tool' cannot be honoured by a backend answering through chat completions; use 'auto'";
+    assert_eq!(
+        (refused.status, refused.json()),
+        (400, anthropic_error("invalid_request_error", message))
+    );
+    assert!(mock.requests().is_empty());
+    let body = format!(r#"{{"model":"alias","max_tokens":64,"messages":{HELLO},"stream":true}}"#);
+    let cut = post(&bridge, "/v1/messages", &body, &[]).await;
+    let truncated = "backend stream ended before the response was complete";
+    let error_event = format!("event: error\ndata: {}\n\n", anthropic_error("api_error", truncated));
+    assert!(cut.body.starts_with("event: message_start"), "{}", cut.body);
+    assert!(cut.body.ends_with(&error_event), "{}", cut.body);
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let seen: Vec<_> = rows.iter().map(|r| (&r["status_code"], &r["error"])).collect();
+    assert_eq!(seen, [(&json!(400), &json!(message)), (&json!(200), &json!(truncated))]);
+}
+
+/// `/v1/responses` for a backend without the route: asked as a chat, answered as the
+/// Responses API's events (numbered) or response object, with the client's model name.
+#[tokio::test]
+async fn responses_are_translated_for_a_backend_without_the_route() {
+    let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
+    let mut bridge = bridge(&mock, json!({"serves": {"responses": false}})).await;
+    let body = |stream: bool| {
+        format!(
+            r#"{{"model":"alias","instructions":"Be brief.","input":"Hello!","max_output_tokens":64,"stream":{stream}}}"#
+        )
+    };
+    let id = [("x-request-id", "req-3")];
+    let streamed = post(&bridge, "/v1/responses", &body(true), &id).await;
+    let whole = post(&bridge, "/v1/responses", &body(false), &id).await;
+    let text = "Hello from the tiny scripted model.";
+    let usage = json!({"input_tokens": 126, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 8,
+                       "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 134});
+    let message = json!({"id": "msg_req-3_0", "type": "message", "status": "completed", "role": "assistant",
+                         "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let answer = whole.json();
+    let created = answer["created_at"].clone();
+    assert!(created.as_u64().is_some_and(|t| t > 1_700_000_000), "{answer}");
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_req-3", "object": "response", "created_at": created, "status": status, "error": null,
+               "incomplete_details": null, "model": "alias", "output": output, "usage": usage})
+    };
+    assert_eq!(
+        (whole.status, answer.clone()),
+        (200, response("completed", json!([message]), usage.clone()))
+    );
+    let at = |extra: Value| {
+        let mut data = json!({"item_id": "msg_req-3_0", "output_index": 0, "content_index": 0});
+        data.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        data
+    };
+    let in_progress = response("in_progress", json!([]), Value::Null);
+    let mut want = vec![
+        ("response.created", json!({"response": in_progress})),
+        ("response.in_progress", json!({"response": in_progress})),
+        (
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"id": "msg_req-3_0", "type": "message", "status": "in_progress",
+                   "role": "assistant", "content": []}}),
+        ),
+        (
+            "response.content_part.added",
+            at(json!({"part": {"type": "output_text", "text": "", "annotations": []}})),
+        ),
+    ];
+    for piece in chat_pieces("chat-text") {
+        want.push((
+            "response.output_text.delta",
+            at(json!({"delta": piece, "logprobs": []})),
+        ));
+    }
+    want.extend([
+        ("response.output_text.done", at(json!({"text": text, "logprobs": []}))),
+        (
+            "response.content_part.done",
+            at(json!({"part": {"type": "output_text", "text": text, "annotations": []}})),
+        ),
+        ("response.output_item.done", json!({"output_index": 0, "item": message})),
+        (
+            "response.completed",
+            json!({"response": response("completed", json!([message]), usage)}),
+        ),
+    ]);
+    for (i, (name, data)) in want.iter_mut().enumerate() {
+        data["type"] = (*name).into();
+        data["sequence_number"] = i.into();
+        // The stream's own clock may have ticked since.
+        if let Some(response) = data.get_mut("response") {
+            response["created_at"] = Value::Null;
+        }
+    }
+    let mut got: Vec<(String, Value)> = Vec::new();
+    for event in streamed.body.split_terminator("\n\n") {
+        let (name, data) = event.split_once('\n').unwrap();
+        let mut data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        if let Some(response) = data.get_mut("response") {
+            response["created_at"] = Value::Null;
+        }
+        got.push((name.strip_prefix("event: ").unwrap().to_owned(), data));
+    }
+    let want: Vec<(String, Value)> = want.into_iter().map(|(n, d)| (n.to_owned(), d)).collect();
+    assert_eq!(
+        (streamed.status, streamed.content_type.as_str()),
+        (200, "text/event-stream")
+    );
+    assert_eq!(got, want);
+    let sent = mock.requests();
+    assert_eq!(
+        sent[1],
+        (
+            "/v1/chat/completions".to_owned(),
+            json!({"model": "backend-model", "stream": false, "max_tokens": 64,
+                   "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]})
+        )
+    );
+    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
+    let row = |stream: u8| {
+        json!({"endpoint": "/v1/responses", "model": "alias", "backend_model": "backend-model", "stream": stream,
+            "status_code": 200, "error": null, "prompt": "Hello!", "response": text,
+            "thinking": null, "tool_calls": null, "done_reason": "stop", "prompt_tokens": 126,
+            "completion_tokens": 8, "tokens_estimated": 0})
+    };
+    assert_eq!(rows, [row(1), row(0)]);
+}
+
+/// A tool call becomes a `function_call` item with the call's arguments; a request that
+/// cannot be translated is a 400 in OpenAI's shape; one row each.
+#[tokio::test]
+async fn a_tool_call_is_translated_into_a_function_call_item() {
+    let mock = Mock::start(Serving::ChatOnly("chat-tools")).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = json!({"model": "alias", "input": "What is the weather in Paris?",
+                      "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]});
+    let whole = post(
+        &bridge,
+        "/v1/responses",
+        &body.to_string(),
+        &[("x-request-id", "req-4")],
+    )
+    .await;
+    let forced = json!({"model": "alias", "input": "Hi", "tool_choice": "required"});
+    let refused = post(&bridge, "/v1/responses", &forced.to_string(), &[]).await;
+    let rows = bridge.rows().await;
+    let call_id = row_call_id(&rows[0]);
+    assert_eq!(
+        (whole.status, whole.json()["output"].clone()),
+        (
+            200,
+            json!([{"id": "fc_req-4_0", "type": "function_call", "status": "completed", "call_id": call_id,
+                    "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}])
+        )
+    );
+    let message =
+        "tool_choice other than 'auto' or 'none' cannot be honoured by a backend answering through chat completions";
+    assert_eq!(
+        (refused.status, refused.json()["error"]["message"].clone()),
+        (400, json!(message))
+    );
+    assert_eq!(
+        (&rows[1]["status_code"], &rows[1]["error"]),
+        (&json!(400), &json!(message))
+    );
+    let paths: Vec<String> = mock.requests().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths, ["/v1/responses", "/v1/chat/completions"]);
 }

@@ -761,13 +761,58 @@ async fn openai_python_responses() {
     dialect_rows(&bridge.rows().await, "/v1/responses");
 }
 
+/// A bridge over the tiny-chat llama-server that never asks it `/v1/messages` or
+/// `/v1/responses` (`serves` false): both are translated onto its chat completions.
+async fn translating_bench() -> (LlamaServer, Bridge) {
+    let llama = LlamaServer::start("tiny-chat").await;
+    let bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": llama.url, "timeout": 30,
+                    "serves": {"messages": false, "responses": false}},
+        "models": {"mappings": {"tiny": "tiny-chat"}},
+    }))
+    .await;
+    (llama, bridge)
+}
+
+/// The `anthropic` SDK's checks again, each request translated onto the chat: the
+/// text, and the `tool_use` block with its input, whole and streamed.
+#[tokio::test]
+async fn anthropic_python_translated() {
+    let envs = client_envs().await;
+    let (_llama, mut bridge) = translating_bench().await;
+    let program = client_script("anthropic_conformance.py");
+    run_client(&envs.anthropic, &[&program, &bridge.url, "tiny", &script_json()], 9).await;
+    dialect_rows(&bridge.rows().await, "/v1/messages");
+}
+
+/// The `openai` client's Responses checks again, each request translated onto the chat.
+#[tokio::test]
+async fn openai_python_responses_translated() {
+    let envs = client_envs().await;
+    let (_llama, mut bridge) = translating_bench().await;
+    let program = client_script("openai_responses.py");
+    run_client(&envs.openai, &[&program, &bridge.url, "tiny", &script_json()], 8).await;
+    dialect_rows(&bridge.rows().await, "/v1/responses");
+}
+
 /// The Claude Code CLI answers one prompt (`-p`) through `/v1/messages`, offline: no
 /// login (an API key in the environment), no traffic but to the bridge, its own tools and
 /// system prompt left out so the request fits the tiny model's context.
 #[tokio::test]
 async fn claude_code_cli() {
+    let (_llama, bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
+    claude_code_says_hello(bridge).await;
+}
+
+/// The same, each request translated onto llama-server's chat.
+#[tokio::test]
+async fn claude_code_cli_translated() {
+    let (_llama, bridge) = translating_bench().await;
+    claude_code_says_hello(bridge).await;
+}
+
+async fn claude_code_says_hello(mut bridge: Bridge) {
     let envs = client_envs().await;
-    let (_llama, mut bridge) = bench("tiny-chat", json!({"tiny": "tiny-chat"})).await;
     let home = tempfile::tempdir().expect("home");
     let claude = envs.claude_code_dir.join("node_modules/.bin/claude");
     let run = tokio::process::Command::new(&claude)
@@ -802,11 +847,25 @@ async fn claude_code_cli() {
     let rows = bridge.rows().await;
     let seen: Vec<_> = rows
         .iter()
-        .map(|r| (&r["endpoint"], &r["model"], &r["status_code"], &r["response"]))
+        .map(|r| {
+            (
+                &r["endpoint"],
+                &r["model"],
+                &r["status_code"],
+                &r["response"],
+                &r["error"],
+            )
+        })
         .collect();
     assert_eq!(
         seen,
-        [(&json!("/v1/messages"), &json!("tiny"), &json!(200), &json!(text))]
+        [(
+            &json!("/v1/messages"),
+            &json!("tiny"),
+            &json!(200),
+            &json!(text),
+            &Value::Null
+        )]
     );
 }
 

@@ -89,6 +89,16 @@ pub struct Completion {
     pub load_ns: Option<u64>,
 }
 
+/// Waits for a chunk stream's first item: a failure up to there has sent the client
+/// nothing, so another target may answer it ([`BackendError::may_fail_over`]).
+pub async fn first_chunk(mut chunks: ChunkStream) -> Result<ChunkStream, BackendError> {
+    use futures::StreamExt;
+    match chunks.next().await {
+        Some(Err(e)) if e.may_fail_over() => Err(e),
+        first => Ok(futures::stream::iter(first).chain(chunks).boxed()),
+    }
+}
+
 /// A chat or generate call, after model mapping.
 #[derive(Debug)]
 pub struct Call<R> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::AnthropicError;
-use crate::api::passthrough::{self, Logged, SideReader};
+use crate::api::passthrough::{self, Logged, SideReader, Translation};
 use crate::backend::openai::translate::{tool_arguments, tool_call};
 use crate::backend::{BackendError, Chunk, Completion, Delta};
 use crate::config::NativeRoute;
@@ -38,6 +38,10 @@ impl passthrough::Route for Messages {
 
     fn native(self) -> Option<NativeRoute> {
         Some(NativeRoute::Messages)
+    }
+
+    fn translation(self) -> Option<&'static dyn Translation> {
+        Some(&super::translate::Anthropic)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Anthropic's Messages API on the Ollama port (`/v1/messages`), for Claude Code and the
 //! `anthropic` SDKs. Requests pass through to a backend that serves the route itself
 //! (llama-server, a recent Ollama) with the model mapped; answers come back as the backend
-//! sent them, and each request is logged like an Ollama one. Errors are Anthropic-shaped.
+//! sent them. A backend that does not serve the route is asked a chat instead (`translate/`).
+//! Each request is logged like an Ollama one. Errors are Anthropic-shaped.
 
 mod error;
 mod messages;
+mod translate;
 
 use std::sync::Arc;
 

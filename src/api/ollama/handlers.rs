@@ -13,7 +13,6 @@ use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{CacheSlot, ExchangeError, Recorder, parse_body};
 use crate::clock::now_rfc3339;
-use futures::StreamExt;
 
 use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Routed, Unrouted, Upstream};
 use crate::models::Resolved;
@@ -306,11 +305,8 @@ async fn ask_first_chunk<R: Answered>(
     call: &Call<R>,
 ) -> Result<(ChunkStream, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
     let slot = upstream.slot().await?;
-    let mut chunks = R::ask(&upstream.client, call).await?;
-    match chunks.next().await {
-        Some(Err(e)) if e.may_fail_over() => Err(e),
-        first => Ok((futures::stream::iter(first).chain(chunks).boxed(), slot)),
-    }
+    let chunks = R::ask(&upstream.client, call).await?;
+    Ok((crate::backend::first_chunk(chunks).await?, slot))
 }
 
 /// An empty chat or prompt is Ollama's "load the model" request (with `keep_alive: 0`,

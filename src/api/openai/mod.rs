@@ -9,6 +9,7 @@ mod error;
 mod handlers;
 mod models;
 mod responses;
+mod responses_translate;
 mod route;
 
 use std::sync::Arc;

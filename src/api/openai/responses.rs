@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::OpenAiError;
-use crate::api::passthrough::{self, Logged, SideReader};
+use crate::api::passthrough::{self, Logged, SideReader, Translation};
 use crate::backend::openai::translate::{tool_arguments, tool_call};
 use crate::backend::openai::types::Timings;
 use crate::backend::request::ToolCall;
@@ -43,6 +43,10 @@ impl passthrough::Route for Responses {
 
     fn native(self) -> Option<NativeRoute> {
         Some(NativeRoute::Responses)
+    }
+
+    fn translation(self) -> Option<&'static dyn Translation> {
+        Some(&super::responses_translate::OpenAiResponses)
     }
 }
 

@@ -4,11 +4,16 @@
 //! and the answer comes back as the backend sent it (`relay`), read on the side for the
 //! log row by the route's [`SideReader`]. Each dialect says what differs through
 //! [`Route`]: its paths, its prompt, its reader and the shape of its errors.
+//!
+//! A backend that does not serve `/v1/messages` or `/v1/responses` is asked the route's
+//! [`Translation`] of the request as a chat instead (`translated.rs`), within the same
+//! failover: one target may pass through while the next translates.
 
 mod relay;
 mod request;
+mod translated;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,10 +23,14 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use self::relay::{Exchange, error_detail, refuse};
 use self::request::ClientRequest;
+use self::translated::Translated;
+pub use self::translated::{Encoder, End, Translation, event, read_body};
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder, Render};
-use crate::backend::{BackendError, Capture, Chunk, Failover, Routed, TryError, Unrouted, Upstream};
+use crate::backend::{
+    BackendError, Call, Capture, ChatCall, Chunk, ChunkStream, Failover, Routed, TryError, Unrouted, Upstream,
+};
 use crate::config::NativeRoute;
 use crate::models::ResolveError;
 
@@ -51,6 +60,11 @@ pub trait Route: Copy + Send + Sync + 'static {
 
     /// The route a backend may not serve (`serves` in its config).
     fn native(self) -> Option<NativeRoute> {
+        None
+    }
+
+    /// How the route is answered from a chat when the backend does not serve it.
+    fn translation(self) -> Option<&'static dyn Translation> {
         None
     }
 }
@@ -162,47 +176,119 @@ pub fn pass_through<R: Route>(
         };
         recorder.resolved(&resolved);
         // Like the Ollama routes, the model's targets are tried in turn; here a target has
-        // answered once it sent a 2xx status (its stream is not read ahead).
+        // answered once it sent a 2xx status (its stream is not read ahead), or, translated,
+        // its first chunk.
         let failover = Failover::new(&state.backends, &resolved.targets);
-        let request = &request;
+        let translating = Translating {
+            translation: route.translation(),
+            body: &body,
+            stream: request.stream,
+            client_model: &resolved.client,
+            strip_think: resolved.strip_think,
+            translated: OnceLock::new(),
+        };
+        let (request, translating) = (&request, &translating);
         let routed = failover.run(&state.telemetry.cut_off, |upstream, model| async move {
-            ask(state, upstream, &model, route, request).await
+            ask(state, upstream, &model, route, request, translating).await
         });
-        match routed.await {
-            Ok(Routed {
-                upstream,
-                model,
-                answer,
-                attempts,
-            }) => {
-                recorder.routed(upstream, answer.slot, &attempts);
-                recorder.backend_model(&model);
-                recorder.capture(answer.capture.clone());
-                let exchange = Exchange {
-                    route,
-                    client_model: resolved.client,
-                    label: upstream.client.label().to_owned(),
-                    strip_usage: answer.strip_usage,
-                    strip_think: resolved.strip_think,
-                    log_lines: server.log_raw_responses,
-                    capture: answer.capture,
-                };
-                match answer.is_sse {
-                    true => relay::stream(exchange, answer.response, *recorder).await,
-                    false => relay::whole(exchange, answer.response, *recorder).await,
-                }
-            }
+        let Routed {
+            upstream,
+            model,
+            answer,
+            attempts,
+        } = match routed.await {
+            Ok(routed) => routed,
             Err(Unrouted { error, attempts }) => {
                 recorder.capture(error.capture);
                 recorder.failed_attempts(&attempts);
-                refuse(*recorder, R::Error::from_backend(&error.error, error.detail.as_ref()))
+                return refuse(*recorder, R::Error::from_backend(&error.error, error.detail.as_ref()));
             }
+        };
+        recorder.backend_model(&model);
+        let answer = match answer {
+            Answer::Native(answer) => answer,
+            Answer::Translated { chunks, slot, capture } => {
+                recorder.routed(upstream, slot, &attempts);
+                recorder.capture(capture);
+                let Some(translation) = route.translation() else {
+                    unreachable!("only a route with a translation is translated")
+                };
+                let created = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let encoder = translation.encoder(&context.id, &resolved.client, created);
+                return translated::respond::<R>(encoder, request.stream, chunks, *recorder, server.log_raw_responses)
+                    .await;
+            }
+        };
+        recorder.routed(upstream, answer.slot, &attempts);
+        recorder.capture(answer.capture.clone());
+        let exchange = Exchange {
+            route,
+            client_model: resolved.client,
+            label: upstream.client.label().to_owned(),
+            strip_usage: answer.strip_usage,
+            strip_think: resolved.strip_think,
+            log_lines: server.log_raw_responses,
+            capture: answer.capture,
+        };
+        match answer.is_sse {
+            true => relay::stream(exchange, answer.response, *recorder).await,
+            false => relay::whole(exchange, answer.response, *recorder).await,
         }
     }
 }
 
+/// What a target that does not serve the route is asked instead, translated once for
+/// all the targets that need it.
+struct Translating<'a> {
+    translation: Option<&'static dyn Translation>,
+    body: &'a Bytes,
+    stream: bool,
+    client_model: &'a str,
+    strip_think: bool,
+    translated: OnceLock<Result<Translated, String>>,
+}
+
+impl Translating<'_> {
+    /// The chat for one target; the error is the 400 of a request that cannot be translated.
+    fn call(&self, model: &str, capture: Option<Capture>) -> Result<Option<ChatCall>, BackendError> {
+        let Some(translation) = self.translation else {
+            return Ok(None);
+        };
+        let translated = self
+            .translated
+            .get_or_init(|| translation.request(self.body).map(|r| Translated::new(r, self.stream)));
+        let translated = translated.as_ref().map_err(|message| BackendError::Status {
+            status: 400,
+            message: message.clone(),
+        })?;
+        Ok(Some(Call {
+            client_model: self.client_model.to_owned(),
+            backend_model: model.to_owned(),
+            stream: self.stream,
+            strip_think: self.strip_think,
+            request: translated.request.clone(),
+            body: translated.body.clone(),
+            capture,
+        }))
+    }
+}
+
+/// What a target answered.
+enum Answer {
+    /// The route itself.
+    Native(Native),
+    /// The chat it was asked instead: its first chunk has come.
+    Translated {
+        chunks: ChunkStream,
+        slot: Option<OwnedSemaphorePermit>,
+        capture: Option<Capture>,
+    },
+}
+
 /// A backend that took the request: its 2xx answer, not read yet.
-struct Answer {
+struct Native {
     response: reqwest::Response,
     /// Whether it is a stream: what came back decides, not what was asked.
     is_sse: bool,
@@ -235,30 +321,31 @@ impl TryError for Refusal {
     }
 }
 
-/// Sends the request to one target, holding one of its backend's slots.
+/// Sends the request to one target, holding one of its backend's slots: the route
+/// itself, or its translation when the backend does not serve the route (known before,
+/// or learned from this try's 404).
 async fn ask<R: Route>(
     state: &AppState,
     upstream: &Upstream,
     model: &str,
     route: R,
     request: &ClientRequest,
+    translating: &Translating<'_>,
 ) -> Result<Answer, Refusal> {
+    let database = &state.config.database;
+    // Each try has its own, so the row keeps the bodies of the one that answered.
+    let new_capture = || database.store_bodies.then(|| Capture::new(database.max_body_bytes));
+    let slot = upstream.slot().await?;
     if let Some(native) = route.native().filter(|n| !upstream.serves(*n)) {
-        return Err(unserved(upstream, route, native).into());
+        return ask_translated(upstream, model, route, native, translating, slot, new_capture()).await;
     }
     let ask_usage = upstream.config.stream_options && route.asks_usage();
     let (body, strip_usage) = request.for_backend(model, ask_usage);
-    let database = &state.config.database;
-    // Each try has its own, so the row keeps the bodies of the one that answered.
-    let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
+    let capture = new_capture();
     if let Some(capture) = &capture {
         capture.request(&body);
     }
     let refused = |error, detail, capture| Refusal { error, detail, capture };
-    let slot = match upstream.slot().await {
-        Ok(slot) => slot,
-        Err(e) => return Err(refused(e, None, capture)),
-    };
     let response = match upstream.client.post_v1(route.upstream(), body).await {
         Ok(r) => r,
         Err(e) => return Err(refused(e, None, capture)),
@@ -280,7 +367,7 @@ async fn ask<R: Route>(
         }
         if let Some(native) = route.native().filter(|_| is_unknown_route(status.as_u16(), &body)) {
             upstream.learned_unserved(native);
-            return Err(refused(unserved(upstream, route, native), None, capture));
+            return ask_translated(upstream, model, route, native, translating, slot, new_capture()).await;
         }
         let error = BackendError::from_status(status.as_u16(), &body);
         return Err(refused(error, error_detail(&body), capture));
@@ -290,13 +377,44 @@ async fn ask<R: Route>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/event-stream"));
-    Ok(Answer {
+    Ok(Answer::Native(Native {
         response,
         is_sse,
         slot,
         strip_usage,
         capture,
-    })
+    }))
+}
+
+/// Asks the backend the route's translation as a chat, and waits for the first chunk (a
+/// failure up to there sent the client nothing, so another target may answer).
+async fn ask_translated(
+    upstream: &Upstream,
+    model: &str,
+    route: impl Route,
+    native: NativeRoute,
+    translating: &Translating<'_>,
+    slot: Option<OwnedSemaphorePermit>,
+    capture: Option<Capture>,
+) -> Result<Answer, Refusal> {
+    let refused = |error, capture| Refusal {
+        error,
+        detail: None,
+        capture,
+    };
+    let call = match translating.call(model, capture.clone()) {
+        Ok(Some(call)) => call,
+        Ok(None) => return Err(unserved(upstream, route, native).into()),
+        Err(e) => return Err(refused(e, capture)),
+    };
+    let chunks = match upstream.client.chat(&call).await {
+        Ok(chunks) => crate::backend::first_chunk(chunks).await,
+        Err(e) => Err(e),
+    };
+    match chunks {
+        Ok(chunks) => Ok(Answer::Translated { chunks, slot, capture }),
+        Err(e) => Err(refused(e, capture)),
+    }
 }
 
 /// The backend does not answer this route itself.

@@ -308,7 +308,7 @@ impl<R: Route> Relay<R> {
     }
 }
 
-fn with_type(mut response: Response, content_type: &'static str) -> Response {
+pub(super) fn with_type(mut response: Response, content_type: &'static str) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

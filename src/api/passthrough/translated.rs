@@ -1,0 +1,210 @@
+//! A dialect's route answered by ollabridge itself, for a backend that does not serve the
+//! route (`serves` false, or a 404 for it remembered): the client's body is translated
+//! into the neutral chat request (the route's [`Translation`]), the backend answers it
+//! like an Ollama `/api/chat` (an OpenAI backend on `/v1/chat/completions`, a real Ollama
+//! on `/api/chat`), and the neutral chunks are written back in the dialect by the route's
+//! [`Encoder`], a pure state machine. The recorder sees every chunk, as for `/api/chat`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::relay::{refuse, with_type};
+use super::{DialectError, Route};
+use crate::api::exchange::Recorder;
+use crate::backend::request::ChatRequest;
+use crate::backend::{BackendError, Chunk, ChunkStream, Delta};
+
+/// How a route's requests and answers are translated.
+pub trait Translation: Sync {
+    /// The client's body as the neutral chat request; the error is a 400's message,
+    /// naming the field.
+    fn request(&self, body: &[u8]) -> Result<ChatRequest, String>;
+
+    /// The writer of one answer: `id` is the request's (answers' ids derive from it),
+    /// `model` the client's name for the model, `created` the Unix time.
+    fn encoder(&self, id: &str, model: &str, created: u64) -> Box<dyn Encoder>;
+}
+
+/// Writes one answer in a dialect, from the neutral chunks. Pure.
+pub trait Encoder: Send {
+    /// The SSE events for one chunk (the first call opens the answer; `end` comes with
+    /// the last chunk and closes it).
+    fn chunk(&mut self, chunk: &Chunk, end: Option<&End>) -> String;
+
+    /// The answer object as it stands, once ended.
+    fn ended(&self, end: &End) -> Value;
+
+    /// The whole answer (`stream: false`) of the answer gathered in one delta: the same
+    /// blocks or items a stream of it builds.
+    fn whole(mut self: Box<Self>, answer: &Delta, end: &End) -> Value {
+        let chunk = Chunk {
+            delta: answer.clone(),
+            ..Default::default()
+        };
+        self.chunk(&chunk, Some(end));
+        self.ended(end)
+    }
+}
+
+/// How an answer ended, with the tokens the backend counted (or ollabridge did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// Ollama's words: `stop` or `length`.
+    pub reason: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// One SSE event.
+pub fn event(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// Reads a body into a dialect's request type; the error names the field, as Ollama's
+/// routes do.
+pub fn read_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    crate::api::exchange::parse_body(body).map_err(|e| e.to_string())
+}
+
+/// The chat a backend is asked, and what the answer needs to be written.
+pub struct Translated {
+    pub request: Arc<ChatRequest>,
+    /// The request as Ollama's `/api/chat` body (what a real Ollama backend is sent).
+    pub body: Bytes,
+}
+
+impl Translated {
+    pub fn new(mut request: ChatRequest, stream: bool) -> Translated {
+        request.stream = Some(stream);
+        // Serialising a request read from JSON cannot fail.
+        let body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+        Translated {
+            request: Arc::new(request),
+            body,
+        }
+    }
+}
+
+/// Answers the client from the backend's chunks: the first is awaited before any status
+/// is sent, so a failure before output is a proper HTTP error in the route's shape.
+pub async fn respond<R: Route>(
+    mut encoder: Box<dyn Encoder>,
+    stream: bool,
+    mut chunks: ChunkStream,
+    mut recorder: Recorder,
+    log_lines: bool,
+) -> Response {
+    let first = next_chunk(&mut chunks, &recorder).await;
+    let first = match first {
+        Ok(chunk) => chunk,
+        Err(e) => return refuse(recorder, R::Error::from_backend(&e, None)),
+    };
+    if !stream {
+        return whole::<R>(encoder, first, chunks, recorder, log_lines).await;
+    }
+    let text = on_chunk(&mut *encoder, &first, &mut recorder, log_lines);
+    let recorder = finish_if_done(&first, recorder);
+    let state = (encoder, chunks, recorder, Some(text));
+    let body = stream::unfold(state, move |(mut encoder, mut chunks, recorder, pending)| async move {
+        if let Some(text) = pending {
+            return Some((
+                Ok::<_, Infallible>(Bytes::from(text)),
+                (encoder, chunks, recorder, None),
+            ));
+        }
+        let mut rec = recorder?;
+        let (text, recorder) = match next_chunk(&mut chunks, &rec).await {
+            Ok(chunk) => {
+                let text = on_chunk(&mut *encoder, &chunk, &mut rec, log_lines);
+                (text, finish_if_done(&chunk, rec))
+            }
+            // Output has gone out with a 200: the error is the last event.
+            Err(e) => {
+                let text = R::Error::from_backend(&e, None).event();
+                rec.sent_bytes(text.len());
+                rec.fail_stream(&e);
+                return Some((Ok(text), (encoder, chunks, None, None)));
+            }
+        };
+        Some((Ok(Bytes::from(text)), (encoder, chunks, recorder, None)))
+    });
+    with_type(Response::new(Body::from_stream(body)), "text/event-stream")
+}
+
+/// The next chunk, or why there is none (the stream ended early, or the server is
+/// shutting down).
+async fn next_chunk(chunks: &mut ChunkStream, recorder: &Recorder) -> Result<Chunk, BackendError> {
+    let cut_off = recorder.cut_off();
+    let next = tokio::select! {
+        next = chunks.next() => next,
+        () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
+    };
+    next.unwrap_or(Err(BackendError::Truncated))
+}
+
+fn on_chunk(encoder: &mut dyn Encoder, chunk: &Chunk, recorder: &mut Recorder, log_lines: bool) -> String {
+    recorder.observe(chunk);
+    let end = chunk.done.as_ref().map(|_| end_of(recorder));
+    let text = encoder.chunk(chunk, end.as_ref());
+    if log_lines && !text.is_empty() {
+        tracing::info!(events = %text.trim_end(), "raw response events");
+    }
+    recorder.sent_bytes(text.len());
+    text
+}
+
+fn end_of(recorder: &Recorder) -> End {
+    let metrics = recorder.final_metrics();
+    End {
+        reason: metrics.done_reason,
+        input_tokens: metrics.prompt_eval_count,
+        output_tokens: metrics.eval_count,
+    }
+}
+
+/// The row is handed over as soon as the last chunk is known, not when the client has
+/// read it.
+fn finish_if_done(chunk: &Chunk, recorder: Recorder) -> Option<Recorder> {
+    if chunk.done.is_some() {
+        recorder.finish();
+        None
+    } else {
+        Some(recorder)
+    }
+}
+
+/// `stream: false`: the chunks gathered, then the whole answer as one object.
+async fn whole<R: Route>(
+    encoder: Box<dyn Encoder>,
+    first: Chunk,
+    mut chunks: ChunkStream,
+    mut recorder: Recorder,
+    log_lines: bool,
+) -> Response {
+    let mut chunk = first;
+    loop {
+        recorder.observe(&chunk);
+        if chunk.done.is_some() {
+            break;
+        }
+        chunk = match next_chunk(&mut chunks, &recorder).await {
+            Ok(chunk) => chunk,
+            Err(e) => return refuse(recorder, R::Error::from_backend(&e, None)),
+        };
+    }
+    let answer = encoder.whole(&recorder.answer().whole(), &end_of(&recorder));
+    let body = answer.to_string();
+    if log_lines {
+        tracing::info!(response = %body, "raw response");
+    }
+    recorder.sent_bytes(body.len());
+    recorder.finish();
+    with_type(Response::new(Body::from(body)), "application/json")
+}
