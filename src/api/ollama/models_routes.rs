@@ -246,10 +246,13 @@ pub async fn forward_logged(
     };
     let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
     let forwarded_body = (!body.is_empty()).then_some(body);
-    let forwarded = backend.forward(method, path_and_query, forwarded_body);
-    // A backend still to answer when the shutdown's grace period ends is cut off.
-    let forwarded = state.telemetry.cut_off.run_until_cancelled(forwarded).await;
-    match forwarded.unwrap_or(Err(BackendError::ShuttingDown)) {
+    // A backend still to answer when the shutdown's grace period ends is cut off (a
+    // select: `run_until_cancelled` would keep the forwarding future twice).
+    let forwarded = tokio::select! {
+        forwarded = backend.forward(method, path_and_query, forwarded_body) => forwarded,
+        () = state.telemetry.cut_off.cancelled() => Err(BackendError::ShuttingDown),
+    };
+    match forwarded {
         Ok(response) => {
             let status = response.status().as_u16();
             if status >= 400 {
