@@ -55,6 +55,9 @@ pub struct Telemetry {
     pub events: tokio::sync::broadcast::Sender<metrics::RequestEvent>,
     /// Each backend's health and breaker, by name; outlives config reloads.
     pub health: backend::health::HealthRegistry,
+    /// The models each backend holds loaded for clients (llama-server routers), with
+    /// their keep-alive timers; outlives config reloads, stopped at shutdown.
+    pub keep_alive: backend::keep_alive::Books,
     /// Answers kept for identical requests (`cache`); its size is fixed at start.
     pub cache: cache::ResponseCache,
 }
@@ -75,7 +78,7 @@ impl AppState {
         let backends = config
             .backends
             .iter()
-            .map(|b| Upstream::new(b.clone(), &telemetry.health))
+            .map(|b| Upstream::new(b.clone(), &telemetry.health, &telemetry.keep_alive))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(AppState {
             models: Models::new(&config.models, backends.len()),
@@ -148,6 +151,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         events: tokio::sync::broadcast::channel(1024).0,
         cut_off: CancellationToken::new(),
         health: Default::default(),
+        keep_alive: Default::default(),
         cache: cache::ResponseCache::new(config.cache.max_entries, config.cache.max_bytes),
     });
     let stop = CancellationToken::new();
@@ -355,6 +359,7 @@ impl Server {
                 Err(e) => tracing::error!(error = %e, "server task failed"),
             }
         }
+        self.telemetry.keep_alive.stop();
         // The writer ends when the last logger handle is gone: the watcher's and the
         // live config's hold one too.
         let _ = self.health_checks.await;

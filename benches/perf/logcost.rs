@@ -364,6 +364,7 @@ fn new_telemetry(rt: &tokio::runtime::Runtime, db: &Path, capacity: usize) -> cr
         events: tokio::sync::broadcast::channel(1024).0,
         cut_off: tokio_util::sync::CancellationToken::new(),
         health: Default::default(),
+        keep_alive: Default::default(),
         cache: ollabridge::cache::ResponseCache::new(1, 1),
     });
     Ok((telemetry, writer))

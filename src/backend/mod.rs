@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod error;
 pub mod health;
+pub mod keep_alive;
 pub mod ollama;
 pub mod openai;
 pub mod request;
@@ -162,6 +163,30 @@ pub enum ModelsAnswer {
     /// It has none: ollabridge describes the models from the model map and the backends'
     /// lists.
     Described,
+    /// It loads models on request (a llama-server router): the ones loaded now, which
+    /// ollabridge describes (`/api/ps`).
+    Loaded(Vec<LoadedModel>),
+}
+
+/// A model a backend has loaded now (`/api/ps`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedModel {
+    /// The backend's name for it.
+    pub name: String,
+    /// Bytes; 0 when the backend does not tell.
+    pub size: u64,
+    pub context_length: Option<u64>,
+    /// When ollabridge unloads it (`None`: never).
+    pub expires_at: Option<std::time::SystemTime>,
+}
+
+/// What Ollama's load request (an empty chat or prompt) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// The model is loaded; `waited` for a load this request started or found under way.
+    Loaded { waited: std::time::Duration },
+    /// Unloaded (or to be, when its last request in flight ends).
+    Unloaded,
 }
 
 #[expect(
@@ -186,10 +211,11 @@ pub enum AnyBackend {
 }
 
 impl AnyBackend {
-    pub fn new(config: &BackendConfig) -> Result<AnyBackend, BackendError> {
+    /// `book` keeps the models the backend holds loaded, across reloads (routers only).
+    pub fn new(config: &BackendConfig, book: std::sync::Arc<keep_alive::Book>) -> Result<AnyBackend, BackendError> {
         let http = http_client(config)?;
         Ok(match config.kind {
-            BackendKind::Openai => AnyBackend::OpenAi(openai::OpenAiBackend::new(config, http)),
+            BackendKind::Openai => AnyBackend::OpenAi(openai::OpenAiBackend::new(config, http, book)),
             BackendKind::Ollama => AnyBackend::Ollama(ollama::OllamaBackend::new(config, http)),
         })
     }
@@ -236,10 +262,39 @@ impl AnyBackend {
         }
     }
 
-    /// Vectors for `inputs` from the backend's model `backend_model`.
-    pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+    /// Ollama's load request: loads `backend_model` (or with `keep_alive` 0 unloads it)
+    /// on a backend that loads models on request (a llama-server router); `None` from
+    /// any other, which keeps its models loaded itself.
+    pub async fn load(
+        &self,
+        backend_model: &str,
+        keep_alive: Option<&Value>,
+    ) -> Result<Option<Lifecycle>, BackendError> {
         match self {
-            AnyBackend::OpenAi(b) => b.embed(backend_model, inputs).await,
+            AnyBackend::OpenAi(b) => b.load(backend_model, keep_alive).await,
+            AnyBackend::Ollama(_) => Ok(None),
+        }
+    }
+
+    /// The models loaded now, on a backend that loads them on request (a llama-server
+    /// router); `None` from any other.
+    pub async fn loaded_models(&self) -> Result<Option<Vec<LoadedModel>>, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.loaded_models().await,
+            AnyBackend::Ollama(_) => Ok(None),
+        }
+    }
+
+    /// Vectors for `inputs` from the backend's model `backend_model`; `keep_alive` as a
+    /// chat's (a llama-server router's models only).
+    pub async fn embed(
+        &self,
+        backend_model: &str,
+        inputs: &[String],
+        keep_alive: Option<&Value>,
+    ) -> Result<Embeddings, BackendError> {
+        match self {
+            AnyBackend::OpenAi(b) => b.embed(backend_model, inputs, keep_alive).await,
             AnyBackend::Ollama(b) => b.embed(backend_model, inputs).await,
         }
     }

@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Health, HealthRegistry, Pass};
+use super::keep_alive::Books;
 use super::{AnyBackend, BackendError};
 use crate::config::{BackendConfig, MaxConcurrent, NativeRoute, Serves, Target};
 
@@ -75,13 +76,13 @@ pub enum LimitSource {
 }
 
 impl Upstream {
-    pub fn new(config: BackendConfig, health: &HealthRegistry) -> Result<Upstream, BackendError> {
+    pub fn new(config: BackendConfig, health: &HealthRegistry, books: &Books) -> Result<Upstream, BackendError> {
         let slots = Slots::default();
         if let MaxConcurrent::Limit(n) = config.max_concurrent {
             slots.resize(n);
         }
         Ok(Upstream {
-            client: AnyBackend::new(&config)?,
+            client: AnyBackend::new(&config, books.get(&config.name))?,
             slots,
             first_detection: tokio::sync::OnceCell::new(),
             first_look_started: AtomicBool::new(false),
@@ -383,7 +384,7 @@ mod tests {
         let upstreams: Vec<Upstream> = config
             .backends
             .iter()
-            .map(|b| Upstream::new(b.clone(), &registry).unwrap())
+            .map(|b| Upstream::new(b.clone(), &registry, &Books::default()).unwrap())
             .collect();
         assert_eq!((upstreams[0].name(), upstreams[1].name()), ("a", "b"));
         (upstreams, registry)

@@ -63,6 +63,9 @@ pub struct BackendConfig {
     /// Whether the backend answers Anthropic's `/v1/messages` and OpenAI's
     /// `/v1/responses` itself (`serves`).
     pub serves: ServedRoutes,
+    /// Whether the backend is a llama-server in router mode, which loads and unloads
+    /// models on request (`None`: detected, from its `/props` or its model list).
+    pub router: Option<bool>,
     /// Which of the backend's own models clients may ask for by name (`None`: only
     /// mapped names reach this backend).
     pub discover: Option<Discovery>,
@@ -193,6 +196,7 @@ impl fmt::Debug for BackendConfig {
             .field("max_tokens_field", &self.max_tokens_field)
             .field("stream_options", &self.stream_options)
             .field("serves", &self.serves)
+            .field("router", &self.router)
             .field("discover", &self.discover)
             .field("health_interval", &self.health_interval)
             .field("breaker", &self.breaker)
@@ -228,6 +232,9 @@ pub(super) struct RawBackend {
     pub(super) stream_options: bool,
     #[serde(default)]
     pub(super) serves: RawServes,
+    /// `true`, `false`, or absent (detected).
+    #[serde(default)]
+    pub(super) router: Option<bool>,
     /// `true`, `false`, or `{"prefix", "include", "exclude"}`.
     #[serde(default)]
     pub(super) discover: Option<serde_json::Value>,
@@ -390,6 +397,11 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
         (None, MaxConcurrent::Auto) => timeout,
         (None, _) => seconds(&format!("{key}.queue_timeout"), default_queue_timeout(), true)?,
     };
+    if raw.router == Some(true) && kind == BackendKind::Ollama {
+        return Err(format!(
+            "{key}.router: a real Ollama manages its own models; router applies to openai backends (llama-server)"
+        ));
+    }
     if raw.breaker.failures == 0 {
         return Err(format!("{key}.breaker.failures: must be at least 1"));
     }
@@ -409,6 +421,7 @@ pub(super) fn backend(key: &str, name: String, raw: RawBackend) -> Result<Backen
             messages: serves(key, NativeRoute::Messages, raw.serves.messages)?,
             responses: serves(key, NativeRoute::Responses, raw.serves.responses)?,
         },
+        router: raw.router,
         discover,
         health_interval: Some(seconds(&format!("{key}.health_interval"), raw.health_interval, true)?)
             .filter(|d| !d.is_zero()),

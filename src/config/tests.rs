@@ -424,7 +424,7 @@ fn inline_errors_name_the_key_and_the_problem() {
         (
             backend_with(r#""apikey": "x""#),
             "invalid config <inline>: backend.apikey: unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, \
-             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `serves`, `discover`, `health_interval`, `breaker` at line 1 column 76",
+             `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `serves`, `router`, `discover`, `health_interval`, `breaker` at line 1 column 76",
         ),
         (
             with_backend(r#""database": {"file": "x.db"}"#),
@@ -658,7 +658,7 @@ fn load_validation_errors_name_the_file_and_the_key() {
         ),
         (
             backend_with(r#""apikey": "x""#),
-            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `serves`, `discover`, `health_interval`, `breaker` for key `backend`",
+            "unknown field `apikey`, expected one of `type`, `endpoint`, `timeout`, `api_key`, `thinking`, `max_concurrent`, `queue_timeout`, `headers`, `max_tokens_field`, `stream_options`, `serves`, `router`, `discover`, `health_interval`, `breaker` for key `backend`",
         ),
     ];
     for (text, problem) in cases {
@@ -1042,4 +1042,23 @@ fn serves_is_auto_unless_set_and_names_a_bad_value() {
     );
     let message = inline_error(&backend_with(r#""serves": {"chat": true}"#));
     assert!(message.contains("unknown field `chat`"), "{message}");
+}
+
+#[test]
+fn router_is_detected_unless_set_and_only_for_openai_backends() {
+    assert_eq!(
+        Config::from_json(&backend_with(r#""timeout": 5"#))
+            .unwrap()
+            .backend()
+            .router,
+        None
+    );
+    let on = Config::from_json(&backend_with(r#""router": true"#)).unwrap();
+    assert_eq!(on.backend().router, Some(true));
+    let off = Config::from_json(&backend_with(r#""router": false"#)).unwrap();
+    assert_eq!(off.backend().router, Some(false));
+    assert_eq!(
+        inline_error(r#"{"backend": {"type": "ollama", "endpoint": "http://localhost:11434", "router": true}}"#),
+        "invalid config <inline>: backend.router: a real Ollama manages its own models; router applies to openai backends (llama-server)"
+    );
 }

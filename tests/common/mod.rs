@@ -92,27 +92,49 @@ impl LlamaServer {
     pub async fn start_sized(model: &str, context: u32, slots: u32) -> LlamaServer {
         let (context, slots) = (context.to_string(), slots.to_string());
         let gguf = tiny_models_dir().join(format!("{model}.gguf"));
+        let args = [
+            "-m",
+            gguf.to_str().expect("utf-8"),
+            "--alias",
+            model,
+            "--jinja",
+            "-c",
+            &context,
+            "-np",
+            &slots,
+            "--embeddings",
+            "--pooling",
+            "mean",
+            "--no-webui",
+            "-t",
+            "1",
+            "--metrics",
+        ];
+        LlamaServer::launch(&args, model).await
+    }
+
+    /// A llama-server in router mode over `models_dir`, loading and unloading its models
+    /// on request (`model` is empty: it has none of its own).
+    pub async fn router(models_dir: &Path) -> LlamaServer {
+        let args = [
+            "--models-dir",
+            models_dir.to_str().expect("utf-8"),
+            "--embeddings",
+            "--pooling",
+            "mean",
+            "--no-webui",
+            "-t",
+            "1",
+        ];
+        LlamaServer::launch(&args, "").await
+    }
+
+    async fn launch(args: &[&str], model: &str) -> LlamaServer {
         for attempt in 0..3 {
             let port = free_port();
             let child = Command::new(llama_server_bin())
-                .args([
-                    "-m",
-                    gguf.to_str().expect("utf-8"),
-                    "--alias",
-                    model,
-                    "--host",
-                    "127.0.0.1",
-                ])
-                .args(["--port", &port.to_string(), "--jinja", "-c", &context, "-np", &slots])
-                .args([
-                    "--embeddings",
-                    "--pooling",
-                    "mean",
-                    "--no-webui",
-                    "-t",
-                    "1",
-                    "--metrics",
-                ])
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -27,6 +27,9 @@ pub struct EmbedRequest {
     truncate: Option<bool>,
     #[serde(default)]
     dimensions: Option<usize>,
+    /// How long a model a llama-server router loads stays loaded once idle.
+    #[serde(default)]
+    keep_alive: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +38,8 @@ pub struct LegacyEmbeddingsRequest {
     model: Option<String>,
     #[serde(default)]
     prompt: Option<String>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
 }
 
 pub async fn embed_handler(started: Started<EmbedRequest>) -> Response {
@@ -49,8 +54,14 @@ pub async fn embed_handler(started: Started<EmbedRequest>) -> Response {
     };
     recorder.request(request.model.as_deref(), serde_json::to_string(&inputs).ok(), false);
     let started = Instant::now();
-    let (resolved, vectors, prompt_tokens) = match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await
-    {
+    let asked = embed(
+        &state,
+        request.model.as_deref(),
+        &inputs,
+        request.keep_alive.as_ref(),
+        &mut recorder,
+    );
+    let (resolved, vectors, prompt_tokens) = match asked.await {
         Ok(r) => r,
         Err(e) => return recorder.reject(e),
     };
@@ -75,7 +86,14 @@ pub async fn embeddings_handler(started: Started<LegacyEmbeddingsRequest>) -> Re
     } = started;
     let inputs: Vec<String> = request.prompt.into_iter().filter(|p| !p.is_empty()).collect();
     recorder.request(request.model.as_deref(), inputs.first().cloned(), false);
-    match embed(&state, request.model.as_deref(), &inputs, &mut recorder).await {
+    let asked = embed(
+        &state,
+        request.model.as_deref(),
+        &inputs,
+        request.keep_alive.as_ref(),
+        &mut recorder,
+    );
+    match asked.await {
         Ok((_, vectors, prompt_tokens)) => {
             recorder.finish_with(summary(&vectors), prompt_tokens);
             let embedding = vectors.into_iter().next().unwrap_or_default();
@@ -109,6 +127,7 @@ async fn embed(
     state: &AppState,
     model: Option<&str>,
     inputs: &[String],
+    keep_alive: Option<&Value>,
     recorder: &mut Recorder,
 ) -> Result<(Resolved, Vec<Vec<f64>>, Option<u64>), ExchangeError> {
     let resolved = state.models.resolve(model, &state.backends).await?;
@@ -118,7 +137,7 @@ async fn embed(
     }
     let failover = Failover::new(&state.backends, &resolved.targets);
     let routed = failover.run(&state.telemetry.cut_off, |upstream, model| async move {
-        embed_on(upstream, &model, inputs).await
+        embed_on(upstream, &model, inputs, keep_alive).await
     });
     match routed.await {
         Ok(Routed {
@@ -142,9 +161,10 @@ async fn embed_on(
     upstream: &Upstream,
     model: &str,
     inputs: &[String],
+    keep_alive: Option<&Value>,
 ) -> Result<(Embeddings, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
     let slot = upstream.slot().await?;
-    Ok((upstream.client.embed(model, inputs).await?, slot))
+    Ok((upstream.client.embed(model, inputs, keep_alive).await?, slot))
 }
 
 /// Ollama's `/api/embed` returns unit vectors; with `dimensions` it cuts first, then

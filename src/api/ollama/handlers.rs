@@ -14,7 +14,10 @@ use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{CacheSlot, ExchangeError, Recorder, parse_body};
 use crate::clock::now_rfc3339;
 
-use crate::backend::{AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Routed, Unrouted, Upstream};
+use crate::backend::keep_alive::{self, KeepAlive};
+use crate::backend::{
+    AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Lifecycle, Routed, Unrouted, Upstream,
+};
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -59,7 +62,7 @@ pub(crate) fn chat_handler(
         };
         recorder.resolved(&resolved);
         if messages.is_empty() {
-            return load_answer(*recorder, Shape::Chat, &resolved.client, request.keep_alive.as_ref());
+            return load_answer(&state, *recorder, Shape::Chat, &resolved, request.keep_alive.as_ref()).await;
         }
         if state.config.server.log_messages {
             tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
@@ -112,11 +115,13 @@ pub(crate) fn generate_handler(
         }
         if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
             return load_answer(
+                &state,
                 *recorder,
                 Shape::Generate,
-                &resolved.client,
+                &resolved,
                 request.keep_alive.as_ref(),
-            );
+            )
+            .await;
         }
         if state.config.server.log_messages {
             tracing::info!(model = %resolved.client, prompt = ?request.prompt, system = ?request.system, "generate request");
@@ -310,18 +315,37 @@ async fn ask_first_chunk<R: Answered>(
 }
 
 /// An empty chat or prompt is Ollama's "load the model" request (with `keep_alive: 0`,
-/// "unload"). The backend keeps its models loaded, so this only answers like Ollama.
-fn load_answer(recorder: Recorder, shape: Shape, model: &str, keep_alive: Option<&Value>) -> Response {
-    let unload = keep_alive
-        .is_some_and(|k| k.as_f64() == Some(0.0) || k.as_str().is_some_and(|s| s.trim() == "0" || s.trim() == "0s"));
+/// "unload"). A backend that loads models on request (a llama-server router) loads or
+/// unloads it for real; any other keeps its models loaded, and this only answers like Ollama.
+async fn load_answer(
+    state: &AppState,
+    mut recorder: Recorder,
+    shape: Shape,
+    resolved: &Resolved,
+    keep_alive: Option<&Value>,
+) -> Response {
+    let first = &resolved.targets[0];
+    let upstream = &state.backends[first.backend];
+    let done = match upstream.client.load(&first.model, keep_alive).await {
+        Ok(done) => done,
+        Err(e) => return recorder.reject(e.into()),
+    };
+    if done.is_some() {
+        recorder.routed(upstream, None, &[]);
+    }
+    // Other backends never refused a keep_alive that is not a duration; they still do not.
+    let unload = keep_alive::parse(keep_alive) == Ok(KeepAlive::Unload);
     let reason = if unload { "unload" } else { "load" };
-    let mut body = serde_json::json!({ "model": model, "created_at": now_rfc3339() });
+    let mut body = serde_json::json!({ "model": resolved.client, "created_at": now_rfc3339() });
     match shape {
         Shape::Chat => body["message"] = serde_json::json!({ "role": "assistant", "content": "" }),
         Shape::Generate => body["response"] = "".into(),
     }
     body["done"] = true.into();
     body["done_reason"] = reason.into();
+    if let Some(Lifecycle::Loaded { waited }) = done {
+        body["load_duration"] = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).into();
+    }
     recorder.finish();
     axum::Json(body).into_response()
 }

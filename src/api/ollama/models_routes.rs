@@ -18,8 +18,9 @@ use super::error::render;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder, parse_body};
+use crate::backend::keep_alive::{FOREVER, format_expiry};
 use crate::backend::ollama::translate::rename_model;
-use crate::backend::{BackendError, ModelsAnswer, Upstream};
+use crate::backend::{BackendError, BackendModel, ModelsAnswer, Upstream};
 use crate::models::{Described, ResolveError, find, listed_name};
 use crate::reload::{Live, Snapshot};
 
@@ -27,7 +28,7 @@ use crate::reload::{Live, Snapshot};
 /// to find `<arch>.context_length` in `model_info`.
 const ARCHITECTURE: &str = "llama";
 /// The backend keeps its models loaded; Ollama shows `keep_alive: -1` as a far future.
-const KEPT_LOADED_UNTIL: &str = "2318-01-01T00:00:00Z";
+const KEPT_LOADED_UNTIL: &str = FOREVER;
 
 pub async fn version_handler(Snapshot(state): Snapshot) -> Json<Value> {
     Json(json!({ "version": state.config.server.version }))
@@ -104,28 +105,71 @@ async fn show(state: &AppState, request: ShowRequest, body: Option<Bytes>) -> Re
 }
 
 pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
-    // With several backends, the models of all are listed, each described.
-    if let [only] = state.backends.as_slice() {
+    // With several backends, the models of all are listed, each described; a backend
+    // that loads models on request (a llama-server router) lists those it has loaded.
+    let loaded = if let [only] = state.backends.as_slice() {
         match only.client.ps().await {
             Ok(ModelsAnswer::Own(response)) => return relay(response),
-            Ok(ModelsAnswer::Described) => {}
+            Ok(ModelsAnswer::Described) => vec![None],
+            Ok(ModelsAnswer::Loaded(loaded)) => vec![Some(loaded)],
             Err(e) => return render(e.into()),
         }
-    }
+    } else {
+        let lists = state.backends.iter().map(|b| b.client.loaded_models());
+        match futures::future::join_all(lists).await.into_iter().collect() {
+            Ok(lists) => lists,
+            Err(e) => return render(BackendError::into(e)),
+        }
+    };
     let offered = state.models.offered_or_empty(&state.backends).await;
+    // A loaded model is listed once, under its first name (a mapping's before its own).
+    let mut listed = std::collections::HashSet::new();
     let models: Vec<Value> = state
         .models
         .described(&state.backends, &offered)
         .iter()
-        .map(|model| {
+        .filter_map(|model| {
             let mut entry = entry(model, &state);
             entry["expires_at"] = KEPT_LOADED_UNTIL.into();
             entry["size_vram"] = 0.into();
             entry["context_length"] = model.context_length().into();
-            entry
+            let index = backend_of(model, &offered);
+            if let Some((index, list)) = index.and_then(|index| Some((index, loaded[index].as_ref()?))) {
+                let held = list.iter().find(|m| Some(m.name.as_str()) == backend_name(model))?;
+                if !listed.insert((index, held.name.as_str())) {
+                    return None;
+                }
+                entry["expires_at"] = format_expiry(held.expires_at).into();
+                entry["size"] = held.size.into();
+                let configured = model.mapping.is_some_and(|m| m.context_length.is_some());
+                if let Some(context) = held.context_length.filter(|_| !configured) {
+                    entry["context_length"] = context.into();
+                }
+            }
+            Some(entry)
         })
         .collect();
     Json(json!({ "models": models })).into_response()
+}
+
+/// The backend's name for a listed model.
+fn backend_name<'a>(model: &'a Described) -> Option<&'a str> {
+    match model.mapping {
+        Some(mapping) => Some(&mapping.target),
+        None => model.backend.map(|m| m.name.as_str()),
+    }
+}
+
+/// The backend a listed model is on: its mapping's first target's, or the one whose
+/// list it was discovered in.
+fn backend_of(model: &Described, offered: &[Arc<Vec<BackendModel>>]) -> Option<usize> {
+    if let Some(mapping) = model.mapping {
+        return Some(mapping.targets[0].backend);
+    }
+    let found = model.backend?;
+    offered
+        .iter()
+        .position(|list| list.iter().any(|m| std::ptr::eq(m, found)))
 }
 
 /// Other `/api/*` routes: forwarded to an Ollama backend (model name mapped);

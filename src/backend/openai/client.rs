@@ -6,9 +6,11 @@ use futures::{StreamExt, TryFutureExt, stream};
 use reqwest::Url;
 use serde_json::{Map, Value};
 
+use super::lifecycle::{Router, held};
 use super::sse::SseSplitter;
 use super::translate::{self, Route, Translator};
 use super::types::{ModelList, Props};
+use crate::backend::keep_alive::Book;
 use crate::backend::request::{ChatRequest, Think, logprobs_asked};
 use crate::backend::{
     Backend, BackendError, BackendModel, Capture, ChatCall, ChunkStream, Embeddings, GenerateCall, ModelsAnswer,
@@ -16,7 +18,7 @@ use crate::backend::{
 use crate::config::{BackendConfig, BackendKind, MaxTokensField, ThinkingStyle};
 
 pub struct OpenAiBackend {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     /// Endpoint with a trailing slash and without a trailing `v1/`, so both
     /// `http://host:8080` and `https://openrouter.ai/api/v1` work.
     base: Url,
@@ -29,16 +31,19 @@ pub struct OpenAiBackend {
     max_tokens_field: MaxTokensField,
     /// `stream_options` of the config: whether streamed requests may ask for `usage`.
     stream_options: bool,
+    /// Whether it is a llama-server router, which loads and unloads models on request,
+    /// and what that takes.
+    pub(super) router: Box<Router>,
 }
 
 impl OpenAiBackend {
-    pub fn new(config: &BackendConfig, http: reqwest::Client) -> OpenAiBackend {
+    pub fn new(config: &BackendConfig, http: reqwest::Client, book: std::sync::Arc<Book>) -> OpenAiBackend {
         let mut base = config.endpoint.clone();
         let path = base.path().trim_end_matches('/').trim_end_matches("/v1").to_owned();
         base.set_path(&format!("{path}/"));
         // An http(s) URL with a host (the config checks) joins any relative path.
         let join = |route: Route| base.join(route.path()).unwrap_or_else(|_| base.clone());
-        OpenAiBackend {
+        let backend = OpenAiBackend {
             http,
             chat_url: join(Route::Chat),
             completions_url: join(Route::Completions),
@@ -47,17 +52,30 @@ impl OpenAiBackend {
             thinking: config.thinking,
             max_tokens_field: config.max_tokens_field,
             stream_options: config.stream_options,
+            router: Box::new(Router::new(config.router, book, config.timeout)),
+        };
+        // The book outlives reloads; its timers unload through the newest client.
+        if let Ok(unloader) = backend.unloader() {
+            backend.router.attach(unloader);
         }
+        backend
     }
 
-    fn url(&self, path: &str) -> Result<Url, BackendError> {
+    pub(super) fn url(&self, path: &str) -> Result<Url, BackendError> {
         self.base
             .join(path)
             .map_err(|e| BackendError::Config(format!("cannot build backend URL for {path}: {e}")))
     }
 
     /// `/v1/embeddings` for a batch of inputs.
-    pub async fn embed(&self, backend_model: &str, inputs: &[String]) -> Result<Embeddings, BackendError> {
+    pub async fn embed(
+        &self,
+        backend_model: &str,
+        inputs: &[String],
+        keep_alive: Option<&Value>,
+    ) -> Result<Embeddings, BackendError> {
+        // Held until the vectors came: the model's keep-alive starts then.
+        let _lease = self.lease(backend_model, keep_alive).await?;
         let body = translate::embeddings_request(backend_model, inputs);
         let url = self.url("v1/embeddings")?;
         let bytes = self.exchange(|| self.http.post(url.clone()).json(&body)).await?;
@@ -218,7 +236,10 @@ impl Backend for OpenAiBackend {
     const KIND: BackendKind = BackendKind::Openai;
 
     async fn chat(&self, call: &ChatCall) -> Result<ChunkStream, BackendError> {
-        match self.chat_once(call, &call.request).await {
+        let lease = self
+            .lease(&call.backend_model, call.request.keep_alive.as_ref())
+            .await?;
+        let chunks = match self.chat_once(call, &call.request).await {
             Err(BackendError::ContextExceeded {
                 message,
                 prompt_tokens,
@@ -228,16 +249,22 @@ impl Backend for OpenAiBackend {
                 Box::pin(self.chat_fitted(call, message, prompt_tokens, context)).await
             }
             answer => answer,
-        }
+        }?;
+        Ok(held(chunks, lease))
     }
 
     async fn generate(&self, call: &GenerateCall) -> Result<ChunkStream, BackendError> {
+        let lease = self
+            .lease(&call.backend_model, call.request.keep_alive.as_ref())
+            .await?;
         let (route, body) =
             translate::ollama_generate_to_openai(&call.request, &call.backend_model, call.stream, self.thinking);
         let translator = Translator::new(Think::is_off(call.request.think), call.strip_think)
             .with_logprobs(logprobs_asked(call.request.logprobs, call.request.top_logprobs));
-        self.send(route, body, call.stream, translator, call.capture.as_ref())
-            .await
+        let chunks = self
+            .send(route, body, call.stream, translator, call.capture.as_ref())
+            .await?;
+        Ok(held(chunks, lease))
     }
 
     async fn models(&self) -> Result<Vec<BackendModel>, BackendError> {
@@ -245,9 +272,12 @@ impl Backend for OpenAiBackend {
         let body = self.exchange(|| self.http.get(url.clone())).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Protocol(format!("unreadable model list from {}: {e}", self.label)))?;
+        self.note_list(&list);
         // A single-model llama-server describes its model in /props; other servers
-        // have no such route, and then the model list alone has to do.
-        let props = if list.data.len() == 1 { self.props().await } else { None };
+        // have no such route, and then the model list alone has to do. A router's
+        // /props describes no model.
+        let single = list.data.len() == 1 && !super::router::is_router_list(&list);
+        let props = if single { self.props().await } else { None };
         Ok(list
             .data
             .into_iter()
@@ -269,9 +299,13 @@ impl Backend for OpenAiBackend {
         Ok(ModelsAnswer::Described)
     }
 
-    /// OpenAI's API has no such route: the listed models are described as loaded.
+    /// OpenAI's API has no such route: a llama-server router tells what it has loaded;
+    /// other servers' listed models are described as loaded.
     async fn ps(&self) -> Result<ModelsAnswer, BackendError> {
-        Ok(ModelsAnswer::Described)
+        Ok(match self.loaded_models().await? {
+            Some(loaded) => ModelsAnswer::Loaded(loaded),
+            None => ModelsAnswer::Described,
+        })
     }
 }
 
@@ -335,7 +369,7 @@ impl OpenAiBackend {
     }
 
     /// A whole request and answer; a non-2xx answer becomes the backend's error.
-    async fn exchange(
+    pub(super) async fn exchange(
         &self,
         request: impl Fn() -> reqwest::RequestBuilder + Send,
     ) -> Result<bytes::Bytes, BackendError> {
@@ -348,9 +382,21 @@ impl OpenAiBackend {
         self.props().await?.total_slots.filter(|n| *n > 0)
     }
 
-    async fn props(&self) -> Option<Props> {
+    /// `/props`, noting whether the backend is a router.
+    pub(super) async fn props(&self) -> Option<Props> {
         let url = self.url("props").ok()?;
-        let body = self.exchange(|| self.http.get(url.clone())).await.ok()?;
-        serde_json::from_slice(&body).ok()
+        match self.exchange(|| self.http.get(url.clone())).await {
+            Ok(body) => {
+                let props: Props = serde_json::from_slice(&body).ok()?;
+                self.note_props(&props);
+                Some(props)
+            }
+            // Servers other than llama-server have no /props: then not a router.
+            Err(BackendError::Status { status: 404, .. }) => {
+                self.note_props(&Props::default());
+                None
+            }
+            Err(_) => None,
+        }
     }
 }

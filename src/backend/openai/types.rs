@@ -133,6 +133,12 @@ pub struct ModelEntry {
     pub id: String,
     #[serde(default)]
     pub meta: Option<ModelMeta>,
+    /// Other names a llama-server answers to.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A llama-server router's: whether the model is loaded.
+    #[serde(default)]
+    pub status: Option<super::router::WireStatus>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +147,9 @@ pub struct ModelMeta {
     pub n_ctx: Option<u64>,
     #[serde(default)]
     pub n_ctx_train: Option<u64>,
+    /// The model file's size in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +170,9 @@ pub struct EmbeddingEntry {
 /// llama.cpp's `GET /props`: what the loaded model and its template can do.
 #[derive(Debug, Default, Deserialize)]
 pub struct Props {
+    /// `router` for a llama-server in router mode (no model of its own).
+    #[serde(default)]
+    pub role: Option<String>,
     #[serde(default)]
     pub default_generation_settings: Option<GenerationSettings>,
     /// How many requests llama-server decodes at once (`-np`).
