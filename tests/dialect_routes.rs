@@ -44,6 +44,8 @@ enum Serving {
     ChatOnly(&'static str),
     /// `ChatOnly`, its chat stream cut short.
     ChatCutShort(&'static str),
+    /// This SSE body, on every route.
+    Stream(&'static str),
 }
 
 impl Mock {
@@ -97,6 +99,7 @@ async fn answer(State((requests, serving)): State<MockState>, uri: Uri, body: By
             let text = fixture(&format!("{name}.sse"));
             sse(text[..text.len() / 2].rsplit_once("\n\n").unwrap().0.to_owned() + "\n\n")
         }
+        Serving::Stream(text) => sse(text.to_owned()),
         Serving::ChatOnly(_) | Serving::ChatCutShort(_) => unreachable!("mapped above"),
     }
 }
@@ -328,6 +331,96 @@ async fn a_stream_cut_short_ends_with_an_error_event() {
         "Hello from the tiny scripted model.".starts_with(row["response"].as_str().unwrap()),
         "{row}"
     );
+}
+
+/// The backend's stream `text` relayed to a client of `path`: the body the client got,
+/// and the row's status and error.
+async fn relayed(path: &str, text: String) -> (String, (Value, Value)) {
+    let mock = Mock::start(Serving::Stream(text.leak())).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = match path {
+        "/v1/messages" => format!(r#"{{"model":"alias","max_tokens":64,"messages":{HELLO},"stream":true}}"#),
+        _ => r#"{"model":"alias","input":"Hello!","stream":true}"#.to_owned(),
+    };
+    let answer = post(&bridge, path, &body, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let rows = bridge.rows().await;
+    assert_eq!(rows.len(), 1);
+    (
+        answer.body,
+        (rows[0]["status_code"].clone(), rows[0]["error"].clone()),
+    )
+}
+
+/// The backend's error events are in the client's dialect already: they reach it as they
+/// are (Anthropic's SDK reads `error.type`, Codex a failed response's `error.code`), and
+/// the row is failed with their message.
+#[tokio::test]
+async fn backend_error_events_reach_the_client_as_they_are() {
+    let start = ("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+        "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}}));
+    let overloaded = ("error", anthropic_error("overloaded_error", "Overloaded"));
+    let created = ("response.created", json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_1", "object": "response", "status": "in_progress"}}));
+    let failed = ("response.failed", json!({"type": "response.failed", "sequence_number": 1,
+        "response": {"id": "resp_1", "object": "response", "status": "failed",
+                     "error": {"code": "server_error", "message": "out of memory"}}}));
+    let error = ("error", json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down",
+        "param": null, "sequence_number": 1}));
+    let cases = [
+        ("/v1/messages", sse(&[start, overloaded]), "Overloaded"),
+        ("/v1/responses", sse(&[created.clone(), failed]), "out of memory"),
+        ("/v1/responses", sse(&[created, error]), "slow down"),
+    ];
+    for (path, text, message) in cases {
+        let (body, row) = relayed(path, text.clone()).await;
+        assert_eq!((body, row), (text, (json!(200), json!(message))), "{path}");
+    }
+}
+
+/// What only the log cannot read (a tool call cut by `max_tokens`, function call
+/// arguments that are not JSON) does not end the client's stream: it gets every event,
+/// and the row names the problem.
+#[tokio::test]
+async fn answers_the_log_cannot_read_reach_the_client_whole() {
+    let messages = sse(&[
+        ("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}})),
+        ("content_block_start", json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}})),
+        ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "{\"city\":\"Par"}})),
+        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        ("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+            "usage": {"output_tokens": 8}})),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    let call = json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f",
+        "arguments": "{\"a\":", "status": "completed"});
+    let responses = sse(&[
+        ("response.output_item.done", json!({"type": "response.output_item.done", "output_index": 0, "item": call})),
+        ("response.completed", json!({"type": "response.completed", "response": {"id": "resp_1",
+            "status": "completed", "output": [call], "usage": {"input_tokens": 5, "output_tokens": 3}}})),
+    ]);
+    let not_json = |name: &str, text: &str, error: &str| {
+        format!("backend sent an invalid response: tool call '{name}' has arguments that are not valid JSON ({error}): {text}")
+    };
+    let cases = [
+        (
+            "/v1/messages",
+            messages,
+            not_json("get_weather", "{\"city\":\"Par", "EOF while parsing a string at line 1 column 12"),
+        ),
+        (
+            "/v1/responses",
+            responses,
+            not_json("f", "{\"a\":", "EOF while parsing a value at line 1 column 5"),
+        ),
+    ];
+    for (path, text, message) in cases {
+        let (body, row) = relayed(path, text.clone()).await;
+        assert_eq!((body, row), (text, (json!(200), json!(message))), "{path}");
+    }
 }
 
 /// A backend that answers 404 for the route itself is not asked the route again (its

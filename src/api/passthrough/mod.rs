@@ -114,15 +114,22 @@ pub fn error_response(status: StatusCode, body: &Value, retry_after: bool) -> Re
 /// Reads a backend's answer in one dialect into neutral chunks for the log row. Pure:
 /// tested with the events a real backend sent.
 pub trait SideReader: Send + 'static {
-    /// One SSE event (`name` is `message` when the event had none).
+    /// One SSE event (`name` is empty when the event had none). An error ends the
+    /// client's stream with the route's error event in place of this one, so it is
+    /// only for the backend's failure written in another shape (chat completions'
+    /// `{"error"}` chunk); what the reader merely cannot read is the row's problem,
+    /// kept for [`finish`](SideReader::finish).
     fn on_event(&mut self, name: &str, data: &str) -> Result<Option<Chunk>, BackendError>;
 
     /// Whether this event ends the answer: the row is handed over, the rest is
-    /// forwarded unread.
+    /// forwarded unread. The route's own error events end it too (they reach the
+    /// client as they are).
     fn ends(&self, name: &str, data: &str) -> bool;
 
-    /// The backend closed the stream: what is left (the final chunk), or why the answer
-    /// is incomplete ([`BackendError::Truncated`]).
+    /// The answer ended (or the backend closed the stream): what is left (the final
+    /// chunk), why the answer is incomplete ([`BackendError::Truncated`]), or why the
+    /// row is failed though the client got the backend's events (its error event, an
+    /// event the reader could not read).
     fn finish(&mut self) -> Result<Vec<Chunk>, BackendError>;
 
     /// A whole answer.
