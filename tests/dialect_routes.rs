@@ -346,10 +346,7 @@ async fn relayed(path: &str, text: String) -> (String, (Value, Value)) {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let rows = bridge.rows().await;
     assert_eq!(rows.len(), 1);
-    (
-        answer.body,
-        (rows[0]["status_code"].clone(), rows[0]["error"].clone()),
-    )
+    (answer.body, (rows[0]["status_code"].clone(), rows[0]["error"].clone()))
 }
 
 /// The backend's error events are in the client's dialect already: they reach it as they
@@ -357,16 +354,28 @@ async fn relayed(path: &str, text: String) -> (String, (Value, Value)) {
 /// the row is failed with their message.
 #[tokio::test]
 async fn backend_error_events_reach_the_client_as_they_are() {
-    let start = ("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
-        "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}}));
+    let start = (
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+        "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}}),
+    );
     let overloaded = ("error", anthropic_error("overloaded_error", "Overloaded"));
-    let created = ("response.created", json!({"type": "response.created", "sequence_number": 0,
-        "response": {"id": "resp_1", "object": "response", "status": "in_progress"}}));
-    let failed = ("response.failed", json!({"type": "response.failed", "sequence_number": 1,
+    let created = (
+        "response.created",
+        json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_1", "object": "response", "status": "in_progress"}}),
+    );
+    let failed = (
+        "response.failed",
+        json!({"type": "response.failed", "sequence_number": 1,
         "response": {"id": "resp_1", "object": "response", "status": "failed",
-                     "error": {"code": "server_error", "message": "out of memory"}}}));
-    let error = ("error", json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down",
-        "param": null, "sequence_number": 1}));
+                     "error": {"code": "server_error", "message": "out of memory"}}}),
+    );
+    let error = (
+        "error",
+        json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down",
+        "param": null, "sequence_number": 1}),
+    );
     let cases = [
         ("/v1/messages", sse(&[start, overloaded]), "Overloaded"),
         ("/v1/responses", sse(&[created.clone(), failed]), "out of memory"),
@@ -384,32 +393,56 @@ async fn backend_error_events_reach_the_client_as_they_are() {
 #[tokio::test]
 async fn answers_the_log_cannot_read_reach_the_client_whole() {
     let messages = sse(&[
-        ("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
-            "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}})),
-        ("content_block_start", json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}})),
-        ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": "{\"city\":\"Par"}})),
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "{\"city\":\"Par"}}),
+        ),
         ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
-            "usage": {"output_tokens": 8}})),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+            "usage": {"output_tokens": 8}}),
+        ),
         ("message_stop", json!({"type": "message_stop"})),
     ]);
     let call = json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f",
         "arguments": "{\"a\":", "status": "completed"});
     let responses = sse(&[
-        ("response.output_item.done", json!({"type": "response.output_item.done", "output_index": 0, "item": call})),
-        ("response.completed", json!({"type": "response.completed", "response": {"id": "resp_1",
-            "status": "completed", "output": [call], "usage": {"input_tokens": 5, "output_tokens": 3}}})),
+        (
+            "response.output_item.done",
+            json!({"type": "response.output_item.done", "output_index": 0, "item": call}),
+        ),
+        (
+            "response.completed",
+            json!({"type": "response.completed", "response": {"id": "resp_1",
+            "status": "completed", "output": [call], "usage": {"input_tokens": 5, "output_tokens": 3}}}),
+        ),
     ]);
     let not_json = |name: &str, text: &str, error: &str| {
-        format!("backend sent an invalid response: tool call '{name}' has arguments that are not valid JSON ({error}): {text}")
+        format!(
+            "backend sent an invalid response: tool call '{name}' has arguments that are not valid JSON ({error}): {text}"
+        )
     };
     let cases = [
         (
             "/v1/messages",
             messages,
-            not_json("get_weather", "{\"city\":\"Par", "EOF while parsing a string at line 1 column 12"),
+            not_json(
+                "get_weather",
+                "{\"city\":\"Par",
+                "EOF while parsing a string at line 1 column 12",
+            ),
         ),
         (
             "/v1/responses",
@@ -420,6 +453,37 @@ async fn answers_the_log_cannot_read_reach_the_client_whole() {
     for (path, text, message) in cases {
         let (body, row) = relayed(path, text.clone()).await;
         assert_eq!((body, row), (text, (json!(200), json!(message))), "{path}");
+    }
+}
+
+/// A `/v1/responses` stream that breaks ends with the Responses API's own `error` event,
+/// numbered after the events the client got, whether passed through or translated.
+#[tokio::test]
+async fn a_responses_stream_cut_short_ends_with_its_error_event() {
+    let body = r#"{"model":"alias","input":"Hello!","stream":true}"#;
+    let truncated = "backend stream ended before the response was complete";
+    for (serving, backend) in [
+        (Serving::CutShort("responses-text"), json!({})),
+        (
+            Serving::ChatCutShort("chat-text"),
+            json!({"serves": {"responses": false}}),
+        ),
+    ] {
+        let mock = Mock::start(serving).await;
+        let mut bridge = bridge(&mock, backend).await;
+        let answer = post(&bridge, "/v1/responses", body, &[]).await;
+        let events: Vec<&str> = answer.body.split_terminator("\n\n").collect();
+        let (last, before) = events.split_last().unwrap();
+        assert!(before.len() > 2, "{}", answer.body);
+        assert!(before[0].starts_with("event: response.created\n"), "{}", answer.body);
+        let error = json!({"type": "error", "code": "api_error", "message": truncated, "param": null,
+                           "sequence_number": before.len()});
+        assert_eq!(*last, format!("event: error\ndata: {error}"));
+        let rows = bridge.rows().await;
+        assert_eq!(
+            (&rows[0]["status_code"], &rows[0]["error"]),
+            (&json!(200), &json!(truncated))
+        );
     }
 }
 

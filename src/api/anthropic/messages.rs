@@ -418,7 +418,10 @@ mod tests {
             assert_eq!(reader.on_event("", data), Ok(None), "{data}");
         }
         assert_eq!(reader.finish(), Err(BackendError::Truncated), "no message_stop yet");
-        let end = reader.on_event("message_stop", r#"{"type":"message_stop"}"#).unwrap().unwrap();
+        let end = reader
+            .on_event("message_stop", r#"{"type":"message_stop"}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(end.done.unwrap().completion_tokens, Some(4));
         let Err(BackendError::Protocol(problem)) = reader.finish() else {
             panic!("the problem is the row's at the end")

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::error::OpenAiError;
+use super::error::ResponsesError;
 use crate::api::passthrough::{self, Logged, SideReader, Translation};
 use crate::backend::openai::translate::{tool_arguments, tool_call};
 use crate::backend::openai::types::Timings;
@@ -24,7 +24,7 @@ use crate::config::NativeRoute;
 pub struct Responses;
 
 impl passthrough::Route for Responses {
-    type Error = OpenAiError;
+    type Error = ResponsesError;
     type Reader = Reader;
 
     fn endpoint(self) -> &'static str {
@@ -63,6 +63,9 @@ pub struct Reader {
     /// Why the row is failed: the backend's failure, else the first event the reader
     /// could not read.
     error: Option<BackendError>,
+    /// The `sequence_number` of the client's next event: one after the backend's last
+    /// (llama.cpp numbers none: then the events counted).
+    next_sequence: u64,
 }
 
 /// One streamed event, read only as far as the row needs.
@@ -81,6 +84,8 @@ struct Event {
     timings: Option<Timings>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    sequence_number: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +117,9 @@ impl Reader {
     fn read(&mut self, data: &str) -> Result<Option<Chunk>, BackendError> {
         let event: Event = serde_json::from_str(data)
             .map_err(|e| BackendError::Protocol(format!("unreadable /v1/responses event: {e}")))?;
+        if let Some(n) = event.sequence_number {
+            self.next_sequence = n.saturating_add(1);
+        }
         let delta = match event.kind.as_str() {
             "response.output_text.delta" => Delta {
                 content: event.delta.unwrap_or_default(),
@@ -166,6 +174,7 @@ impl SideReader for Reader {
     /// Never fails: a problem is kept for [`finish`](SideReader::finish), so the client
     /// still gets the backend's events.
     fn on_event(&mut self, _name: &str, data: &str) -> Result<Option<Chunk>, BackendError> {
+        self.next_sequence += 1;
         Ok(self.read(data).unwrap_or_else(|e| {
             self.error.get_or_insert(e);
             None
@@ -177,6 +186,10 @@ impl SideReader for Reader {
             "" => ENDS.iter().any(|kind| data.contains(&format!("\"type\":\"{kind}\""))),
             name => ENDS.contains(&name),
         }
+    }
+
+    fn next_sequence(&self) -> u64 {
+        self.next_sequence
     }
 
     fn finish(&mut self) -> Result<Vec<Chunk>, BackendError> {
@@ -372,7 +385,12 @@ mod tests {
         assert_eq!(reader.on_event("response.output_item.done", call), Ok(None));
         let text = r#"{"type":"response.output_text.delta","delta":"ok"}"#;
         assert_eq!(
-            reader.on_event("response.output_text.delta", text).unwrap().unwrap().delta.content,
+            reader
+                .on_event("response.output_text.delta", text)
+                .unwrap()
+                .unwrap()
+                .delta
+                .content,
             "ok"
         );
         let end = r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}}"#;

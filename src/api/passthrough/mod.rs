@@ -96,7 +96,10 @@ pub trait DialectError: IntoResponse + Sized + Send + 'static {
 
     fn status(&self) -> StatusCode;
     fn message(&self) -> &str;
-    fn event(&self) -> Bytes;
+
+    /// The error as the last event of a stream; `sequence_number` is what the stream's
+    /// next event would carry, for the dialect that numbers its events (Responses).
+    fn event(&self, sequence_number: u64) -> Bytes;
 }
 
 /// A dialect's error object as a response; `Retry-After: 1` when the backend's queue was
@@ -138,6 +141,12 @@ pub trait SideReader: Send + 'static {
     /// The event is the usage ollabridge asked for and the client did not.
     fn is_added_usage(&self, _data: &str) -> bool {
         false
+    }
+
+    /// The `sequence_number` the stream's next event would carry (the Responses API
+    /// numbers its events; other dialects do not).
+    fn next_sequence(&self) -> u64 {
+        0
     }
 }
 

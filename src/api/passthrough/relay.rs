@@ -311,7 +311,7 @@ impl<R: Route> Relay<R> {
             self.early = Some((recorder, event));
             return;
         }
-        let bytes = event.event();
+        let bytes = event.event(self.reader.next_sequence());
         recorder.sent_bytes(bytes.len());
         recorder.fail_stream(&error);
         self.ready.push_back(bytes);

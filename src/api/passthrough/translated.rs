@@ -41,6 +41,12 @@ pub trait Encoder: Send {
     /// The answer object as it stands, once ended.
     fn ended(&self, end: &End) -> Value;
 
+    /// The `sequence_number` the next event would carry (the Responses API numbers its
+    /// events), for an error that ends the stream.
+    fn next_sequence(&self) -> u64 {
+        0
+    }
+
     /// The whole answer (`stream: false`) of the answer gathered in one delta: the same
     /// blocks or items a stream of it builds.
     fn whole(mut self: Box<Self>, answer: &Delta, end: &End) -> Value {
@@ -127,7 +133,7 @@ pub async fn respond<R: Route>(
             }
             // Output has gone out with a 200: the error is the last event.
             Err(e) => {
-                let text = R::Error::from_backend(&e, None).event();
+                let text = R::Error::from_backend(&e, None).event(encoder.next_sequence());
                 rec.sent_bytes(text.len());
                 rec.fail_stream(&e);
                 return Some((Ok(text), (encoder, chunks, None, None)));

@@ -191,6 +191,10 @@ impl ResponseEncoder {
 }
 
 impl Encoder for ResponseEncoder {
+    fn next_sequence(&self) -> u64 {
+        self.sequence
+    }
+
     fn chunk(&mut self, chunk: &Chunk, end: Option<&End>) -> String {
         let mut out = String::new();
         if self.sequence == 0 {
