@@ -488,8 +488,8 @@ async fn a_responses_stream_cut_short_ends_with_its_error_event() {
 }
 
 /// A backend that answers 404 for the route itself is not asked the route again (its
-/// chat is asked instead); one whose 404 is about the model is; `serves: false` is never
-/// asked the route.
+/// chat is asked instead); one whose 404 is about the model is; `serves: true` is always
+/// asked the route, its 404 the answer; `serves: false` is never asked the route.
 #[tokio::test]
 async fn a_backend_without_the_route_is_remembered() {
     let body = r#"{"model":"alias","max_tokens":8,"messages":[]}"#;
@@ -527,6 +527,18 @@ async fn a_backend_without_the_route_is_remembered() {
         ["/v1/messages", "/v1/messages"],
         "a missing model says nothing of the route"
     );
+
+    // `serves: true`: the backend has the route, so its 404 is the answer, never learned.
+    let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
+    let bridge = self::bridge(&mock, json!({"serves": {"messages": true}})).await;
+    for _ in 0..2 {
+        let answer = post(&bridge, "/v1/messages", body, &[]).await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (404, anthropic_error("not_found_error", "File Not Found"))
+        );
+    }
+    assert_eq!(paths(&mock), ["/v1/messages", "/v1/messages"]);
 
     let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
     let bridge = self::bridge(&mock, json!({"serves": {"messages": false}})).await;

@@ -101,17 +101,21 @@ impl Upstream {
         }
     }
 
-    /// The backend answered `route` with "no such route": it is not asked again (until
-    /// a reload builds the backends anew).
-    pub fn learned_unserved(&self, route: NativeRoute) {
-        if self.config.serves.get(route) == Serves::Auto && !self.unserved[route as usize].swap(true, Ordering::Relaxed)
-        {
+    /// The backend answered `route` with "no such route": with `"auto"` it is not asked
+    /// again (until a reload builds the backends anew), and true is returned; `true`
+    /// means the backend serves the route, so its answer stands (false).
+    pub fn learned_unserved(&self, route: NativeRoute) -> bool {
+        if self.config.serves.get(route) != Serves::Auto {
+            return false;
+        }
+        if !self.unserved[route as usize].swap(true, Ordering::Relaxed) {
             tracing::info!(
                 backend = self.name(),
                 route = route.key(),
                 "backend does not serve the route; not asked again"
             );
         }
+        true
     }
 
     pub fn name(&self) -> &str {

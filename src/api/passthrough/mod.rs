@@ -381,8 +381,10 @@ async fn ask<R: Route>(
         if let Some(capture) = &capture {
             capture.response(&body);
         }
-        if let Some(native) = route.native().filter(|_| is_unknown_route(status.as_u16(), &body)) {
-            upstream.learned_unserved(native);
+        // Only `serves: "auto"` learns; with `true` the backend's 404 is the answer.
+        let unserved =
+            |native: &NativeRoute| is_unknown_route(status.as_u16(), &body) && upstream.learned_unserved(*native);
+        if let Some(native) = route.native().filter(unserved) {
             return ask_translated(upstream, model, route, native, translating, slot, new_capture()).await;
         }
         let error = BackendError::from_status(status.as_u16(), &body);
