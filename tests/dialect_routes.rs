@@ -751,8 +751,9 @@ async fn a_tool_call_is_translated_into_a_tool_use_block() {
     );
 }
 
-/// Translating: a request that cannot be translated is a 400 in Anthropic's shape, a
-/// stream the backend cuts short ends with `event: error`; one row each.
+/// Translating: a request that cannot be translated is ollabridge's 400 in Anthropic's
+/// shape (no backend attempt in its row), a stream the backend cuts short ends with
+/// `event: error`; one row each.
 #[tokio::test]
 async fn translation_errors_have_anthropic_s_shape() {
     let mock = Mock::start(Serving::ChatCutShort("chat-text")).await;
@@ -773,9 +774,20 @@ async fn translation_errors_have_anthropic_s_shape() {
     let error_event = format!("event: error\ndata: {}\n\n", anthropic_error("api_error", truncated));
     assert!(cut.body.starts_with("event: message_start"), "{}", cut.body);
     assert!(cut.body.ends_with(&error_event), "{}", cut.body);
-    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
-    let seen: Vec<_> = rows.iter().map(|r| (&r["status_code"], &r["error"])).collect();
-    assert_eq!(seen, [(&json!(400), &json!(message)), (&json!(200), &json!(truncated))]);
+    let rows = bridge.rows().await;
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| (&r["status_code"], &r["error"], &r["backend"], &r["attempts"]))
+        .collect();
+    // The refusal is ollabridge's own: no backend was asked, none failed.
+    let backend = json!("openai");
+    assert_eq!(
+        seen,
+        [
+            (&json!(400), &json!(message), &Value::Null, &Value::Null),
+            (&json!(200), &json!(truncated), &backend, &Value::Null)
+        ]
+    );
 }
 
 /// `/v1/responses` for a backend without the route: asked as a chat, answered as the

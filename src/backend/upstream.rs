@@ -214,6 +214,13 @@ pub struct Unrouted<E> {
 /// of it (the `/v1` routes keep the backend's error object and the bytes exchanged).
 pub trait TryError: From<BackendError> {
     fn backend_error(&self) -> &BackendError;
+
+    /// False when ollabridge refused the request before asking the backend (a request
+    /// it cannot translate): the walk ends with it, and the backend is neither counted
+    /// as an attempt nor judged.
+    fn asked_backend(&self) -> bool {
+        true
+    }
 }
 
 impl TryError for BackendError {
@@ -296,6 +303,14 @@ impl<'a> Failover<'a> {
                         upstream,
                         model,
                         answer,
+                        attempts: self.attempts,
+                    });
+                }
+                Err(error) if !error.asked_backend() => {
+                    // No verdict: the pass dropped gives a half-open breaker's trial back.
+                    self.pass = None;
+                    return Err(Unrouted {
+                        error,
                         attempts: self.attempts,
                     });
                 }

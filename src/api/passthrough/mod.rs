@@ -319,6 +319,8 @@ struct Refusal {
     error: BackendError,
     detail: Option<Value>,
     capture: Option<Capture>,
+    /// False for ollabridge's own 400: a request it cannot translate, never sent.
+    asked: bool,
 }
 
 impl From<BackendError> for Refusal {
@@ -327,6 +329,7 @@ impl From<BackendError> for Refusal {
             error,
             detail: None,
             capture: None,
+            asked: true,
         }
     }
 }
@@ -334,6 +337,10 @@ impl From<BackendError> for Refusal {
 impl TryError for Refusal {
     fn backend_error(&self) -> &BackendError {
         &self.error
+    }
+
+    fn asked_backend(&self) -> bool {
+        self.asked
     }
 }
 
@@ -361,7 +368,12 @@ async fn ask<R: Route>(
     if let Some(capture) = &capture {
         capture.request(&body);
     }
-    let refused = |error, detail, capture| Refusal { error, detail, capture };
+    let refused = |error, detail, capture| Refusal {
+        error,
+        detail,
+        capture,
+        asked: true,
+    };
     let response = match upstream.client.post_v1(route.upstream(), body).await {
         Ok(r) => r,
         Err(e) => return Err(refused(e, None, capture)),
@@ -419,11 +431,17 @@ async fn ask_translated(
         error,
         detail: None,
         capture,
+        asked: true,
     };
     let call = match translating.call(model, capture.clone()) {
         Ok(Some(call)) => call,
         Ok(None) => return Err(unserved(upstream, route, native).into()),
-        Err(e) => return Err(refused(e, capture)),
+        Err(e) => {
+            return Err(Refusal {
+                asked: false,
+                ..refused(e, None)
+            });
+        }
     };
     let chunks = match upstream.client.chat(&call).await {
         Ok(chunks) => crate::backend::first_chunk(chunks).await,
