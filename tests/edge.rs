@@ -84,6 +84,21 @@ async fn request_bodies_in_flight_stay_within_the_budget() {
             json!({"error": {"message": budget_message(), "type": "api_error", "param": null, "code": null}})
         )
     );
+    // Anthropic's clients get Anthropic's shape, and may retry as well.
+    let refused = http
+        .post(format!("{}/v1/messages", bridge.url))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(refused).await,
+        (
+            503,
+            Some("1".into()),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": budget_message()}})
+        )
+    );
     // Without a Content-Length, counted as it is read.
     let text = big.to_string().into_bytes();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = text.chunks(16 << 10).map(|c| Ok(c.to_vec())).collect();

@@ -3,7 +3,7 @@
 //! stream that had begun, chat completions' last event is the same object; the Responses
 //! API's is its own `error` event ([`ResponsesError`]).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -184,17 +184,6 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         crate::api::passthrough::error_response(self.status, &self.body(), self.retry_after)
     }
-}
-
-/// A missing or wrong API key on a `/v1` route: the Ollama routes' 401, in OpenAI's shape.
-pub fn unauthorized(message: &str) -> Response {
-    let mut e = OpenAiError::new(StatusCode::UNAUTHORIZED, message);
-    e.code = Some("invalid_api_key".into());
-    let mut response = e.into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 #[cfg(test)]
