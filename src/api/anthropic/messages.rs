@@ -125,8 +125,11 @@ struct Usage {
 
 impl Usage {
     fn prompt_tokens(&self) -> Option<u64> {
-        self.input_tokens
-            .map(|n| n + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0))
+        // The backend's counts: whatever they are, no overflow.
+        self.input_tokens.map(|n| {
+            n.saturating_add(self.cache_read_input_tokens.unwrap_or(0))
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+        })
     }
 
     /// Later counts (`message_delta`'s) replace earlier ones.
@@ -400,6 +403,21 @@ mod tests {
                 message: "Overloaded".into()
             })
         );
+    }
+
+    /// Counts a backend made up do not overflow the prompt's.
+    #[test]
+    fn huge_token_counts_add_up_without_overflow() {
+        let start = format!(
+            r#"{{"type":"message_start","message":{{"usage":{{"input_tokens":{},"cache_read_input_tokens":{},"cache_creation_input_tokens":2}}}}}}"#,
+            u64::MAX - 1,
+            u64::MAX
+        );
+        let stream = format!(
+            "event: message_start\ndata: {start}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        );
+        let done = whole_chunk(read_sse(Reader::default(), &stream).unwrap()).done.unwrap();
+        assert_eq!(done.prompt_tokens, Some(u64::MAX));
     }
 
     /// A tool call cut by `max_tokens` is the backend's fine answer: only the row hears of
