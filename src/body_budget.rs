@@ -6,7 +6,7 @@
 //! a chunked body is counted as it is read. The reservation is held until the answer
 //! (a streamed one included) has been sent, as the handlers keep the body until then.
 //! A request that would go over the budget is refused at once: 503 with `Retry-After`,
-//! in Ollama's JSON (OpenAI's on `/v1`). The refused body is then read and thrown away
+//! in the shape of the path's API ([`Dialect`]). The refused body is then read and thrown away
 //! for a while, so the client, still sending it, gets the answer rather than a reset
 //! connection.
 //!
@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{Request, Response, StatusCode, header};
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, SizeHint};
+
+use crate::api::Dialect;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,26 +63,13 @@ impl BodyBudget {
     }
 
     /// The 503 for a request that would go over the budget, in the shape of its API.
-    fn refusal(&self, openai: bool) -> axum::response::Response {
+    fn refusal(&self, dialect: Dialect) -> axum::response::Response {
         let message = format!(
             "server busy: request bodies in flight would exceed server.max_inflight_body_bytes ({} bytes); \
              retry shortly",
             self.limit
         );
-        if openai {
-            let mut error = crate::api::openai::OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
-            error.retry_after = true;
-            return error.into_response();
-        }
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        dialect.error(StatusCode::SERVICE_UNAVAILABLE, message, true)
     }
 }
 
@@ -95,8 +83,8 @@ pub struct Reservation<B> {
     refused: AtomicBool,
     /// The rest of the refused body, for the answer to read and throw away.
     unread: Mutex<Option<B>>,
-    /// The body was sent to OpenAI's API: the refusal takes its shape.
-    openai: bool,
+    /// The API the body was sent to: the refusal takes its shape.
+    dialect: Dialect,
 }
 
 impl<B> Reservation<B> {
@@ -285,7 +273,7 @@ where
             limit = budget.limit,
             "refused: request bodies in flight would exceed server.max_inflight_body_bytes"
         );
-        let refusal = budget.refusal(path_is_openai(path));
+        let refusal = budget.refusal(dialect_of(path));
         // A client waiting for `100 Continue` sends no body after a refusal.
         let expects_continue = request
             .headers()
@@ -303,7 +291,7 @@ where
         bytes: AtomicUsize::new(reserved),
         refused: AtomicBool::new(false),
         unread: Mutex::new(None),
-        openai: path_is_openai(path),
+        dialect: dialect_of(path),
     });
     let request = request.map(|body| Budgeted {
         inner: Some(body),
@@ -316,14 +304,14 @@ where
     }
 }
 
-/// Whether the path is OpenAI's API; the dashboard's copy of the APIs sits under
-/// `/ollama` on the admin listener.
-fn path_is_openai(path: &str) -> bool {
+/// The API of the path; the dashboard's copy of the APIs sits under `/ollama` on the
+/// admin listener.
+fn dialect_of(path: &str) -> Dialect {
     let api_path = path
         .strip_prefix("/ollama")
         .filter(|p| p.starts_with('/'))
         .unwrap_or(path);
-    crate::api::openai::serves(api_path)
+    Dialect::of(api_path)
 }
 
 /// The answer to an admitted request, holding its reservation until sent; the refusal
@@ -359,7 +347,7 @@ where
     );
     let unread = reservation.unread.lock().ok().and_then(|mut unread| unread.take());
     let drain = unread.map(|body| Drain::new(body, budget.max_body));
-    budget.refusal(reservation.openai).map(|inner| Held {
+    budget.refusal(reservation.dialect).map(|inner| Held {
         inner,
         _reservation: Some(reservation),
         drain,

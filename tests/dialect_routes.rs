@@ -44,6 +44,8 @@ enum Serving {
     ChatOnly(&'static str),
     /// `ChatOnly`, its chat stream cut short.
     ChatCutShort(&'static str),
+    /// This SSE body, on every route.
+    Stream(&'static str),
 }
 
 impl Mock {
@@ -97,6 +99,7 @@ async fn answer(State((requests, serving)): State<MockState>, uri: Uri, body: By
             let text = fixture(&format!("{name}.sse"));
             sse(text[..text.len() / 2].rsplit_once("\n\n").unwrap().0.to_owned() + "\n\n")
         }
+        Serving::Stream(text) => sse(text.to_owned()),
         Serving::ChatOnly(_) | Serving::ChatCutShort(_) => unreachable!("mapped above"),
     }
 }
@@ -330,9 +333,163 @@ async fn a_stream_cut_short_ends_with_an_error_event() {
     );
 }
 
+/// The backend's stream `text` relayed to a client of `path`: the body the client got,
+/// and the row's status and error.
+async fn relayed(path: &str, text: String) -> (String, (Value, Value)) {
+    let mock = Mock::start(Serving::Stream(text.leak())).await;
+    let mut bridge = bridge(&mock, json!({})).await;
+    let body = match path {
+        "/v1/messages" => format!(r#"{{"model":"alias","max_tokens":64,"messages":{HELLO},"stream":true}}"#),
+        _ => r#"{"model":"alias","input":"Hello!","stream":true}"#.to_owned(),
+    };
+    let answer = post(&bridge, path, &body, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let rows = bridge.rows().await;
+    assert_eq!(rows.len(), 1);
+    (answer.body, (rows[0]["status_code"].clone(), rows[0]["error"].clone()))
+}
+
+/// The backend's error events are in the client's dialect already: they reach it as they
+/// are (Anthropic's SDK reads `error.type`, Codex a failed response's `error.code`), and
+/// the row is failed with their message.
+#[tokio::test]
+async fn backend_error_events_reach_the_client_as_they_are() {
+    let start = (
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+        "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}}),
+    );
+    let overloaded = ("error", anthropic_error("overloaded_error", "Overloaded"));
+    let created = (
+        "response.created",
+        json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_1", "object": "response", "status": "in_progress"}}),
+    );
+    let failed = (
+        "response.failed",
+        json!({"type": "response.failed", "sequence_number": 1,
+        "response": {"id": "resp_1", "object": "response", "status": "failed",
+                     "error": {"code": "server_error", "message": "out of memory"}}}),
+    );
+    let error = (
+        "error",
+        json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down",
+        "param": null, "sequence_number": 1}),
+    );
+    let cases = [
+        ("/v1/messages", sse(&[start, overloaded]), "Overloaded"),
+        ("/v1/responses", sse(&[created.clone(), failed]), "out of memory"),
+        ("/v1/responses", sse(&[created, error]), "slow down"),
+    ];
+    for (path, text, message) in cases {
+        let (body, row) = relayed(path, text.clone()).await;
+        assert_eq!((body, row), (text, (json!(200), json!(message))), "{path}");
+    }
+}
+
+/// What only the log cannot read (a tool call cut by `max_tokens`, function call
+/// arguments that are not JSON) does not end the client's stream: it gets every event,
+/// and the row names the problem.
+#[tokio::test]
+async fn answers_the_log_cannot_read_reach_the_client_whole() {
+    let messages = sse(&[
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "content": [], "usage": {"input_tokens": 5, "output_tokens": 0}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "{\"city\":\"Par"}}),
+        ),
+        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
+            "usage": {"output_tokens": 8}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    let call = json!({"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f",
+        "arguments": "{\"a\":", "status": "completed"});
+    let responses = sse(&[
+        (
+            "response.output_item.done",
+            json!({"type": "response.output_item.done", "output_index": 0, "item": call}),
+        ),
+        (
+            "response.completed",
+            json!({"type": "response.completed", "response": {"id": "resp_1",
+            "status": "completed", "output": [call], "usage": {"input_tokens": 5, "output_tokens": 3}}}),
+        ),
+    ]);
+    let not_json = |name: &str, text: &str, error: &str| {
+        format!(
+            "backend sent an invalid response: tool call '{name}' has arguments that are not valid JSON ({error}): {text}"
+        )
+    };
+    let cases = [
+        (
+            "/v1/messages",
+            messages,
+            not_json(
+                "get_weather",
+                "{\"city\":\"Par",
+                "EOF while parsing a string at line 1 column 12",
+            ),
+        ),
+        (
+            "/v1/responses",
+            responses,
+            not_json("f", "{\"a\":", "EOF while parsing a value at line 1 column 5"),
+        ),
+    ];
+    for (path, text, message) in cases {
+        let (body, row) = relayed(path, text.clone()).await;
+        assert_eq!((body, row), (text, (json!(200), json!(message))), "{path}");
+    }
+}
+
+/// A `/v1/responses` stream that breaks ends with the Responses API's own `error` event,
+/// numbered after the events the client got, whether passed through or translated.
+#[tokio::test]
+async fn a_responses_stream_cut_short_ends_with_its_error_event() {
+    let body = r#"{"model":"alias","input":"Hello!","stream":true}"#;
+    let truncated = "backend stream ended before the response was complete";
+    for (serving, backend) in [
+        (Serving::CutShort("responses-text"), json!({})),
+        (
+            Serving::ChatCutShort("chat-text"),
+            json!({"serves": {"responses": false}}),
+        ),
+    ] {
+        let mock = Mock::start(serving).await;
+        let mut bridge = bridge(&mock, backend).await;
+        let answer = post(&bridge, "/v1/responses", body, &[]).await;
+        let events: Vec<&str> = answer.body.split_terminator("\n\n").collect();
+        let (last, before) = events.split_last().unwrap();
+        assert!(before.len() > 2, "{}", answer.body);
+        assert!(before[0].starts_with("event: response.created\n"), "{}", answer.body);
+        let error = json!({"type": "error", "code": "api_error", "message": truncated, "param": null,
+                           "sequence_number": before.len()});
+        assert_eq!(*last, format!("event: error\ndata: {error}"));
+        let rows = bridge.rows().await;
+        assert_eq!(
+            (&rows[0]["status_code"], &rows[0]["error"]),
+            (&json!(200), &json!(truncated))
+        );
+    }
+}
+
 /// A backend that answers 404 for the route itself is not asked the route again (its
-/// chat is asked instead); one whose 404 is about the model is; `serves: false` is never
-/// asked the route.
+/// chat is asked instead); one whose 404 is about the model is; `serves: true` is always
+/// asked the route, its 404 the answer; `serves: false` is never asked the route.
 #[tokio::test]
 async fn a_backend_without_the_route_is_remembered() {
     let body = r#"{"model":"alias","max_tokens":8,"messages":[]}"#;
@@ -370,6 +527,18 @@ async fn a_backend_without_the_route_is_remembered() {
         ["/v1/messages", "/v1/messages"],
         "a missing model says nothing of the route"
     );
+
+    // `serves: true`: the backend has the route, so its 404 is the answer, never learned.
+    let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
+    let bridge = self::bridge(&mock, json!({"serves": {"messages": true}})).await;
+    for _ in 0..2 {
+        let answer = post(&bridge, "/v1/messages", body, &[]).await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (404, anthropic_error("not_found_error", "File Not Found"))
+        );
+    }
+    assert_eq!(paths(&mock), ["/v1/messages", "/v1/messages"]);
 
     let mock = Mock::start(Serving::ChatOnly("chat-text")).await;
     let bridge = self::bridge(&mock, json!({"serves": {"messages": false}})).await;
@@ -582,8 +751,9 @@ async fn a_tool_call_is_translated_into_a_tool_use_block() {
     );
 }
 
-/// Translating: a request that cannot be translated is a 400 in Anthropic's shape, a
-/// stream the backend cuts short ends with `event: error`; one row each.
+/// Translating: a request that cannot be translated is ollabridge's 400 in Anthropic's
+/// shape (no backend attempt in its row), a stream the backend cuts short ends with
+/// `event: error`; one row each.
 #[tokio::test]
 async fn translation_errors_have_anthropic_s_shape() {
     let mock = Mock::start(Serving::ChatCutShort("chat-text")).await;
@@ -604,9 +774,20 @@ async fn translation_errors_have_anthropic_s_shape() {
     let error_event = format!("event: error\ndata: {}\n\n", anthropic_error("api_error", truncated));
     assert!(cut.body.starts_with("event: message_start"), "{}", cut.body);
     assert!(cut.body.ends_with(&error_event), "{}", cut.body);
-    let rows: Vec<Value> = bridge.rows().await.iter().map(project).collect();
-    let seen: Vec<_> = rows.iter().map(|r| (&r["status_code"], &r["error"])).collect();
-    assert_eq!(seen, [(&json!(400), &json!(message)), (&json!(200), &json!(truncated))]);
+    let rows = bridge.rows().await;
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| (&r["status_code"], &r["error"], &r["backend"], &r["attempts"]))
+        .collect();
+    // The refusal is ollabridge's own: no backend was asked, none failed.
+    let backend = json!("openai");
+    assert_eq!(
+        seen,
+        [
+            (&json!(400), &json!(message), &Value::Null, &Value::Null),
+            (&json!(200), &json!(truncated), &backend, &Value::Null)
+        ]
+    );
 }
 
 /// `/v1/responses` for a backend without the route: asked as a chat, answered as the

@@ -70,20 +70,25 @@ async fn request_bodies_in_flight_stay_within_the_budget() {
         outcome(refused).await,
         (503, Some("1".into()), json!({"error": budget_message()}))
     );
-    let refused = http
-        .post(format!("{}/v1/chat/completions", bridge.url))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        outcome(refused).await,
+    // OpenAI's and Anthropic's clients get their API's shape, and may retry as well.
+    for (path, shape) in [
         (
-            503,
-            Some("1".into()),
-            json!({"error": {"message": budget_message(), "type": "api_error", "param": null, "code": null}})
-        )
-    );
+            "/v1/chat/completions",
+            json!({"error": {"message": budget_message(), "type": "api_error", "param": null, "code": null}}),
+        ),
+        (
+            "/v1/messages",
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": budget_message()}}),
+        ),
+    ] {
+        let refused = http
+            .post(format!("{}{path}", bridge.url))
+            .json(&big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(outcome(refused).await, (503, Some("1".into()), shape), "{path}");
+    }
     // Without a Content-Length, counted as it is read.
     let text = big.to_string().into_bytes();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = text.chunks(16 << 10).map(|c| Ok(c.to_vec())).collect();

@@ -199,7 +199,7 @@ async fn max_concurrent_zero_is_no_limit_even_for_a_llama_server() {
 }
 
 #[tokio::test]
-async fn an_oversized_body_is_413_in_ollamas_shape() {
+async fn an_oversized_body_is_413_in_its_api_s_shape() {
     let (backend, _) = slow_backend(Duration::ZERO).await;
     let bridge = Bridge::start(json!({
         "server": {"max_body_bytes": 1000},
@@ -219,6 +219,30 @@ async fn an_oversized_body_is_413_in_ollamas_shape() {
         body,
         json!({"error": "request body is larger than server.max_body_bytes (1000 bytes)"})
     );
+    // The other APIs on the port answer in their own shapes.
+    let message = "request body is larger than server.max_body_bytes (1000 bytes)";
+    for (path, shape) in [
+        (
+            "/v1/chat/completions",
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}}),
+        ),
+        (
+            "/v1/messages",
+            json!({"type": "error", "error": {"type": "request_too_large", "message": message}}),
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", bridge.url))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": big}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.json::<Value>().await.unwrap()),
+            (413, shape),
+            "{path}"
+        );
+    }
     let (status, _, _) = chat(&bridge.url).await;
     assert_eq!(status, 200, "small bodies still pass");
 }

@@ -2,7 +2,7 @@
 //! port's `/ollama/...` for the dashboard), from the edge to the handler of its dialect.
 //!
 //! - `edge`: what every request passes before a handler: its context and id, the
-//!   `Origin` check, the API key, the Ollama-shaped 413.
+//!   `Origin` check, the API key, the 413 (each in the path's API's shape).
 //! - `exchange`: what every dialect shares for one exchange: the recorder that turns it
 //!   into one log row.
 //! - `ollama`: the Ollama API (routes under `/api`): handlers, wire types, NDJSON.
@@ -10,6 +10,9 @@
 //! - `anthropic`: Anthropic's Messages API on the same port (`/v1/messages`).
 //! - `passthrough`: what both share to relay a request to a backend that speaks the
 //!   client's dialect itself.
+//!
+//! [`Dialect`] says which API a path is, for the errors answered before any handler (the
+//! edge, the body budget) in that API's shape.
 
 pub mod anthropic;
 pub mod edge;
@@ -22,9 +25,77 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::reload::Live;
+
+/// The API a request's path belongs to, each with its own error shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error": "..."}`: the Ollama routes, and any path no other API claims.
+    Ollama,
+    /// `{"error": {"message", "type", "param", "code"}}` on `/v1`.
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}` on `/v1/messages`.
+    Anthropic,
+}
+
+impl Dialect {
+    pub fn of(path: &str) -> Dialect {
+        if anthropic::serves(path) {
+            Dialect::Anthropic
+        } else if openai::serves(path) {
+            Dialect::OpenAi
+        } else {
+            Dialect::Ollama
+        }
+    }
+
+    /// An error in the dialect's shape; `retry_after` adds `Retry-After: 1` (the SDKs
+    /// honour it).
+    pub fn error(self, status: StatusCode, message: String, retry_after: bool) -> Response {
+        match self {
+            Dialect::Ollama => {
+                let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+                if retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                response
+            }
+            Dialect::OpenAi => openai::OpenAiError {
+                retry_after,
+                ..openai::OpenAiError::new(status, message)
+            }
+            .into_response(),
+            Dialect::Anthropic => anthropic::AnthropicError {
+                retry_after,
+                ..anthropic::AnthropicError::new(status, message)
+            }
+            .into_response(),
+        }
+    }
+
+    /// A missing or wrong API key: 401 with `WWW-Authenticate: Bearer` (OpenAI's with
+    /// the code it answers itself, `invalid_api_key`).
+    pub fn unauthorized(self, message: String) -> Response {
+        let mut response = match self {
+            Dialect::OpenAi => openai::OpenAiError {
+                code: Some("invalid_api_key".into()),
+                ..openai::OpenAiError::new(StatusCode::UNAUTHORIZED, message)
+            }
+            .into_response(),
+            dialect => dialect.error(StatusCode::UNAUTHORIZED, message, false),
+        };
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    }
+}
 
 /// The Ollama API for clients: origins and API keys checked, CORS when configured.
 pub fn router(live: Arc<Live>) -> Router {

@@ -32,8 +32,14 @@ impl Capture {
         })))
     }
 
+    /// A request sent: the exchange starts over, so a retry (a chat cut to fit its
+    /// context) leaves the row the one that was answered, not the refused one's answer too.
     pub fn request(&self, body: &[u8]) {
-        self.lock(|c| c.request = Some(String::from_utf8_lossy(body).into_owned()));
+        self.lock(|c| {
+            c.request = Some(String::from_utf8_lossy(body).into_owned());
+            c.response.clear();
+            c.response_total = 0;
+        });
     }
 
     pub fn response(&self, bytes: &[u8]) {
@@ -84,5 +90,16 @@ mod tests {
         let whole = Capture::new(64);
         whole.response(b"ok");
         assert_eq!(whole.take(), (None, Some("ok".to_owned())));
+    }
+
+    /// A context-overflow retry: its 400 is not kept before the answer to the retry.
+    #[test]
+    fn a_request_sent_again_keeps_only_its_own_answer() {
+        let capture = Capture::new(64);
+        capture.request(b"try 1");
+        capture.response(b"400: too long");
+        capture.request(b"try 2");
+        capture.response(b"data: ok");
+        assert_eq!(capture.take(), (Some("try 2".to_owned()), Some("data: ok".to_owned())));
     }
 }

@@ -102,17 +102,21 @@ impl Upstream {
         }
     }
 
-    /// The backend answered `route` with "no such route": it is not asked again (until
-    /// a reload builds the backends anew).
-    pub fn learned_unserved(&self, route: NativeRoute) {
-        if self.config.serves.get(route) == Serves::Auto && !self.unserved[route as usize].swap(true, Ordering::Relaxed)
-        {
+    /// The backend answered `route` with "no such route": with `"auto"` it is not asked
+    /// again (until a reload builds the backends anew), and true is returned; `true`
+    /// means the backend serves the route, so its answer stands (false).
+    pub fn learned_unserved(&self, route: NativeRoute) -> bool {
+        if self.config.serves.get(route) != Serves::Auto {
+            return false;
+        }
+        if !self.unserved[route as usize].swap(true, Ordering::Relaxed) {
             tracing::info!(
                 backend = self.name(),
                 route = route.key(),
                 "backend does not serve the route; not asked again"
             );
         }
+        true
     }
 
     pub fn name(&self) -> &str {
@@ -211,6 +215,13 @@ pub struct Unrouted<E> {
 /// of it (the `/v1` routes keep the backend's error object and the bytes exchanged).
 pub trait TryError: From<BackendError> {
     fn backend_error(&self) -> &BackendError;
+
+    /// False when ollabridge refused the request before asking the backend (a request
+    /// it cannot translate): the walk ends with it, and the backend is neither counted
+    /// as an attempt nor judged.
+    fn asked_backend(&self) -> bool {
+        true
+    }
 }
 
 impl TryError for BackendError {
@@ -293,6 +304,14 @@ impl<'a> Failover<'a> {
                         upstream,
                         model,
                         answer,
+                        attempts: self.attempts,
+                    });
+                }
+                Err(error) if !error.asked_backend() => {
+                    // No verdict: the pass dropped gives a half-open breaker's trial back.
+                    self.pass = None;
+                    return Err(Unrouted {
+                        error,
                         attempts: self.attempts,
                     });
                 }

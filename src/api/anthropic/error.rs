@@ -86,7 +86,7 @@ impl DialectError for AnthropicError {
         &self.message
     }
 
-    fn event(&self) -> Bytes {
+    fn event(&self, _sequence_number: u64) -> Bytes {
         Bytes::from(format!("event: error\ndata: {}\n\n", self.body()))
     }
 }
@@ -150,7 +150,7 @@ mod tests {
             (503, "overloaded_error", true)
         );
         assert_eq!(
-            AnthropicError::from_backend(&BackendError::Truncated, None).event(),
+            AnthropicError::from_backend(&BackendError::Truncated, None).event(0),
             Bytes::from(
                 "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\
                  \"message\":\"backend stream ended before the response was complete\"}}\n\n"

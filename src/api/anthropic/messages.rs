@@ -2,7 +2,12 @@
 //! log row: text and thinking from `content_block_delta`, `tool_use` blocks from their
 //! start and `input_json_delta` pieces (complete at `content_block_stop`), input tokens
 //! from `message_start`, the stop reason and output tokens from `message_delta`, the end
-//! at `message_stop`. A whole answer is the same message object. Pure.
+//! at `message_stop` (or the backend's `error` event, which the client gets as it is).
+//! A whole answer is the same message object. Pure.
+//!
+//! What the reader cannot make sense of (say, a tool call's input cut short by
+//! `max_tokens`) is only the row's problem: the client gets the backend's events all the
+//! same, and the row the first such problem when the answer ends.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +60,9 @@ pub struct Reader {
     usage: Usage,
     stop_reason: Option<String>,
     ended: bool,
+    /// Why the row is failed: the backend's error event, else the first event the
+    /// reader could not read.
+    error: Option<BackendError>,
 }
 
 #[derive(Deserialize)]
@@ -117,8 +125,11 @@ struct Usage {
 
 impl Usage {
     fn prompt_tokens(&self) -> Option<u64> {
-        self.input_tokens
-            .map(|n| n + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0))
+        // The backend's counts: whatever they are, no overflow.
+        self.input_tokens.map(|n| {
+            n.saturating_add(self.cache_read_input_tokens.unwrap_or(0))
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+        })
     }
 
     /// Later counts (`message_delta`'s) replace earlier ones.
@@ -132,8 +143,8 @@ impl Usage {
     }
 }
 
-impl SideReader for Reader {
-    fn on_event(&mut self, _name: &str, data: &str) -> Result<Option<Chunk>, BackendError> {
+impl Reader {
+    fn read(&mut self, data: &str) -> Result<Option<Chunk>, BackendError> {
         let event: Event = serde_json::from_str(data)
             .map_err(|e| BackendError::Protocol(format!("unreadable /v1/messages event: {e}")))?;
         let delta = match event.kind.as_str() {
@@ -204,14 +215,17 @@ impl SideReader for Reader {
                     ..Default::default()
                 }));
             }
+            // Already in the client's dialect: it goes to the client as it is, and
+            // fails the row.
             "error" => {
                 self.ended = true;
                 let error = event.error.unwrap_or_default();
                 let message = error.get("message").and_then(Value::as_str).unwrap_or(data);
-                return Err(BackendError::Status {
+                self.error = Some(BackendError::Status {
                     status: 502,
                     message: message.to_owned(),
                 });
+                return Ok(None);
             }
             _ => return Ok(None),
         };
@@ -220,18 +234,32 @@ impl SideReader for Reader {
             ..Default::default()
         }))
     }
+}
+
+impl SideReader for Reader {
+    /// Never fails: a problem is kept for [`finish`](SideReader::finish), so the client
+    /// still gets the backend's events.
+    fn on_event(&mut self, _name: &str, data: &str) -> Result<Option<Chunk>, BackendError> {
+        Ok(self.read(data).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            None
+        }))
+    }
 
     fn ends(&self, name: &str, data: &str) -> bool {
         match name {
-            "" => data.contains("\"type\":\"message_stop\""),
-            name => name == "message_stop",
+            "" => data.contains("\"type\":\"message_stop\"") || data.contains("\"type\":\"error\""),
+            name => name == "message_stop" || name == "error",
         }
     }
 
     fn finish(&mut self) -> Result<Vec<Chunk>, BackendError> {
-        match self.ended {
-            true => Ok(Vec::new()),
-            false => Err(BackendError::Truncated),
+        if !self.ended {
+            return Err(BackendError::Truncated);
+        }
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -377,19 +405,48 @@ mod tests {
         );
     }
 
+    /// Counts a backend made up do not overflow the prompt's.
     #[test]
-    fn tool_input_that_is_not_json_is_a_protocol_error() {
+    fn huge_token_counts_add_up_without_overflow() {
+        let start = format!(
+            r#"{{"type":"message_start","message":{{"usage":{{"input_tokens":{},"cache_read_input_tokens":{},"cache_creation_input_tokens":2}}}}}}"#,
+            u64::MAX - 1,
+            u64::MAX
+        );
+        let stream = format!(
+            "event: message_start\ndata: {start}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        );
+        let done = whole_chunk(read_sse(Reader::default(), &stream).unwrap()).done.unwrap();
+        assert_eq!(done.prompt_tokens, Some(u64::MAX));
+    }
+
+    /// A tool call cut by `max_tokens` is the backend's fine answer: only the row hears of
+    /// its input, at the end, and the events after it are still read.
+    #[test]
+    fn tool_input_that_is_not_json_fails_only_the_row_at_the_end() {
         let mut reader = Reader::default();
-        let start =
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f"}}"#;
-        reader.on_event("content_block_start", start).unwrap();
-        let piece =
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#;
-        reader.on_event("content_block_delta", piece).unwrap();
-        let stop = r#"{"type":"content_block_stop","index":0}"#;
-        assert!(matches!(
-            reader.on_event("content_block_stop", stop),
-            Err(BackendError::Protocol(_))
-        ));
+        let events = [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\":\"Par"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            "not JSON",
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":4}}"#,
+        ];
+        for data in events {
+            assert_eq!(reader.on_event("", data), Ok(None), "{data}");
+        }
+        assert_eq!(reader.finish(), Err(BackendError::Truncated), "no message_stop yet");
+        let end = reader
+            .on_event("message_stop", r#"{"type":"message_stop"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(end.done.unwrap().completion_tokens, Some(4));
+        let Err(BackendError::Protocol(problem)) = reader.finish() else {
+            panic!("the problem is the row's at the end")
+        };
+        assert!(
+            problem.starts_with("tool call 'f' has arguments that are not valid JSON"),
+            "{problem}"
+        );
     }
 }

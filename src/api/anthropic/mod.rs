@@ -13,8 +13,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::{any, post};
 
 pub use error::AnthropicError;
@@ -33,9 +33,6 @@ pub fn routes(max_body_bytes: usize) -> Router<Arc<Live>> {
     Router::new()
         .route("/v1/messages", post(messages_handler))
         .route("/v1/messages/{*rest}", any(unknown_route))
-        .layer(axum::middleware::map_response(move |response: Response| async move {
-            body_too_large(response, max_body_bytes)
-        }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
@@ -52,22 +49,4 @@ async fn unknown_route(uri: Uri) -> AnthropicError {
         StatusCode::NOT_FOUND,
         format!("{} is not an Anthropic route ollabridge serves", uri.path()),
     )
-}
-
-/// axum refuses an oversized body in plain text; a backend's own 413 (JSON) passes.
-fn body_too_large(response: Response, limit: usize) -> Response {
-    if !crate::api::edge::is_body_limit_refusal(&response) {
-        return response;
-    }
-    let message = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
-    AnthropicError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
-}
-
-/// A missing or wrong API key: the Ollama routes' 401, in Anthropic's shape.
-pub fn unauthorized(message: &str) -> Response {
-    let mut response = AnthropicError::new(StatusCode::UNAUTHORIZED, message).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }

@@ -4,10 +4,11 @@
 //! constant time; the matching key's id goes into the request's log row.
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::Response;
 
 use super::context::RequestContext;
+use crate::api::Dialect;
 use crate::config::ClientKey;
 use crate::reload::Live;
 
@@ -43,13 +44,7 @@ pub fn refusal(live: &Live, request: &mut Request) -> Option<Response> {
             );
             let reason = if key_sent { "invalid API key" } else { "missing API key" };
             // OpenAI and Anthropic clients read `error.message`: the same words in their shapes.
-            if crate::api::anthropic::serves(&path) {
-                return Some(crate::api::anthropic::unauthorized(&unauthorized_message(reason)));
-            }
-            if crate::api::openai::serves(&path) {
-                return Some(crate::api::openai::unauthorized(&unauthorized_message(reason)));
-            }
-            return Some(unauthorized(reason));
+            return Some(Dialect::of(&path).unauthorized(unauthorized_message(reason)));
         }
     }
     None
@@ -77,16 +72,9 @@ fn api_key_header(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// A 401 in Ollama's shape.
 pub fn unauthorized(reason: &str) -> Response {
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(serde_json::json!({ "error": unauthorized_message(reason) })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+    Dialect::Ollama.unauthorized(unauthorized_message(reason))
 }
 
 pub fn unauthorized_message(reason: &str) -> String {

@@ -1,6 +1,7 @@
 //! What every request goes through before a handler, on both routers (the client
 //! API's and the dashboard's): its context and id (`context`), the page it comes from
-//! (`origin`), its API key (`auth`), and axum's plain-text 413 turned into Ollama's JSON.
+//! (`origin`), its API key (`auth`), and axum's plain-text 413 turned into the JSON of
+//! the path's API.
 
 pub mod auth;
 pub(crate) mod context;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use self::context::RequestContext;
 use crate::reload::Live;
@@ -45,7 +46,7 @@ pub(super) fn dashboard_edge(
 }
 
 /// Attaches the request's context, lets `admit` refuse it, turns axum's plain-text 413
-/// into Ollama's JSON (the `/v1` routes shape their own), echoes the request id.
+/// into the JSON of the path's API, echoes the request id.
 ///
 /// The checks run before the returned future, which holds only the route's: it lives
 /// as long as the request waits for its answer.
@@ -56,16 +57,14 @@ fn edge(
     admit: impl FnOnce(&Live, &mut Request) -> Option<Response>,
 ) -> impl Future<Output = Response> {
     let id = context::attach(&mut request);
-    let openai = super::openai::serves(request.uri().path());
+    let dialect = super::Dialect::of(request.uri().path());
     let answered = match admit(&live, &mut request) {
         None => futures::future::Either::Left(next.run(request)),
         Some(refused) => futures::future::Either::Right(std::future::ready(refused)),
     };
     // A combinator, not an async block: the block would keep `answered` twice.
     futures::FutureExt::map(answered, move |mut response| {
-        if !openai {
-            response = body_too_large_as_json(&live, response);
-        }
+        response = body_too_large_as_json(&live, dialect, response);
         context::echo_id(&mut response, id);
         response
     })
@@ -97,15 +96,15 @@ pub const PINNED_BACKEND: &str = "x-ollabridge-backend";
 /// `client_key` of requests made from the dashboard.
 pub const DASHBOARD_KEY_ID: &str = "dashboard";
 
-/// axum refuses an oversized body with plain text; clients expect Ollama's JSON.
-fn body_too_large_as_json(live: &Live, response: Response) -> Response {
+/// axum refuses an oversized body with plain text; clients expect their API's JSON.
+fn body_too_large_as_json(live: &Live, dialect: super::Dialect, response: Response) -> Response {
     if !is_body_limit_refusal(&response) {
         return response;
     }
     let state = live.load();
     let limit = state.config.server.max_body_bytes;
     let error = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
-    (response.status(), axum::Json(serde_json::json!({ "error": error }))).into_response()
+    dialect.error(response.status(), error, false)
 }
 
 /// axum's own refusal of a body over its limit: a 413 in plain text, which each API

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use crate::api::Dialect;
 use crate::reload::Live;
 
 /// 403 when the request comes from a page whose origin is not allowed; `None` otherwise.
@@ -23,19 +24,7 @@ pub fn refusal(live: &Live, request: &Request) -> Option<Response> {
     let path = request.uri().path();
     tracing::warn!(%origin, path, "rejected: origin not allowed");
     let message = format!("origin '{origin}' is not allowed (add it to server.allowed_origins)");
-    if crate::api::anthropic::serves(path) {
-        return Some(crate::api::anthropic::AnthropicError::new(StatusCode::FORBIDDEN, message).into_response());
-    }
-    if crate::api::openai::serves(path) {
-        return Some(crate::api::openai::OpenAiError::new(StatusCode::FORBIDDEN, message).into_response());
-    }
-    Some(
-        (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response(),
-    )
+    Some(Dialect::of(path).error(StatusCode::FORBIDDEN, message, false))
 }
 
 /// CORS for the allowed origins (read live, as the check above); others get no

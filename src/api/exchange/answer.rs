@@ -28,7 +28,11 @@ pub struct AnswerSoFar {
     pub content: String,
     pub thinking: String,
     pub tool_calls: Vec<ToolCall>,
+    /// Every token's logprobs, kept only while someone will read them ([`skip_logprobs`](AnswerSoFar::skip_logprobs)).
     pub logprobs: Vec<Logprob>,
+    /// No one reads `logprobs`: a streamed answer (each chunk carried its own) that no
+    /// cache slot keeps. A long answer with `top_logprobs` 20 would hold tens of MB.
+    pub(super) skip_logprobs: bool,
     /// When the first chunk with output came.
     pub first_output: Option<Instant>,
     /// Chunks that carried output (a token each, when the backend counts none).
@@ -50,11 +54,19 @@ impl AnswerSoFar {
         self.content.push_str(&delta.content);
         self.thinking.push_str(&delta.thinking);
         self.tool_calls.extend(delta.tool_calls.iter().cloned());
-        self.logprobs.extend(delta.logprobs.iter().cloned());
+        if !self.skip_logprobs {
+            self.logprobs.extend(delta.logprobs.iter().cloned());
+        }
         if let Some(done) = &chunk.done {
             self.done = Some(done.clone());
         }
         output
+    }
+
+    /// Whether the logprobs are left out: only the `stream: false` reply and the cache
+    /// read them.
+    pub fn skip_logprobs(&mut self, skip: bool) {
+        self.skip_logprobs = skip;
     }
 
     /// The whole answer as one delta (a `stream: false` reply).
@@ -125,5 +137,28 @@ mod tests {
         let metrics = answer.final_metrics(Instant::now());
         // The backend's count wins over the chunks counted.
         assert_eq!((metrics.done_reason.as_str(), metrics.eval_count), ("length", 7));
+    }
+
+    #[test]
+    fn logprobs_are_kept_only_for_a_reader() {
+        let token = Chunk {
+            delta: Delta {
+                content: "Hi".into(),
+                logprobs: vec![Logprob {
+                    token: "Hi".into(),
+                    logprob: -0.5,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut kept = AnswerSoFar::default();
+        kept.observe(&token);
+        assert_eq!(kept.whole().logprobs, token.delta.logprobs);
+        let mut skipped = AnswerSoFar::default();
+        skipped.skip_logprobs(true);
+        skipped.observe(&token);
+        assert_eq!((skipped.content.as_str(), skipped.logprobs.len()), ("Hi", 0));
     }
 }

@@ -142,6 +142,7 @@ impl Recorder {
     /// A cache miss: a complete, successful answer is stored under `key` for `ttl`.
     pub fn cache_on_success(&mut self, slot: CacheSlot) {
         self.cache_slot = Some(slot);
+        self.answer.skip_logprobs(false);
     }
 
     /// Answered from the cache: the row says so.
@@ -190,6 +191,9 @@ impl Recorder {
         self.record.model = model.map(str::to_owned);
         self.record.prompt = prompt;
         self.record.stream = stream;
+        // A streamed answer's chunks carried their own logprobs; only a cache fill or a
+        // `stream: false` reply reads them from the answer.
+        self.answer.skip_logprobs(stream && self.cache_slot.is_none());
     }
 
     pub fn backend_model(&mut self, name: &str) {

@@ -1,7 +1,9 @@
 //! Errors as OpenAI writes them: `{"error": {"message", "type", "param", "code"}}` with
-//! a fitting status. OpenAI's SDKs pick the exception by status and show `message`.
+//! a fitting status. OpenAI's SDKs pick the exception by status and show `message`. In a
+//! stream that had begun, chat completions' last event is the same object; the Responses
+//! API's is its own `error` event ([`ResponsesError`]).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -66,11 +68,6 @@ impl OpenAiError {
             "code": self.code,
         } })
     }
-
-    /// The error as the last event of a stream that had already started.
-    pub fn event(&self) -> Bytes {
-        Bytes::from(format!("data: {}\n\n", self.body()))
-    }
 }
 
 /// OpenAI's error types, by status.
@@ -105,8 +102,56 @@ impl DialectError for OpenAiError {
         &self.message
     }
 
-    fn event(&self) -> Bytes {
-        self.event()
+    /// Chat completions' (and completions'): the error object as one `data` event.
+    fn event(&self, _sequence_number: u64) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", self.body()))
+    }
+}
+
+/// An error on `/v1/responses`: OpenAI's error object as an answer, and in a stream the
+/// Responses API's `error` event, `{"type": "error", "code", "message", "param",
+/// "sequence_number"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponsesError(pub OpenAiError);
+
+impl DialectError for ResponsesError {
+    fn new(status: StatusCode, message: String) -> ResponsesError {
+        ResponsesError(OpenAiError::new(status, message))
+    }
+
+    fn from_backend(error: &BackendError, detail: Option<&Value>) -> ResponsesError {
+        ResponsesError(OpenAiError::from_backend(error, detail))
+    }
+
+    fn from_resolve(error: ResolveError) -> ResponsesError {
+        ResponsesError(OpenAiError::from(error))
+    }
+
+    fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// `code` is the backend's code, else the error's type (clients branch on it).
+    fn event(&self, sequence_number: u64) -> Bytes {
+        let e = &self.0;
+        let data = json!({
+            "type": "error",
+            "code": e.code.as_deref().unwrap_or(&e.kind),
+            "message": e.message,
+            "param": e.param,
+            "sequence_number": sequence_number,
+        });
+        Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    }
+}
+
+impl IntoResponse for ResponsesError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
     }
 }
 
@@ -141,17 +186,6 @@ impl IntoResponse for OpenAiError {
     }
 }
 
-/// A missing or wrong API key on a `/v1` route: the Ollama routes' 401, in OpenAI's shape.
-pub fn unauthorized(message: &str) -> Response {
-    let mut e = OpenAiError::new(StatusCode::UNAUTHORIZED, message);
-    e.code = Some("invalid_api_key".into());
-    let mut response = e.into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,11 +217,36 @@ mod tests {
                 "param": "messages", "code": null}})
         );
         assert_eq!(
-            OpenAiError::from_backend(&BackendError::Truncated, None).event(),
+            DialectError::event(&OpenAiError::from_backend(&BackendError::Truncated, None), 3),
             Bytes::from(
                 "data: {\"error\":{\"message\":\"backend stream ended before the response was complete\",\
                  \"type\":\"api_error\",\"param\":null,\"code\":null}}\n\n"
             )
+        );
+    }
+
+    /// The Responses API's own error event, numbered, with a code its clients can read.
+    #[test]
+    fn responses_errors_are_the_responses_api_s_error_event() {
+        let truncated = ResponsesError::from_backend(&BackendError::Truncated, None);
+        assert_eq!(
+            truncated.event(7),
+            Bytes::from(
+                "event: error\ndata: {\"type\":\"error\",\"code\":\"api_error\",\"message\":\"backend stream \
+                 ended before the response was complete\",\"param\":null,\"sequence_number\":7}\n\n"
+            )
+        );
+        let error = BackendError::Status {
+            status: 400,
+            message: "too long".into(),
+        };
+        let detail = json!({"type": "invalid_request_error", "code": "context_length_exceeded", "param": "input"});
+        let data = ResponsesError::from_backend(&error, Some(&detail)).event(0);
+        let data: Value = serde_json::from_slice(data.strip_prefix(b"event: error\ndata: ").unwrap()).unwrap();
+        assert_eq!(
+            data,
+            json!({"type": "error", "code": "context_length_exceeded", "message": "too long", "param": "input",
+                   "sequence_number": 0})
         );
     }
 

@@ -17,10 +17,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
-pub use error::{OpenAiError, unauthorized};
+pub use error::OpenAiError;
 
 use crate::reload::Live;
 
@@ -39,9 +38,6 @@ pub fn routes(max_body_bytes: usize) -> Router<Arc<Live>> {
         .route("/v1/models", get(models::list_handler))
         .route("/v1/models/{*model}", get(models::retrieve_handler))
         .route("/v1/{*rest}", any(unknown_route))
-        .layer(axum::middleware::map_response(move |response: Response| async move {
-            body_too_large(response, max_body_bytes)
-        }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
@@ -50,13 +46,4 @@ async fn unknown_route(uri: Uri) -> OpenAiError {
         StatusCode::NOT_FOUND,
         format!("{} is not an OpenAI route ollabridge serves", uri.path()),
     )
-}
-
-/// axum refuses an oversized body in plain text; a backend's own 413 (JSON) passes.
-fn body_too_large(response: Response, limit: usize) -> Response {
-    if !crate::api::edge::is_body_limit_refusal(&response) {
-        return response;
-    }
-    let message = format!("request body is larger than server.max_body_bytes ({limit} bytes)");
-    OpenAiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }

@@ -3,11 +3,15 @@
 //! `response.output_text.delta`, reasoning from `response.reasoning_text.delta` (or the
 //! summary's), function calls from `response.output_item.done`, usage and llama.cpp's
 //! timings from `response.completed`. A whole answer is the same response object. Pure.
+//!
+//! The backend's `response.failed` and `error` events go to the client as they are (Codex
+//! reads their `code`) and fail the row; what the reader cannot make sense of (a function
+//! call's arguments that are not JSON) is only the row's problem, told when it ends.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::error::OpenAiError;
+use super::error::ResponsesError;
 use crate::api::passthrough::{self, Logged, SideReader, Translation};
 use crate::backend::openai::translate::{tool_arguments, tool_call};
 use crate::backend::openai::types::Timings;
@@ -20,7 +24,7 @@ use crate::config::NativeRoute;
 pub struct Responses;
 
 impl passthrough::Route for Responses {
-    type Error = OpenAiError;
+    type Error = ResponsesError;
     type Reader = Reader;
 
     fn endpoint(self) -> &'static str {
@@ -56,6 +60,12 @@ pub struct Reader {
     /// Function calls so far.
     calls: usize,
     ended: bool,
+    /// Why the row is failed: the backend's failure, else the first event the reader
+    /// could not read.
+    error: Option<BackendError>,
+    /// The `sequence_number` of the client's next event: one after the backend's last
+    /// (llama.cpp numbers none: then the events counted).
+    next_sequence: u64,
 }
 
 /// One streamed event, read only as far as the row needs.
@@ -74,6 +84,8 @@ struct Event {
     timings: Option<Timings>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    sequence_number: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,10 +113,13 @@ struct Usage {
 /// The events that end a response.
 const ENDS: [&str; 4] = ["response.completed", "response.incomplete", "response.failed", "error"];
 
-impl SideReader for Reader {
-    fn on_event(&mut self, _name: &str, data: &str) -> Result<Option<Chunk>, BackendError> {
+impl Reader {
+    fn read(&mut self, data: &str) -> Result<Option<Chunk>, BackendError> {
         let event: Event = serde_json::from_str(data)
             .map_err(|e| BackendError::Protocol(format!("unreadable /v1/responses event: {e}")))?;
+        if let Some(n) = event.sequence_number {
+            self.next_sequence = n.saturating_add(1);
+        }
         let delta = match event.kind.as_str() {
             "response.output_text.delta" => Delta {
                 content: event.delta.unwrap_or_default(),
@@ -127,25 +142,42 @@ impl SideReader for Reader {
             "response.completed" | "response.incomplete" | "response.failed" => {
                 self.ended = true;
                 let response = event.response.unwrap_or_default();
-                return completion(&response, event.timings).map(|done| {
-                    Some(Chunk {
+                return match completion(&response, event.timings) {
+                    Ok(done) => Ok(Some(Chunk {
                         done: Some(done),
                         ..Default::default()
-                    })
-                });
+                    })),
+                    Err(failure) => {
+                        self.error = Some(failure);
+                        Ok(None)
+                    }
+                };
             }
             "error" => {
                 self.ended = true;
-                return Err(BackendError::Status {
+                self.error = Some(BackendError::Status {
                     status: 502,
                     message: event.message.unwrap_or_else(|| data.to_owned()),
                 });
+                return Ok(None);
             }
             _ => return Ok(None),
         };
         Ok(Some(Chunk {
             delta,
             ..Default::default()
+        }))
+    }
+}
+
+impl SideReader for Reader {
+    /// Never fails: a problem is kept for [`finish`](SideReader::finish), so the client
+    /// still gets the backend's events.
+    fn on_event(&mut self, _name: &str, data: &str) -> Result<Option<Chunk>, BackendError> {
+        self.next_sequence += 1;
+        Ok(self.read(data).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            None
         }))
     }
 
@@ -156,10 +188,17 @@ impl SideReader for Reader {
         }
     }
 
+    fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
     fn finish(&mut self) -> Result<Vec<Chunk>, BackendError> {
-        match self.ended {
-            true => Ok(Vec::new()),
-            false => Err(BackendError::Truncated),
+        if !self.ended {
+            return Err(BackendError::Truncated);
+        }
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -336,6 +375,33 @@ mod tests {
         assert!(reader.ends("response.completed", ""));
         assert!(reader.ends("", r#"{"type":"response.incomplete","response":{}}"#));
         assert!(!reader.ends("response.output_text.done", ""));
+    }
+
+    /// Arguments cut short are the row's problem only, told once the response ended.
+    #[test]
+    fn a_function_call_that_is_not_json_fails_only_the_row_at_the_end() {
+        let mut reader = Reader::default();
+        let call = r#"{"type":"response.output_item.done","item":{"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\":"}}"#;
+        assert_eq!(reader.on_event("response.output_item.done", call), Ok(None));
+        let text = r#"{"type":"response.output_text.delta","delta":"ok"}"#;
+        assert_eq!(
+            reader
+                .on_event("response.output_text.delta", text)
+                .unwrap()
+                .unwrap()
+                .delta
+                .content,
+            "ok"
+        );
+        let end = r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}}"#;
+        assert!(reader.on_event("response.incomplete", end).unwrap().is_some());
+        let Err(BackendError::Protocol(problem)) = reader.finish() else {
+            panic!("the problem is the row's at the end")
+        };
+        assert!(
+            problem.starts_with("tool call 'f' has arguments that are not valid JSON"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use self::relay::{Exchange, error_detail, refuse};
 use self::request::ClientRequest;
 use self::translated::Translated;
-pub use self::translated::{Encoder, End, Translation, event, read_body};
+pub use self::translated::{Encoder, End, Sampling, Translation, event, function_tool, read_body};
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder, Render};
@@ -96,7 +96,10 @@ pub trait DialectError: IntoResponse + Sized + Send + 'static {
 
     fn status(&self) -> StatusCode;
     fn message(&self) -> &str;
-    fn event(&self) -> Bytes;
+
+    /// The error as the last event of a stream; `sequence_number` is what the stream's
+    /// next event would carry, for the dialect that numbers its events (Responses).
+    fn event(&self, sequence_number: u64) -> Bytes;
 }
 
 /// A dialect's error object as a response; `Retry-After: 1` when the backend's queue was
@@ -114,15 +117,22 @@ pub fn error_response(status: StatusCode, body: &Value, retry_after: bool) -> Re
 /// Reads a backend's answer in one dialect into neutral chunks for the log row. Pure:
 /// tested with the events a real backend sent.
 pub trait SideReader: Send + 'static {
-    /// One SSE event (`name` is `message` when the event had none).
+    /// One SSE event (`name` is empty when the event had none). An error ends the
+    /// client's stream with the route's error event in place of this one, so it is
+    /// only for the backend's failure written in another shape (chat completions'
+    /// `{"error"}` chunk); what the reader merely cannot read is the row's problem,
+    /// kept for [`finish`](SideReader::finish).
     fn on_event(&mut self, name: &str, data: &str) -> Result<Option<Chunk>, BackendError>;
 
     /// Whether this event ends the answer: the row is handed over, the rest is
-    /// forwarded unread.
+    /// forwarded unread. The route's own error events end it too (they reach the
+    /// client as they are).
     fn ends(&self, name: &str, data: &str) -> bool;
 
-    /// The backend closed the stream: what is left (the final chunk), or why the answer
-    /// is incomplete ([`BackendError::Truncated`]).
+    /// The answer ended (or the backend closed the stream): what is left (the final
+    /// chunk), why the answer is incomplete ([`BackendError::Truncated`]), or why the
+    /// row is failed though the client got the backend's events (its error event, an
+    /// event the reader could not read).
     fn finish(&mut self) -> Result<Vec<Chunk>, BackendError>;
 
     /// A whole answer.
@@ -131,6 +141,12 @@ pub trait SideReader: Send + 'static {
     /// The event is the usage ollabridge asked for and the client did not.
     fn is_added_usage(&self, _data: &str) -> bool {
         false
+    }
+
+    /// The `sequence_number` the stream's next event would carry (the Responses API
+    /// numbers its events; other dialects do not).
+    fn next_sequence(&self) -> u64 {
+        0
     }
 }
 
@@ -303,6 +319,8 @@ struct Refusal {
     error: BackendError,
     detail: Option<Value>,
     capture: Option<Capture>,
+    /// False for ollabridge's own 400: a request it cannot translate, never sent.
+    asked: bool,
 }
 
 impl From<BackendError> for Refusal {
@@ -311,6 +329,7 @@ impl From<BackendError> for Refusal {
             error,
             detail: None,
             capture: None,
+            asked: true,
         }
     }
 }
@@ -318,6 +337,10 @@ impl From<BackendError> for Refusal {
 impl TryError for Refusal {
     fn backend_error(&self) -> &BackendError {
         &self.error
+    }
+
+    fn asked_backend(&self) -> bool {
+        self.asked
     }
 }
 
@@ -345,7 +368,12 @@ async fn ask<R: Route>(
     if let Some(capture) = &capture {
         capture.request(&body);
     }
-    let refused = |error, detail, capture| Refusal { error, detail, capture };
+    let refused = |error, detail, capture| Refusal {
+        error,
+        detail,
+        capture,
+        asked: true,
+    };
     let response = match upstream.client.post_v1(route.upstream(), body).await {
         Ok(r) => r,
         Err(e) => return Err(refused(e, None, capture)),
@@ -365,8 +393,10 @@ async fn ask<R: Route>(
         if let Some(capture) = &capture {
             capture.response(&body);
         }
-        if let Some(native) = route.native().filter(|_| is_unknown_route(status.as_u16(), &body)) {
-            upstream.learned_unserved(native);
+        // Only `serves: "auto"` learns; with `true` the backend's 404 is the answer.
+        let unserved =
+            |native: &NativeRoute| is_unknown_route(status.as_u16(), &body) && upstream.learned_unserved(*native);
+        if let Some(native) = route.native().filter(unserved) {
             return ask_translated(upstream, model, route, native, translating, slot, new_capture()).await;
         }
         let error = BackendError::from_status(status.as_u16(), &body);
@@ -401,11 +431,17 @@ async fn ask_translated(
         error,
         detail: None,
         capture,
+        asked: true,
     };
     let call = match translating.call(model, capture.clone()) {
         Ok(Some(call)) => call,
         Ok(None) => return Err(unserved(upstream, route, native).into()),
-        Err(e) => return Err(refused(e, capture)),
+        Err(e) => {
+            return Err(Refusal {
+                asked: false,
+                ..refused(e, None)
+            });
+        }
     };
     let chunks = match upstream.client.chat(&call).await {
         Ok(chunks) => crate::backend::first_chunk(chunks).await,
@@ -463,45 +499,4 @@ mod tests {
 
 /// For the dialects' reader tests: fixtures, and a stream read as the relay reads it.
 #[cfg(test)]
-pub(crate) mod test_support {
-    use super::SideReader;
-    use crate::backend::openai::sse::SseSplitter;
-    use crate::backend::{BackendError, Chunk};
-
-    /// A capture of `fixtures/llama-server/`.
-    pub fn fixture(name: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/llama-server")
-            .join(name);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-    }
-
-    /// Every event of an SSE body through `reader`, as the relay feeds it, then its end.
-    pub fn read_sse(mut reader: impl SideReader, body: &str) -> Result<Vec<Chunk>, BackendError> {
-        let mut splitter = SseSplitter::default();
-        splitter.push(body.as_bytes());
-        let mut chunks = Vec::new();
-        while let Some(event) = splitter.next_event().unwrap() {
-            let Some(data) = event.data() else { continue };
-            let ends = reader.ends(&event.name, data);
-            chunks.extend(reader.on_event(&event.name, data)?);
-            if ends {
-                break;
-            }
-        }
-        chunks.extend(reader.finish()?);
-        Ok(chunks)
-    }
-
-    /// The chunks as one: their deltas joined, the end kept.
-    pub fn whole_chunk(chunks: Vec<Chunk>) -> Chunk {
-        let mut whole = Chunk::default();
-        for chunk in chunks {
-            whole.delta.content.push_str(&chunk.delta.content);
-            whole.delta.thinking.push_str(&chunk.delta.thinking);
-            whole.delta.tool_calls.extend(chunk.delta.tool_calls);
-            whole.done = chunk.done.or(whole.done);
-        }
-        whole
-    }
-}
+pub(crate) mod test_support;

@@ -218,13 +218,6 @@ impl<R: Route> Relay<R> {
         let Some(data) = event.data().filter(|_| !self.done) else {
             return self.forward(event.raw);
         };
-        if event.name == "error" {
-            let error = BackendError::Status {
-                status: 502,
-                message: data.to_owned(),
-            };
-            return self.fail(error, None);
-        }
         let done = self.reader.ends(&event.name, data);
         let left_out = self.exchange.strip_usage && self.reader.is_added_usage(data);
         match self.reader.on_event(&event.name, data) {
@@ -232,6 +225,23 @@ impl<R: Route> Relay<R> {
                 if let Some(recorder) = &mut self.recorder {
                     recorder.observe(&chunk);
                 }
+            }
+            // An error event the route's reader does not end on is no error of the
+            // route's dialect (chat completions has none of its own): it is written
+            // again in the route's shape. One it ends on (Anthropic's, the Responses
+            // API's) is the client's dialect already: forwarded as it is, failing the row.
+            Ok(None) if event.name == "error" && !done => {
+                let detail = error_detail(data.as_bytes());
+                let message = detail
+                    .as_ref()
+                    .and_then(|d| d.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(data);
+                let error = BackendError::Status {
+                    status: 502,
+                    message: message.to_owned(),
+                };
+                return self.fail(error, detail);
             }
             Ok(None) => {}
             Err(e) => return self.fail(e, error_detail(data.as_bytes())),
@@ -301,7 +311,7 @@ impl<R: Route> Relay<R> {
             self.early = Some((recorder, event));
             return;
         }
-        let bytes = event.event();
+        let bytes = event.event(self.reader.next_sequence());
         recorder.sent_bytes(bytes.len());
         recorder.fail_stream(&error);
         self.ready.push_back(bytes);

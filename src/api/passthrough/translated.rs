@@ -13,7 +13,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::relay::{refuse, with_type};
 use super::{DialectError, Route};
@@ -40,6 +40,12 @@ pub trait Encoder: Send {
 
     /// The answer object as it stands, once ended.
     fn ended(&self, end: &End) -> Value;
+
+    /// The `sequence_number` the next event would carry (the Responses API numbers its
+    /// events), for an error that ends the stream.
+    fn next_sequence(&self) -> u64 {
+        0
+    }
 
     /// The whole answer (`stream: false`) of the answer gathered in one delta: the same
     /// blocks or items a stream of it builds.
@@ -71,6 +77,53 @@ pub fn event(name: &str, data: &Value) -> String {
 /// routes do.
 pub fn read_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     crate::api::exchange::parse_body(body).map_err(|e| e.to_string())
+}
+
+/// A client's function tool as the chat's (OpenAI-style) function; a tool without a
+/// schema takes no arguments.
+pub fn function_tool(name: String, description: Option<String>, parameters: Option<Value>) -> Value {
+    let mut function = Map::new();
+    function.insert("name".into(), name.into());
+    if let Some(description) = description {
+        function.insert("description".into(), description.into());
+    }
+    let parameters = parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    function.insert("parameters".into(), parameters);
+    json!({"type": "function", "function": function})
+}
+
+/// The sampling settings the dialects share, by their Ollama names.
+#[derive(Debug, Default)]
+pub struct Sampling {
+    pub num_predict: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u64>,
+    pub stop: Option<Vec<String>>,
+}
+
+impl Sampling {
+    /// The chat's `options`: the settings given, `None` when there are none.
+    pub fn options(self) -> Option<Map<String, Value>> {
+        let Sampling {
+            num_predict,
+            temperature,
+            top_p,
+            top_k,
+            stop,
+        } = self;
+        let options: Map<String, Value> = [
+            ("num_predict", num_predict.map(Value::from)),
+            ("temperature", temperature.map(Value::from)),
+            ("top_p", top_p.map(Value::from)),
+            ("top_k", top_k.map(Value::from)),
+            ("stop", stop.map(Value::from)),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+        .collect();
+        (!options.is_empty()).then_some(options)
+    }
 }
 
 /// The chat a backend is asked, and what the answer needs to be written.
@@ -127,7 +180,7 @@ pub async fn respond<R: Route>(
             }
             // Output has gone out with a 200: the error is the last event.
             Err(e) => {
-                let text = R::Error::from_backend(&e, None).event();
+                let text = R::Error::from_backend(&e, None).event(encoder.next_sequence());
                 rec.sent_bytes(text.len());
                 rec.fail_stream(&e);
                 return Some((Ok(text), (encoder, chunks, None, None)));
@@ -207,4 +260,34 @@ async fn whole<R: Route>(
     recorder.sent_bytes(body.len());
     recorder.finish();
     with_type(Response::new(Body::from(body)), "application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_tools_and_sampling_options() {
+        assert_eq!(
+            function_tool("f".into(), None, None),
+            json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}})
+        );
+        assert_eq!(
+            function_tool("g".into(), Some("does g".into()), Some(json!({"type": "object"}))),
+            json!({"type": "function", "function": {"name": "g", "description": "does g",
+                   "parameters": {"type": "object"}}})
+        );
+        assert_eq!(Sampling::default().options(), None);
+        let options = Sampling {
+            num_predict: Some(64),
+            top_p: Some(0.5),
+            stop: Some(vec!["END".into()]),
+            ..Default::default()
+        }
+        .options();
+        assert_eq!(
+            options.map(Value::Object),
+            Some(json!({"num_predict": 64, "top_p": 0.5, "stop": ["END"]}))
+        );
+    }
 }

@@ -5,9 +5,9 @@
 //! options; `thinking` as `think`. Pure.
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::api::passthrough::read_body;
+use crate::api::passthrough::{Sampling, function_tool, read_body};
 use crate::backend::request::{ChatRequest, Message, Think, ToolCall, ToolCallFunction};
 
 #[derive(Deserialize)]
@@ -167,21 +167,18 @@ pub fn chat_request(body: &[u8]) -> Result<ChatRequest, String> {
             );
         }
     }
-    let mut options = Map::new();
-    let mut set = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            options.insert(key.into(), value);
-        }
-    };
-    set("num_predict", request.max_tokens.map(Value::from));
-    set("temperature", request.temperature.map(Value::from));
-    set("top_p", request.top_p.map(Value::from));
-    set("top_k", request.top_k.map(Value::from));
-    set("stop", request.stop_sequences.map(Value::from));
+    let options = Sampling {
+        num_predict: request.max_tokens,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        top_k: request.top_k,
+        stop: request.stop_sequences,
+    }
+    .options();
     Ok(ChatRequest {
         model: request.model,
         messages: Some(messages),
-        options: (!options.is_empty()).then_some(options),
+        options,
         tools,
         think: request.thinking.map(|t| match t {
             Thinking::Enabled {} | Thinking::Adaptive {} => Think::On,
@@ -307,14 +304,5 @@ fn tool(tool: Tool) -> Result<Value, String> {
             tool.name
         ));
     }
-    let mut function = Map::new();
-    function.insert("name".into(), tool.name.into());
-    if let Some(description) = tool.description {
-        function.insert("description".into(), description.into());
-    }
-    let parameters = tool
-        .input_schema
-        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    function.insert("parameters".into(), parameters);
-    Ok(json!({"type": "function", "function": function}))
+    Ok(function_tool(tool.name, tool.description, tool.input_schema))
 }

@@ -55,7 +55,8 @@ impl ResponseEncoder {
                 "input_tokens_details": {"cached_tokens": 0},
                 "output_tokens": e.output_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": e.input_tokens + e.output_tokens,
+                // The backend's counts: whatever they are, no overflow.
+                "total_tokens": e.input_tokens.saturating_add(e.output_tokens),
             })
         });
         json!({
@@ -191,6 +192,10 @@ impl ResponseEncoder {
 }
 
 impl Encoder for ResponseEncoder {
+    fn next_sequence(&self) -> u64 {
+        self.sequence
+    }
+
     fn chunk(&mut self, chunk: &Chunk, end: Option<&End>) -> String {
         let mut out = String::new();
         if self.sequence == 0 {

@@ -6,9 +6,9 @@
 //! `text.format` as `format`. Pure.
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::api::passthrough::read_body;
+use crate::api::passthrough::{Sampling, function_tool, read_body};
 use crate::backend::request::{ChatRequest, Message, Think, ThinkLevel, ToolCall, ToolCallFunction};
 
 #[derive(Deserialize)]
@@ -173,19 +173,17 @@ pub fn chat_request(body: &[u8]) -> Result<ChatRequest, String> {
             );
         }
     }
-    let mut options = Map::new();
-    let mut set = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            options.insert(key.into(), value);
-        }
-    };
-    set("num_predict", request.max_output_tokens.map(Value::from));
-    set("temperature", request.temperature.map(Value::from));
-    set("top_p", request.top_p.map(Value::from));
+    let options = Sampling {
+        num_predict: request.max_output_tokens,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        ..Default::default()
+    }
+    .options();
     Ok(ChatRequest {
         model: request.model,
         messages: Some(messages),
-        options: (!options.is_empty()).then_some(options),
+        options,
         tools,
         think: request
             .reasoning
@@ -308,16 +306,7 @@ fn tool(tool: Tool) -> Result<Value, String> {
             tool.kind
         ));
     };
-    let mut function = Map::new();
-    function.insert("name".into(), name.into());
-    if let Some(description) = tool.description {
-        function.insert("description".into(), description.into());
-    }
-    let parameters = tool
-        .parameters
-        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    function.insert("parameters".into(), parameters);
-    Ok(json!({"type": "function", "function": function}))
+    Ok(function_tool(name, tool.description, tool.parameters))
 }
 
 /// `reasoning.effort` → Ollama's `think`.

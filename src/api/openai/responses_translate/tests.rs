@@ -286,6 +286,18 @@ fn streamed_reasoning_then_a_function_call() {
     assert_eq!(read.done.unwrap().prompt_tokens, Some(12));
 }
 
+/// Counts a backend made up do not overflow the total.
+#[test]
+fn huge_token_counts_total_without_overflow() {
+    let end = End {
+        reason: "stop".into(),
+        input_tokens: u64::MAX - 1,
+        output_tokens: 5,
+    };
+    let answer = Box::new(encoder()).whole(&delta("Hi", "").delta, &end);
+    assert_eq!(answer["usage"]["total_tokens"], json!(u64::MAX), "{answer}");
+}
+
 #[test]
 fn whole_responses() {
     let whole = |chunk: Chunk, reason: &str| Box::new(encoder()).whole(&chunk.delta, &end(reason));
