@@ -307,6 +307,18 @@ impl Recorder {
         self.send();
     }
 
+    /// Finishes on the last chunk, as soon as it is known rather than when the client has
+    /// read it (a client that hangs up right after the end is not counted as gone); the
+    /// recorder back otherwise.
+    pub fn finish_if_done(self, chunk: &Chunk) -> Option<Recorder> {
+        if chunk.done.is_some() {
+            self.finish();
+            None
+        } else {
+            Some(self)
+        }
+    }
+
     /// The one end of every exchange: the row completed, then handed to the cache,
     /// the metrics, live views and the log.
     fn send(&mut self) {

@@ -49,7 +49,7 @@ impl Answer {
         }
         recorder.observe(&first);
         let first_line = self.line(&first, &mut recorder);
-        let recorder = finish_if_done(&first, recorder);
+        let recorder = recorder.finish_if_done(&first);
         let state = (self, chunks, recorder, Some(first_line));
         let body = stream::unfold(state, |(answer, mut chunks, mut recorder, pending)| async move {
             if let Some(line) = pending {
@@ -65,7 +65,7 @@ impl Answer {
                 Some(Ok(chunk)) => {
                     rec.observe(&chunk);
                     let line = answer.line(&chunk, &mut rec);
-                    recorder = finish_if_done(&chunk, rec);
+                    recorder = rec.finish_if_done(&chunk);
                     line
                 }
                 // Output has gone out with a 200: the error becomes the last line.
@@ -170,17 +170,6 @@ impl Answer {
         };
         // Serialising plain strings and integers cannot fail; keep the stream valid anyway.
         encoded.unwrap_or_else(|e| error_json(&e.to_string()))
-    }
-}
-
-/// The record is written as soon as the last chunk is known, not when the client
-/// reads it, so a client that hangs up right after the end is not counted as gone.
-fn finish_if_done(chunk: &Chunk, recorder: Recorder) -> Option<Recorder> {
-    if chunk.done.is_some() {
-        recorder.finish();
-        None
-    } else {
-        Some(recorder)
     }
 }
 

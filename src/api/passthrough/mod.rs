@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use self::relay::{Exchange, error_detail, refuse};
 use self::request::ClientRequest;
 use self::translated::Translated;
-pub use self::translated::{Encoder, End, Sampling, Translation, event, function_tool, read_body};
+pub use self::translated::{Encoder, End, Sampling, TextOrParts, Translation, event, function_tool, read_body};
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder, Render};

@@ -79,6 +79,27 @@ pub fn read_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     crate::api::exchange::parse_body(body).map_err(|e| e.to_string())
 }
 
+/// A field that is a plain string or a list of typed parts: Anthropic's `system` and
+/// `content` (content blocks), the Responses API's message `content` (content parts).
+pub enum TextOrParts<P> {
+    Text(String),
+    Parts(Vec<P>),
+}
+
+/// By hand: serde's untagged enums lose why a part did not fit (its unknown type, say).
+impl<'de, P: DeserializeOwned> serde::Deserialize<'de> for TextOrParts<P> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TextOrParts<P>, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(text) => Ok(TextOrParts::Text(text)),
+            parts @ Value::Array(_) => serde_json::from_value(parts)
+                .map(TextOrParts::Parts)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom("expected a string or a list of content parts")),
+        }
+    }
+}
+
 /// A client's function tool as the chat's (OpenAI-style) function; a tool without a
 /// schema takes no arguments.
 pub fn function_tool(name: String, description: Option<String>, parameters: Option<Value>) -> Value {
@@ -163,7 +184,7 @@ pub async fn respond<R: Route>(
         return whole::<R>(encoder, first, chunks, recorder, log_lines).await;
     }
     let text = on_chunk(&mut *encoder, &first, &mut recorder, log_lines);
-    let recorder = finish_if_done(&first, recorder);
+    let recorder = recorder.finish_if_done(&first);
     let state = (encoder, chunks, recorder, Some(text));
     let body = stream::unfold(state, move |(mut encoder, mut chunks, recorder, pending)| async move {
         if let Some(text) = pending {
@@ -176,7 +197,7 @@ pub async fn respond<R: Route>(
         let (text, recorder) = match next_chunk(&mut chunks, &rec).await {
             Ok(chunk) => {
                 let text = on_chunk(&mut *encoder, &chunk, &mut rec, log_lines);
-                (text, finish_if_done(&chunk, rec))
+                (text, rec.finish_if_done(&chunk))
             }
             // Output has gone out with a 200: the error is the last event.
             Err(e) => {
@@ -219,17 +240,6 @@ fn end_of(recorder: &Recorder) -> End {
         reason: metrics.done_reason,
         input_tokens: metrics.prompt_eval_count,
         output_tokens: metrics.eval_count,
-    }
-}
-
-/// The row is handed over as soon as the last chunk is known, not when the client has
-/// read it.
-fn finish_if_done(chunk: &Chunk, recorder: Recorder) -> Option<Recorder> {
-    if chunk.done.is_some() {
-        recorder.finish();
-        None
-    } else {
-        Some(recorder)
     }
 }
 

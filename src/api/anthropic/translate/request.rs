@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::passthrough::{Sampling, function_tool, read_body};
+use crate::api::passthrough::{Sampling, TextOrParts, function_tool, read_body};
 use crate::backend::request::{ChatRequest, Message, Think, ToolCall, ToolCallFunction};
 
 #[derive(Deserialize)]
@@ -35,25 +35,7 @@ struct Request {
     thinking: Option<Thinking>,
 }
 
-/// A string, or a list of blocks (`system`, a message's or a tool result's content).
-enum Text {
-    Plain(String),
-    Blocks(Vec<Block>),
-}
-
-/// By hand: serde's untagged enums lose why a block did not fit (its unknown type, say).
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
-        use serde::de::Error;
-        match Value::deserialize(d)? {
-            Value::String(text) => Ok(Text::Plain(text)),
-            blocks @ Value::Array(_) => serde_json::from_value(blocks)
-                .map(Text::Blocks)
-                .map_err(D::Error::custom),
-            _ => Err(D::Error::custom("expected a string or a list of content blocks")),
-        }
-    }
-}
+type Text = TextOrParts<Block>;
 
 #[derive(Deserialize)]
 struct InMessage {
@@ -192,8 +174,8 @@ pub fn chat_request(body: &[u8]) -> Result<ChatRequest, String> {
 /// cannot be there.
 fn only_text(content: Text, refusal: impl FnOnce() -> String) -> Result<String, String> {
     let blocks = match content {
-        Text::Plain(text) => return Ok(text),
-        Text::Blocks(blocks) => blocks,
+        TextOrParts::Text(text) => return Ok(text),
+        TextOrParts::Parts(blocks) => blocks,
     };
     let mut texts = Vec::new();
     for block in blocks {
@@ -215,7 +197,7 @@ fn add_message(messages: &mut Vec<Message>, message: InMessage, index: usize) ->
         Role::System => "system",
     };
     let blocks = match message.content {
-        Text::Plain(content) => {
+        TextOrParts::Text(content) => {
             messages.push(Message {
                 role: role.into(),
                 content,
@@ -223,7 +205,7 @@ fn add_message(messages: &mut Vec<Message>, message: InMessage, index: usize) ->
             });
             return Ok(());
         }
-        Text::Blocks(blocks) => blocks,
+        TextOrParts::Parts(blocks) => blocks,
     };
     let mut turn = Message {
         role: role.into(),

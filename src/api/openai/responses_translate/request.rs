@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::passthrough::{Sampling, function_tool, read_body};
+use crate::api::passthrough::{Sampling, TextOrParts, function_tool, read_body};
 use crate::backend::request::{ChatRequest, Message, Think, ThinkLevel, ToolCall, ToolCallFunction};
 
 #[derive(Deserialize)]
@@ -73,25 +73,7 @@ enum Role {
     Developer,
 }
 
-/// A string, or a list of parts.
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-/// By hand: serde's untagged enums lose why a part did not fit (its unknown type, say).
-impl<'de> Deserialize<'de> for Content {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Content, D::Error> {
-        use serde::de::Error;
-        match Value::deserialize(d)? {
-            Value::String(text) => Ok(Content::Text(text)),
-            parts @ Value::Array(_) => serde_json::from_value(parts)
-                .map(Content::Parts)
-                .map_err(D::Error::custom),
-            _ => Err(D::Error::custom("expected a string or a list of content parts")),
-        }
-    }
-}
+type Content = TextOrParts<Part>;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -268,8 +250,8 @@ fn add_item(messages: &mut Vec<Message>, mut item: Value, index: usize) -> Resul
 /// A message's text (its parts joined) and its images as bare base64.
 fn content_text(content: Content, index: usize) -> Result<(String, Vec<String>), String> {
     let parts = match content {
-        Content::Text(text) => return Ok((text, Vec::new())),
-        Content::Parts(parts) => parts,
+        TextOrParts::Text(text) => return Ok((text, Vec::new())),
+        TextOrParts::Parts(parts) => parts,
     };
     let mut texts = Vec::new();
     let mut images = Vec::new();
