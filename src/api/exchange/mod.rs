@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
+use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Telemetry;
 use crate::api::edge::context::RequestContext;
-use crate::backend::{Attempt, BackendError, Capture, Chunk, Completion, Upstream};
+use crate::backend::{Attempt, BackendError, Capture, Chunk, ChunkStream, Completion, Upstream};
 use crate::metrics::{InflightGuard, RequestEvent};
 use crate::store::{LogRecord, Ticket, timestamp_now};
 
@@ -173,8 +174,20 @@ impl Recorder {
     }
 
     /// Fires when the shutdown grace period is over.
-    pub fn cut_off(&self) -> tokio_util::sync::CancellationToken {
-        self.telemetry.cut_off.clone()
+    pub fn cut_off(&self) -> &tokio_util::sync::CancellationToken {
+        &self.telemetry.cut_off
+    }
+
+    /// The backend's next chunk, or `ShuttingDown` once the grace period is over. The
+    /// chunk is polled first: one already there is taken without touching the token,
+    /// which every request shares (registering with it and cloning it each take its lock,
+    /// and a chunk was asked for this way ~17 times per answer).
+    pub async fn next_chunk(&self, chunks: &mut ChunkStream) -> Option<Result<Chunk, BackendError>> {
+        tokio::select! {
+            biased;
+            next = chunks.next() => next,
+            () = self.telemetry.cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
+        }
     }
 
     /// Size of the client's request body.

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
-use futures::{StreamExt, stream};
+use futures::stream;
 
 use super::types::{ChatChunk, FinalMetrics, GenerateChunk, OutMessage};
 use crate::api::exchange::Recorder;
@@ -34,11 +34,7 @@ pub struct Answer {
 
 impl Answer {
     pub async fn respond(self, mut chunks: ChunkStream, mut recorder: Recorder) -> Response {
-        let cut_off = recorder.cut_off();
-        let first = tokio::select! {
-            first = chunks.next() => first,
-            () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
-        };
+        let first = recorder.next_chunk(&mut chunks).await;
         let first = match first {
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) => return recorder.reject(e.into()),
@@ -56,11 +52,7 @@ impl Answer {
                 return Some((Ok::<_, Infallible>(line), (answer, chunks, recorder, None)));
             }
             let mut rec = recorder.take()?;
-            let cut_off = rec.cut_off();
-            let next = tokio::select! {
-                next = chunks.next() => next,
-                () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
-            };
+            let next = rec.next_chunk(&mut chunks).await;
             let line = match next {
                 Some(Ok(chunk)) => {
                     rec.observe(&chunk);
@@ -94,11 +86,7 @@ impl Answer {
             if last.done.is_some() {
                 break;
             }
-            let cut_off = recorder.cut_off();
-            let next = tokio::select! {
-                next = chunks.next() => next,
-                () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
-            };
+            let next = recorder.next_chunk(&mut chunks).await;
             match next {
                 Some(Ok(chunk)) => {
                     last = chunk;

@@ -63,7 +63,7 @@ fn from_reqwest<R: Route>(exchange: &Exchange<R>, e: &reqwest::Error) -> R::Erro
 
 /// A whole answer: read it, log it, and send it on with the client's model name.
 pub async fn whole<R: Route>(exchange: Exchange<R>, response: reqwest::Response, mut recorder: Recorder) -> Response {
-    let cut_off = recorder.cut_off();
+    let cut_off = recorder.cut_off().clone();
     let body = tokio::select! {
         body = response.bytes() => match body {
             Ok(body) => body,
@@ -128,7 +128,7 @@ pub async fn stream<R: Route>(exchange: Exchange<R>, response: reqwest::Response
     let upstream = crate::backend::captured(response.bytes_stream(), exchange.capture.clone());
     let mut relay = Relay {
         upstream: Box::pin(upstream),
-        cut_off: recorder.cut_off(),
+        cut_off: recorder.cut_off().clone(),
         splitter: SseSplitter::default(),
         reader: exchange.route.reader(exchange.strip_think),
         recorder: Some(recorder),
@@ -194,7 +194,9 @@ impl<R: Route> Relay<R> {
 
     /// Reads one piece from the backend.
     async fn pump(&mut self) {
+        // The backend first: bytes already there are taken without the shared token's lock.
         let next = tokio::select! {
+            biased;
             next = self.upstream.next() => next,
             () = self.cut_off.cancelled() => return self.fail(BackendError::ShuttingDown, None),
         };

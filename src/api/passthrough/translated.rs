@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::{StreamExt, stream};
+use futures::stream;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
@@ -215,12 +215,10 @@ pub async fn respond<R: Route>(
 /// The next chunk, or why there is none (the stream ended early, or the server is
 /// shutting down).
 async fn next_chunk(chunks: &mut ChunkStream, recorder: &Recorder) -> Result<Chunk, BackendError> {
-    let cut_off = recorder.cut_off();
-    let next = tokio::select! {
-        next = chunks.next() => next,
-        () = cut_off.cancelled() => Some(Err(BackendError::ShuttingDown)),
-    };
-    next.unwrap_or(Err(BackendError::Truncated))
+    recorder
+        .next_chunk(chunks)
+        .await
+        .unwrap_or(Err(BackendError::Truncated))
 }
 
 fn on_chunk(encoder: &mut dyn Encoder, chunk: &Chunk, recorder: &mut Recorder, log_lines: bool) -> String {
