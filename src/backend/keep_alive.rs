@@ -112,18 +112,6 @@ pub fn expiry(idle_since: SystemTime, keep_alive: KeepAlive) -> Option<SystemTim
     }
 }
 
-/// Ollama's `expires_at`: RFC 3339 with nanoseconds; "never" is the far future Ollama
-/// itself shows for `keep_alive: -1`.
-pub fn format_expiry(at: Option<SystemTime>) -> String {
-    match at {
-        Some(at) => chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        None => FOREVER.to_owned(),
-    }
-}
-
-/// What Ollama shows as the expiry of a model kept loaded forever.
-pub const FOREVER: &str = "2318-01-01T00:00:00Z";
-
 /// Unloads a backend's model; given by the backend, which holds the HTTP client.
 pub type Unloader = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -395,19 +383,6 @@ mod tests {
                 format!("keep_alive: invalid duration {bad} (use e.g. \"5m\", \"30s\", 300, 0 or -1)")
             );
         }
-    }
-
-    #[test]
-    fn expiry_is_idle_time_plus_keep_alive_in_ollamas_format() {
-        let idle = SystemTime::UNIX_EPOCH + Duration::new(1_796_600_000, 123_456_789);
-        let at = expiry(idle, KeepAlive::For(Duration::from_secs(300)));
-        assert_eq!(format_expiry(at), "2026-12-06T23:38:20.123456789Z");
-        assert_eq!(
-            format_expiry(expiry(idle, KeepAlive::Unload)),
-            "2026-12-06T23:33:20.123456789Z"
-        );
-        assert_eq!(expiry(idle, KeepAlive::Forever), None);
-        assert_eq!(format_expiry(None), "2318-01-01T00:00:00Z");
     }
 
     /// A book whose unloads are recorded.

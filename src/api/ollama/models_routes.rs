@@ -18,7 +18,6 @@ use super::error::render;
 use crate::AppState;
 use crate::api::edge::context::RequestContext;
 use crate::api::exchange::{ExchangeError, Recorder, parse_body};
-use crate::backend::keep_alive::{FOREVER, format_expiry};
 use crate::backend::ollama::translate::rename_model;
 use crate::backend::{BackendError, BackendModel, ModelsAnswer, Upstream};
 use crate::models::{Described, ResolveError, find, listed_name};
@@ -27,8 +26,14 @@ use crate::reload::{Live, Snapshot};
 /// OpenAI-compatible servers do not report an architecture; clients only need one
 /// to find `<arch>.context_length` in `model_info`.
 const ARCHITECTURE: &str = "llama";
-/// The backend keeps its models loaded; Ollama shows `keep_alive: -1` as a far future.
-const KEPT_LOADED_UNTIL: &str = FOREVER;
+/// What Ollama shows as the expiry of a model kept loaded forever (`keep_alive: -1`);
+/// also of a backend that keeps its models loaded.
+const FOREVER: &str = "2318-01-01T00:00:00Z";
+
+/// `/api/ps`'s `expires_at`; `None`: never.
+fn format_expiry(at: Option<std::time::SystemTime>) -> String {
+    at.map_or_else(|| FOREVER.to_owned(), crate::clock::rfc3339)
+}
 
 pub async fn version_handler(Snapshot(state): Snapshot) -> Json<Value> {
     Json(json!({ "version": state.config.server.version }))
@@ -130,7 +135,7 @@ pub async fn ps_handler(Snapshot(state): Snapshot) -> Response {
         .iter()
         .filter_map(|model| {
             let mut entry = entry(model, &state);
-            entry["expires_at"] = KEPT_LOADED_UNTIL.into();
+            entry["expires_at"] = FOREVER.into();
             entry["size_vram"] = 0.into();
             entry["context_length"] = model.context_length().into();
             let index = backend_of(model, &offered);
@@ -430,4 +435,25 @@ fn details(context_length: u64) -> Value {
         "quantization_level": "",
         "context_length": context_length,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::format_expiry;
+    use crate::backend::keep_alive::{KeepAlive, expiry};
+
+    #[test]
+    fn expiry_is_idle_time_plus_keep_alive_in_ollamas_format() {
+        let idle = SystemTime::UNIX_EPOCH + Duration::new(1_796_600_000, 123_456_789);
+        let at = expiry(idle, KeepAlive::For(Duration::from_secs(300)));
+        assert_eq!(format_expiry(at), "2026-12-06T23:38:20.123456789Z");
+        assert_eq!(
+            format_expiry(expiry(idle, KeepAlive::Unload)),
+            "2026-12-06T23:33:20.123456789Z"
+        );
+        assert_eq!(expiry(idle, KeepAlive::Forever), None);
+        assert_eq!(format_expiry(None), "2318-01-01T00:00:00Z");
+    }
 }
