@@ -323,14 +323,21 @@ struct Refusal {
     asked: bool,
 }
 
-impl From<BackendError> for Refusal {
-    fn from(error: BackendError) -> Refusal {
+impl Refusal {
+    /// The backend's refusal, with its error object and the bodies of the try.
+    fn by_backend(error: BackendError, detail: Option<Value>, capture: Option<Capture>) -> Refusal {
         Refusal {
             error,
-            detail: None,
-            capture: None,
+            detail,
+            capture,
             asked: true,
         }
+    }
+}
+
+impl From<BackendError> for Refusal {
+    fn from(error: BackendError) -> Refusal {
+        Refusal::by_backend(error, None, None)
     }
 }
 
@@ -368,22 +375,16 @@ async fn ask<R: Route>(
     if let Some(capture) = &capture {
         capture.request(&body);
     }
-    let refused = |error, detail, capture| Refusal {
-        error,
-        detail,
-        capture,
-        asked: true,
-    };
     let response = match upstream.client.post_v1(route.upstream(), body).await {
         Ok(r) => r,
-        Err(e) => return Err(refused(e, None, capture)),
+        Err(e) => return Err(Refusal::by_backend(e, None, capture)),
     };
     let status = response.status();
     if !status.is_success() {
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(e) => {
-                return Err(refused(
+                return Err(Refusal::by_backend(
                     BackendError::from_reqwest(upstream.client.label(), &e),
                     None,
                     capture,
@@ -400,7 +401,7 @@ async fn ask<R: Route>(
             return ask_translated(upstream, model, route, native, translating, slot, new_capture()).await;
         }
         let error = BackendError::from_status(status.as_u16(), &body);
-        return Err(refused(error, error_detail(&body), capture));
+        return Err(Refusal::by_backend(error, error_detail(&body), capture));
     }
     let is_sse = response
         .headers()
@@ -427,19 +428,14 @@ async fn ask_translated(
     slot: Option<OwnedSemaphorePermit>,
     capture: Option<Capture>,
 ) -> Result<Answer, Refusal> {
-    let refused = |error, capture| Refusal {
-        error,
-        detail: None,
-        capture,
-        asked: true,
-    };
     let call = match translating.call(model, capture.clone()) {
         Ok(Some(call)) => call,
         Ok(None) => return Err(unserved(upstream, route, native).into()),
         Err(e) => {
+            // ollabridge's own 400: never sent, so no backend refused it.
             return Err(Refusal {
                 asked: false,
-                ..refused(e, None)
+                ..Refusal::by_backend(e, None, None)
             });
         }
     };
@@ -449,7 +445,7 @@ async fn ask_translated(
     };
     match chunks {
         Ok(chunks) => Ok(Answer::Translated { chunks, slot, capture }),
-        Err(e) => Err(refused(e, capture)),
+        Err(e) => Err(Refusal::by_backend(e, None, capture)),
     }
 }
 
