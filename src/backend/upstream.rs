@@ -170,15 +170,21 @@ impl Upstream {
     /// instead of starving the others; a wait longer than `queue_timeout` is
     /// [`BackendError::Busy`].
     pub async fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, BackendError> {
+        // The waits below are boxed: a request that finds a slot free (nearly all of them)
+        // carries no room for a timer or the first look at the slot count in its future.
         if self.config.max_concurrent == MaxConcurrent::Auto && !self.first_detection.initialized() {
             // Past the wait the request goes unlimited; the look goes on for the next.
-            let _ = tokio::time::timeout(DETECTION_WAIT, self.detect_limit_once()).await;
+            let _ = Box::pin(tokio::time::timeout(DETECTION_WAIT, self.detect_limit_once())).await;
         }
         let Some((slots, size)) = self.slots.current() else {
             return Ok(None);
         };
+        // A free permit goes to queued requests first, so taking one here jumps no queue.
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
         let wait = self.config.queue_timeout;
-        match tokio::time::timeout(wait, slots.acquire_owned()).await {
+        match Box::pin(tokio::time::timeout(wait, slots.acquire_owned())).await {
             Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(BackendError::Busy(format!(
                 "backend busy: {size} requests in flight and none finished within {}s; retry shortly",
@@ -284,51 +290,60 @@ impl<'a> Failover<'a> {
     ///
     /// `attempt` returns a future that owns what it borrows for longer than the call (an
     /// async closure would do, but its future cannot be shown to be `Send`).
-    pub async fn run<T, E: TryError, F: Future<Output = Result<T, E>>>(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice in its future (~120 bytes per waiting request)"
+    )]
+    pub fn run<'c, T, E: TryError, F: Future<Output = Result<T, E>>>(
         mut self,
-        cut_off: &CancellationToken,
-        mut attempt: impl FnMut(&'a Upstream, String) -> F,
-    ) -> Result<Routed<'a, T>, Unrouted<E>> {
-        while let Some((upstream, model)) = self.next_target() {
-            // A select, not `CancellationToken::run_until_cancelled`: that async fn keeps the
-            // future it is given twice in its own (1.4 KB more for each request waiting on
-            // its backend).
-            let tried = tokio::select! {
-                tried = attempt(upstream, model.clone()) => tried,
-                () = cut_off.cancelled() => Err(E::from(BackendError::ShuttingDown)),
-            };
-            let error = match tried {
-                Ok(answer) => {
-                    self.succeeded(upstream);
-                    return Ok(Routed {
-                        upstream,
-                        model,
-                        answer,
-                        attempts: self.attempts,
-                    });
-                }
-                Err(error) if !error.asked_backend() => {
-                    // No verdict: the pass dropped gives a half-open breaker's trial back.
-                    self.pass = None;
+        cut_off: &'c CancellationToken,
+        mut attempt: impl FnMut(&'a Upstream, String) -> F + 'c,
+    ) -> impl Future<Output = Result<Routed<'a, T>, Unrouted<E>>> + 'c
+    where
+        'a: 'c,
+    {
+        async move {
+            while let Some((upstream, model)) = self.next_target() {
+                // A select, not `CancellationToken::run_until_cancelled`: that async fn keeps the
+                // future it is given twice in its own (1.4 KB more for each request waiting on
+                // its backend).
+                let tried = tokio::select! {
+                    tried = attempt(upstream, model.clone()) => tried,
+                    () = cut_off.cancelled() => Err(E::from(BackendError::ShuttingDown)),
+                };
+                let error = match tried {
+                    Ok(answer) => {
+                        self.succeeded(upstream);
+                        return Ok(Routed {
+                            upstream,
+                            model,
+                            answer,
+                            attempts: self.attempts,
+                        });
+                    }
+                    Err(error) if !error.asked_backend() => {
+                        // No verdict: the pass dropped gives a half-open breaker's trial back.
+                        self.pass = None;
+                        return Err(Unrouted {
+                            error,
+                            attempts: self.attempts,
+                        });
+                    }
+                    Err(error) => error,
+                };
+                if self.failed(upstream, &model, error.backend_error().clone()).is_some() {
                     return Err(Unrouted {
                         error,
                         attempts: self.attempts,
                     });
                 }
-                Err(error) => error,
-            };
-            if self.failed(upstream, &model, error.backend_error().clone()).is_some() {
-                return Err(Unrouted {
-                    error,
-                    attempts: self.attempts,
-                });
             }
+            // A model always has a target; kept as an answer rather than a panic.
+            Err(Unrouted {
+                error: E::from(BackendError::Config("no backend to ask for this model".into())),
+                attempts: self.attempts,
+            })
         }
-        // A model always has a target; kept as an answer rather than a panic.
-        Err(Unrouted {
-            error: E::from(BackendError::Config("no backend to ask for this model".into())),
-            attempts: self.attempts,
-        })
     }
 
     /// The next target to try, with its backend.

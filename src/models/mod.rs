@@ -124,6 +124,13 @@ impl Models {
                 client,
             });
         }
+        // Boxed: only a name that is not mapped pays, in its request's future, for the
+        // room that asking backends for their lists takes (~1.4 KB).
+        Box::pin(self.discovered(client, upstreams)).await
+    }
+
+    /// The first backend that discovers `client` (not mapped) among the models it offers.
+    async fn discovered(&self, client: String, upstreams: &[Upstream]) -> Result<Resolved, ResolveError> {
         let key = normalize(&client);
         let mut first_error = None;
         for (index, upstream) in upstreams.iter().enumerate() {

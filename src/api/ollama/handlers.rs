@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::Extension;
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use serde_json::Value;
 
 use super::error::render;
@@ -18,6 +19,7 @@ use crate::backend::keep_alive::{self, KeepAlive};
 use crate::backend::{
     AnyBackend, BackendError, Call, Capture, ChunkStream, Failover, Lifecycle, Routed, Unrouted, Upstream,
 };
+use crate::config::Target;
 use crate::models::Resolved;
 use crate::reload::Snapshot;
 
@@ -62,7 +64,14 @@ pub(crate) fn chat_handler(
         };
         recorder.resolved(&resolved);
         if messages.is_empty() {
-            return load_answer(&state, *recorder, Shape::Chat, &resolved, request.keep_alive.as_ref()).await;
+            return Box::pin(load_answer(
+                &state,
+                *recorder,
+                Shape::Chat,
+                &resolved,
+                request.keep_alive.as_ref(),
+            ))
+            .await;
         }
         if state.config.server.log_messages {
             tracing::info!(model = %resolved.client, messages = ?messages, "chat request");
@@ -114,13 +123,13 @@ pub(crate) fn generate_handler(
             tracing::debug!(model = %resolved.client, "generate: 'template' is ignored; the backend applies its own");
         }
         if request.prompt.as_deref().unwrap_or_default().is_empty() && request.suffix.is_none() {
-            return load_answer(
+            return Box::pin(load_answer(
                 &state,
                 *recorder,
                 Shape::Generate,
                 &resolved,
                 request.keep_alive.as_ref(),
-            )
+            ))
             .await;
         }
         if state.config.server.log_messages {
@@ -236,10 +245,6 @@ fn from_cache<R: Answered>(
     clippy::too_many_arguments,
     reason = "one call site per endpoint, each naming every part"
 )]
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice in its future"
-)]
 fn answer<'a, R: Answered + 'a>(
     state: &'a AppState,
     context: &'a RequestContext,
@@ -250,31 +255,49 @@ fn answer<'a, R: Answered + 'a>(
     request: Box<R>,
     body: Bytes,
 ) -> impl Future<Output = Response> + 'a {
+    // What needs no waiting is done before the answer's future: an `async move` block
+    // would keep room for the request, its body and the resolved names even once moved
+    // into `call`.
+    let answer = Answer {
+        shape,
+        model: resolved.client.clone(),
+        stream,
+        log_lines: state.config.server.log_raw_responses,
+    };
+    if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &*request) {
+        recorder.cache_hit();
+        recorder.backend_model(&resolved.backend);
+        return Either::Left(Box::pin(answer.respond(hit.into_chunks(), *recorder)));
+    }
+    let database = &state.config.database;
+    let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
+    recorder.capture(capture.clone());
+    let call = Call {
+        capture,
+        client_model: resolved.client,
+        backend_model: resolved.backend,
+        strip_think: resolved.strip_think,
+        stream,
+        request: std::sync::Arc::<R>::from(request),
+        body,
+    };
+    Either::Right(ask_targets(state, recorder, answer, call, resolved.targets))
+}
+
+/// The model's targets asked in turn with `call`, the first to answer streamed back.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+fn ask_targets<'a, R: Answered + 'a>(
+    state: &'a AppState,
+    mut recorder: Box<Recorder>,
+    answer: Answer,
+    call: Call<R>,
+    targets: Vec<Target>,
+) -> impl Future<Output = Response> + 'a {
     async move {
-        let answer = Answer {
-            shape,
-            model: resolved.client.clone(),
-            stream,
-            log_lines: state.config.server.log_raw_responses,
-        };
-        if let Some(hit) = from_cache(state, context, &mut recorder, &resolved, &*request) {
-            recorder.cache_hit();
-            recorder.backend_model(&resolved.backend);
-            return Box::pin(answer.respond(hit.into_chunks(), *recorder)).await;
-        }
-        let database = &state.config.database;
-        let capture = database.store_bodies.then(|| Capture::new(database.max_body_bytes));
-        recorder.capture(capture.clone());
-        let call = Call {
-            capture,
-            client_model: resolved.client,
-            backend_model: resolved.backend,
-            strip_think: resolved.strip_think,
-            stream,
-            request: std::sync::Arc::<R>::from(request),
-            body,
-        };
-        let failover = Failover::new(&state.backends, &resolved.targets);
+        let failover = Failover::new(&state.backends, &targets);
         // Each try gets its own call (cheap: the request is shared) naming its model.
         let routed = failover.run(&state.telemetry.cut_off, |upstream, model| {
             let call = Call {

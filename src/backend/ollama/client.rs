@@ -76,7 +76,9 @@ impl OllamaBackend {
         let response = self.forward(Method::POST, path, Some(body)).await?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.bytes().await.unwrap_or_default();
+            // Boxed: only a refusal needs room for reading a body whole (~500 bytes that
+            // every request waiting for its backend would otherwise carry).
+            let body = Box::pin(response.bytes()).await.unwrap_or_default();
             if let Some(capture) = &call.capture {
                 capture.response(&body);
             }

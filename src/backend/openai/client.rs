@@ -137,9 +137,15 @@ impl OpenAiBackend {
         // `and_then`, not an async block awaiting the send: the block would keep the
         // send's future twice.
         let sent = crate::backend::send(request, &self.label);
-        Either::Right(sent.and_then(move |response| async move {
+        Either::Right(sent.and_then(move |response| {
             let status = response.status();
-            if !status.is_success() || !stream {
+            if status.is_success() && stream {
+                let bytes = crate::backend::captured(response.bytes_stream(), capture.cloned());
+                return Either::Left(future::ready(Ok(sse_to_chunks(bytes, translator, self.label.clone()))));
+            }
+            // Boxed: only an answer read whole needs room for the read, which every
+            // request waiting for its backend would otherwise carry (~700 bytes).
+            Either::Right(Box::pin(async move {
                 let body = response
                     .bytes()
                     .await
@@ -153,10 +159,8 @@ impl OpenAiBackend {
                         .unwrap_or_else(|| BackendError::from_status(status, &body)));
                 }
                 let chunks = translator.on_body(&body)?;
-                return Ok(stream::iter(chunks.into_iter().map(Ok)).boxed());
-            }
-            let bytes = crate::backend::captured(response.bytes_stream(), capture.cloned());
-            Ok(sse_to_chunks(bytes, translator, self.label.clone()))
+                Ok(stream::iter(chunks.into_iter().map(Ok)).boxed())
+            }))
         }))
     }
 }
