@@ -98,6 +98,77 @@ async fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(statuses, [&json!(503), &json!(200)]);
 }
 
+/// A streamed answer holds its backend slot until it has ended, on each path an answer
+/// takes (Ollama's NDJSON, the `/v1` byte relay, a dialect translated onto a chat): with
+/// `max_concurrent: 1` the next request waits while the first is still being sent, and
+/// goes on as soon as it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_holds_its_slot_until_it_ends() {
+    let mock = common::holding::mock().await;
+    let mut bridge = Bridge::start(json!({
+        "backend": {"type": "openai", "endpoint": mock.url, "timeout": 30, "max_concurrent": 1,
+                    "queue_timeout": 10, "serves": {"messages": false}},
+        "models": {"mappings": {"m": "mock-model"}},
+    }))
+    .await;
+    let http = reqwest::Client::new();
+    // Path, what the last line of its stream says, and where a whole answer has its text.
+    let paths = [
+        (
+            "/api/chat",
+            r#""content":""},"done":true,"done_reason":"stop""#,
+            "/message/content",
+        ),
+        ("/v1/chat/completions", "data: [DONE]", "/choices/0/message/content"),
+        ("/v1/messages", r#"data: {"type":"message_stop"}"#, "/content/0/text"),
+    ];
+    for (path, last, text) in paths {
+        let url = format!("{}{path}", bridge.url);
+        // `max_tokens`: Anthropic's API requires it; the others let it be.
+        let body = |content: &str, stream: bool| {
+            let messages = json!([{"role": "user", "content": content}]);
+            json!({"model": "m", "max_tokens": 64, "stream": stream, "messages": messages})
+        };
+        // The backend sends its first piece, then holds the answer open.
+        let held = http.post(&url).json(&body("hold", true)).send().await.unwrap();
+        assert_eq!(held.status(), 200, "{path}");
+        let mut held = held.bytes_stream();
+        let mut streamed = held.next().await.unwrap().unwrap().to_vec();
+        assert!(
+            String::from_utf8_lossy(&streamed).contains("Hi"),
+            "{path}: {streamed:?}"
+        );
+
+        let next = http.post(&url).json(&body("hi", false)).send();
+        tokio::pin!(next);
+        let waited = tokio::time::timeout(Duration::from_millis(300), &mut next).await;
+        assert!(waited.is_err(), "{path}: answered while the first answer held the slot");
+
+        mock.release.notify_one();
+        while let Some(piece) = held.next().await {
+            streamed.extend_from_slice(&piece.unwrap());
+        }
+        let streamed = String::from_utf8(streamed).unwrap();
+        let last_line = streamed.trim_end().lines().last().unwrap();
+        assert!(last_line.contains(last), "{path}: {streamed}");
+        let next = next.await.unwrap();
+        assert_eq!(next.status(), 200, "{path}");
+        let answer: Value = next.json().await.unwrap();
+        assert_eq!(
+            answer.pointer(text),
+            Some(&json!(common::holding::ANSWER.to_owned() + " (mock-model)")),
+            "{path}: {answer}"
+        );
+    }
+    let rows = bridge.rows().await;
+    let logged: Vec<Value> = rows.iter().map(|r| json!([r["endpoint"], r["status_code"]])).collect();
+    let expected: Vec<Value> = paths
+        .iter()
+        .flat_map(|(path, _, _)| [json!([path, 200]), json!([path, 200])])
+        .collect();
+    assert_eq!(logged, expected);
+}
+
 /// A llama-server-like backend: `/props` tells `slots` as `total_slots`; answers take
 /// `delay`; `peak` records the most requests it served at once.
 async fn llama_like_backend(slots: Arc<AtomicUsize>, delay: Duration) -> (String, Arc<AtomicUsize>) {

@@ -3,6 +3,7 @@
 //! real Ollama through. Dispatch is an enum so a new backend is a compile error at
 //! every place that must handle it.
 
+mod answering;
 pub mod capture;
 pub mod error;
 pub mod health;
@@ -19,6 +20,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use answering::first_chunk;
 pub use capture::Capture;
 pub use error::BackendError;
 pub use upstream::{Attempt, Failover, LimitSource, Routed, TryError, Unrouted, Upstream};
@@ -88,16 +90,6 @@ pub struct Completion {
     pub eval_ns: Option<u64>,
     pub total_ns: Option<u64>,
     pub load_ns: Option<u64>,
-}
-
-/// Waits for a chunk stream's first item: a failure up to there has sent the client
-/// nothing, so another target may answer it ([`BackendError::may_fail_over`]).
-pub async fn first_chunk(mut chunks: ChunkStream) -> Result<ChunkStream, BackendError> {
-    use futures::StreamExt;
-    match chunks.next().await {
-        Some(Err(e)) if e.may_fail_over() => Err(e),
-        first => Ok(futures::stream::iter(first).chain(chunks).boxed()),
-    }
 }
 
 /// A chat or generate call, after model mapping.

@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use axum::response::Response;
 use futures::StreamExt;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Telemetry;
 use crate::api::edge::context::RequestContext;
@@ -33,8 +32,6 @@ use crate::store::{LogRecord, Ticket, timestamp_now};
 pub struct Recorder {
     telemetry: Arc<Telemetry>,
     _inflight: InflightGuard,
-    /// A backend slot (`max_concurrent`), held until the answer ends.
-    _slot: Option<OwnedSemaphorePermit>,
     started: Instant,
     /// Boxed: the recorder moves through every handler's future, which would otherwise
     /// carry the row's ~640 bytes once per place it passes through.
@@ -69,7 +66,6 @@ impl Recorder {
         let timestamp = timestamp_now();
         Recorder {
             _inflight: telemetry.metrics.inflight(),
-            _slot: None,
             telemetry: telemetry.clone(),
             started: context.received,
             record: Box::new(LogRecord {
@@ -156,10 +152,8 @@ impl Recorder {
         self.capture = capture;
     }
 
-    /// The backend that took the request (holding `slot` until the answer ends), and
-    /// the targets that failed before it.
-    pub fn routed(&mut self, upstream: &Upstream, slot: Option<OwnedSemaphorePermit>, attempts: &[Attempt]) {
-        self._slot = slot;
+    /// The backend that took the request, and the targets that failed before it.
+    pub fn routed(&mut self, upstream: &Upstream, attempts: &[Attempt]) {
         self.record.backend = Some(upstream.name().to_owned());
         self.record.backend_type = upstream.client.kind().as_str().to_owned();
         self.failed_attempts(attempts);

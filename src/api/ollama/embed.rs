@@ -143,10 +143,10 @@ async fn embed(
         Ok(Routed {
             upstream,
             model,
-            answer: (embeddings, slot),
+            answer: embeddings,
             attempts,
         }) => {
-            recorder.routed(upstream, slot, &attempts);
+            recorder.routed(upstream, &attempts);
             recorder.backend_model(&model);
             Ok((resolved, embeddings.vectors, embeddings.prompt_tokens))
         }
@@ -162,9 +162,10 @@ async fn embed_on(
     model: &str,
     inputs: &[String],
     keep_alive: Option<&Value>,
-) -> Result<(Embeddings, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
-    let slot = upstream.slot().await?;
-    Ok((upstream.client.embed(model, inputs, keep_alive).await?, slot))
+) -> Result<Embeddings, BackendError> {
+    // One of the backend's slots, held while it computes.
+    let _slot = upstream.slot().await?;
+    upstream.client.embed(model, inputs, keep_alive).await
 }
 
 /// Ollama's `/api/embed` returns unit vectors; with `dimensions` it cuts first, then

@@ -310,10 +310,10 @@ fn ask_targets<'a, R: Answered + 'a>(
             Ok(Routed {
                 upstream,
                 model,
-                answer: (chunks, slot),
+                answer: chunks,
                 attempts,
             }) => {
-                recorder.routed(upstream, slot, &attempts);
+                recorder.routed(upstream, &attempts);
                 recorder.backend_model(&model);
                 // Boxed: the future waiting for the first chunk need not have room for it.
                 Box::pin(answer.respond(chunks, *recorder)).await
@@ -328,13 +328,11 @@ fn ask_targets<'a, R: Answered + 'a>(
 
 /// Asks one backend, holding one of its slots, and waits for the answer's first chunk:
 /// a failure up to there has sent the client nothing, so another target may answer.
-async fn ask_first_chunk<R: Answered>(
-    upstream: &Upstream,
-    call: &Call<R>,
-) -> Result<(ChunkStream, Option<tokio::sync::OwnedSemaphorePermit>), BackendError> {
+/// The answer holds the slot until it ends.
+async fn ask_first_chunk<R: Answered>(upstream: &Upstream, call: &Call<R>) -> Result<ChunkStream, BackendError> {
     let slot = upstream.slot().await?;
     let chunks = R::ask(&upstream.client, call).await?;
-    Ok((crate::backend::first_chunk(chunks).await?, slot))
+    crate::backend::first_chunk(chunks, slot).await
 }
 
 /// An empty chat or prompt is Ollama's "load the model" request (with `keep_alive: 0`,
@@ -354,7 +352,7 @@ async fn load_answer(
         Err(e) => return recorder.reject(e.into()),
     };
     if done.is_some() {
-        recorder.routed(upstream, None, &[]);
+        recorder.routed(upstream, &[]);
     }
     // Other backends never refused a keep_alive that is not a duration; they still do not.
     let unload = keep_alive::parse(keep_alive) == Ok(KeepAlive::Unload);

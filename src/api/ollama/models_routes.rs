@@ -271,7 +271,7 @@ pub async fn forward_logged(
     let path = uri.path();
     let mut recorder = Recorder::start(state, context, path, method.as_str(), &body, render);
     let backend = &upstream.client;
-    recorder.routed(upstream, None, &[]);
+    recorder.routed(upstream, &[]);
     let requested: Option<String> = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
         v.get("model")
             .or_else(|| v.get("name"))

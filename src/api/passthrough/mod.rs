@@ -223,8 +223,8 @@ pub fn pass_through<R: Route>(
         recorder.backend_model(&model);
         let answer = match answer {
             Answer::Native(answer) => answer,
-            Answer::Translated { chunks, slot, capture } => {
-                recorder.routed(upstream, slot, &attempts);
+            Answer::Translated { chunks, capture } => {
+                recorder.routed(upstream, &attempts);
                 recorder.capture(capture);
                 let Some(translation) = route.translation() else {
                     unreachable!("only a route with a translation is translated")
@@ -237,7 +237,7 @@ pub fn pass_through<R: Route>(
                     .await;
             }
         };
-        recorder.routed(upstream, answer.slot, &attempts);
+        recorder.routed(upstream, &attempts);
         recorder.capture(answer.capture.clone());
         let exchange = Exchange {
             route,
@@ -247,6 +247,7 @@ pub fn pass_through<R: Route>(
             strip_think: resolved.strip_think,
             log_lines: server.log_raw_responses,
             capture: answer.capture,
+            _slot: answer.slot,
         };
         match answer.is_sse {
             true => relay::stream(exchange, answer.response, *recorder).await,
@@ -295,10 +296,9 @@ impl Translating<'_> {
 enum Answer {
     /// The route itself.
     Native(Native),
-    /// The chat it was asked instead: its first chunk has come.
+    /// The chat it was asked instead: its first chunk has come (the chunks hold the slot).
     Translated {
         chunks: ChunkStream,
-        slot: Option<OwnedSemaphorePermit>,
         capture: Option<Capture>,
     },
 }
@@ -440,11 +440,11 @@ async fn ask_translated(
         }
     };
     let chunks = match upstream.client.chat(&call).await {
-        Ok(chunks) => crate::backend::first_chunk(chunks).await,
+        Ok(chunks) => crate::backend::first_chunk(chunks, slot).await,
         Err(e) => Err(e),
     };
     match chunks {
-        Ok(chunks) => Ok(Answer::Translated { chunks, slot, capture }),
+        Ok(chunks) => Ok(Answer::Translated { chunks, capture }),
         Err(e) => Err(Refusal::by_backend(e, None, capture)),
     }
 }

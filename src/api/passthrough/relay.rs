@@ -19,6 +19,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
 use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::request::rename_model;
@@ -43,6 +44,8 @@ pub struct Exchange<R> {
     pub log_lines: bool,
     /// The backend's bytes, kept with `database.store_bodies`.
     pub capture: Option<Capture>,
+    /// A backend slot (`max_concurrent`), held until the relay ends or the client goes.
+    pub _slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Ends a request with an error in its dialect's shape, logged with the same status and message.
