@@ -13,11 +13,13 @@ mod relay;
 mod request;
 mod translated;
 
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -159,33 +161,48 @@ pub enum Logged {
 
 /// Relays `body` to the backend's `route`, logged like every request.
 ///
-/// A plain function returning an `async move` block, with the recorder boxed, for the
-/// reason the Ollama chat handler is (its future is what a request waiting holds).
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice in its future"
-)]
+/// A plain function for the reasons the Ollama chat handler is one (its future is what a
+/// request waiting holds): the body's reading is done before the future, which keeps
+/// only what the wait and the answer need.
 pub fn pass_through<R: Route>(
     state: Arc<AppState>,
     context: RequestContext,
     route: R,
     body: Bytes,
 ) -> impl Future<Output = Response> {
+    let endpoint = route.endpoint();
+    let render: Render = |e| R::Error::from_exchange(e).into_response();
+    let mut recorder = Recorder::begin(&state, &context, endpoint, &body, render);
+    let request = match ClientRequest::read(&body) {
+        Ok(r) => r,
+        Err(message) => {
+            let refused = refuse(*recorder, R::Error::new(StatusCode::BAD_REQUEST, message));
+            return Either::Left(std::future::ready(refused));
+        }
+    };
+    let prompt = route.prompt(&request.body);
+    if state.config.server.log_messages {
+        tracing::info!(model = ?request.model, prompt = ?prompt, "{endpoint} request");
+    }
+    recorder.request(request.model.as_deref(), prompt, request.stream);
+    Either::Right(ask_targets(state, context.id, route, body, request, recorder))
+}
+
+/// The model resolved and its targets asked in turn, the first to answer relayed.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+fn ask_targets<R: Route>(
+    state: Arc<AppState>,
+    id: String,
+    route: R,
+    body: Bytes,
+    request: ClientRequest,
+    mut recorder: Box<Recorder>,
+) -> impl Future<Output = Response> {
     async move {
         let state = &*state;
-        let endpoint = route.endpoint();
-        let render: Render = |e| R::Error::from_exchange(e).into_response();
-        let mut recorder = Recorder::begin(state, &context, endpoint, &body, render);
-        let server = &state.config.server;
-        let request = match ClientRequest::read(&body) {
-            Ok(r) => r,
-            Err(message) => return refuse(*recorder, R::Error::new(StatusCode::BAD_REQUEST, message)),
-        };
-        let prompt = route.prompt(&request.body);
-        if server.log_messages {
-            tracing::info!(model = ?request.model, prompt = ?prompt, "{endpoint} request");
-        }
-        recorder.request(request.model.as_deref(), prompt, request.stream);
         let resolved = match state.models.resolve(request.model.as_deref(), &state.backends).await {
             Ok(r) => r,
             Err(e) => return refuse(*recorder, R::Error::from_resolve(e)),
@@ -221,10 +238,11 @@ pub fn pass_through<R: Route>(
             }
         };
         recorder.backend_model(&model);
+        recorder.routed(upstream, &attempts);
+        let log_lines = state.config.server.log_raw_responses;
         let answer = match answer {
             Answer::Native(answer) => answer,
             Answer::Translated { chunks, capture } => {
-                recorder.routed(upstream, &attempts);
                 recorder.capture(capture);
                 let Some(translation) = route.translation() else {
                     unreachable!("only a route with a translation is translated")
@@ -232,12 +250,10 @@ pub fn pass_through<R: Route>(
                 let created = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let encoder = translation.encoder(&context.id, &resolved.client, created);
-                return translated::respond::<R>(encoder, request.stream, chunks, *recorder, server.log_raw_responses)
-                    .await;
+                let encoder = translation.encoder(&id, &resolved.client, created);
+                return translated::respond::<R>(encoder, request.stream, chunks, *recorder, log_lines).await;
             }
         };
-        recorder.routed(upstream, &attempts);
         recorder.capture(answer.capture.clone());
         let exchange = Exchange {
             route,
@@ -245,13 +261,13 @@ pub fn pass_through<R: Route>(
             label: upstream.client.label().to_owned(),
             strip_usage: answer.strip_usage,
             strip_think: resolved.strip_think,
-            log_lines: server.log_raw_responses,
+            log_lines,
             capture: answer.capture,
             _slot: answer.slot,
         };
         match answer.is_sse {
             true => relay::stream(exchange, answer.response, *recorder).await,
-            false => relay::whole(exchange, answer.response, *recorder).await,
+            false => relay::whole(exchange, answer.response, recorder).await,
         }
     }
 }
@@ -381,7 +397,8 @@ async fn ask<R: Route>(
     };
     let status = response.status();
     if !status.is_success() {
-        let body = match response.bytes().await {
+        // Boxed: an error's body is rare, and its read is a large future.
+        let body = match Box::pin(response.bytes()).await {
             Ok(body) => body,
             Err(e) => {
                 return Err(Refusal::by_backend(
@@ -418,35 +435,38 @@ async fn ask<R: Route>(
 }
 
 /// Asks the backend the route's translation as a chat, and waits for the first chunk (a
-/// failure up to there sent the client nothing, so another target may answer).
-async fn ask_translated(
-    upstream: &Upstream,
-    model: &str,
+/// failure up to there sent the client nothing, so another target may answer). Boxed:
+/// the rare translation need not make room in every request's wait.
+fn ask_translated<'a>(
+    upstream: &'a Upstream,
+    model: &'a str,
     route: impl Route,
     native: NativeRoute,
-    translating: &Translating<'_>,
+    translating: &'a Translating<'_>,
     slot: Option<OwnedSemaphorePermit>,
     capture: Option<Capture>,
-) -> Result<Answer, Refusal> {
-    let call = match translating.call(model, capture.clone()) {
-        Ok(Some(call)) => call,
-        Ok(None) => return Err(unserved(upstream, route, native).into()),
-        Err(e) => {
-            // ollabridge's own 400: never sent, so no backend refused it.
-            return Err(Refusal {
-                asked: false,
-                ..Refusal::by_backend(e, None, None)
-            });
+) -> Pin<Box<impl Future<Output = Result<Answer, Refusal>> + 'a>> {
+    Box::pin(async move {
+        let call = match translating.call(model, capture.clone()) {
+            Ok(Some(call)) => call,
+            Ok(None) => return Err(unserved(upstream, route, native).into()),
+            Err(e) => {
+                // ollabridge's own 400: never sent, so no backend refused it.
+                return Err(Refusal {
+                    asked: false,
+                    ..Refusal::by_backend(e, None, None)
+                });
+            }
+        };
+        let chunks = match upstream.client.chat(&call).await {
+            Ok(chunks) => crate::backend::first_chunk(chunks, slot).await,
+            Err(e) => Err(e),
+        };
+        match chunks {
+            Ok(chunks) => Ok(Answer::Translated { chunks, capture }),
+            Err(e) => Err(Refusal::by_backend(e, None, capture)),
         }
-    };
-    let chunks = match upstream.client.chat(&call).await {
-        Ok(chunks) => crate::backend::first_chunk(chunks, slot).await,
-        Err(e) => Err(e),
-    };
-    match chunks {
-        Ok(chunks) => Ok(Answer::Translated { chunks, capture }),
-        Err(e) => Err(Refusal::by_backend(e, None, capture)),
-    }
+    })
 }
 
 /// The backend does not answer this route itself.

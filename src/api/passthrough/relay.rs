@@ -64,52 +64,63 @@ fn from_reqwest<R: Route>(exchange: &Exchange<R>, e: &reqwest::Error) -> R::Erro
     R::Error::from_backend(&BackendError::from_reqwest(&exchange.label, e), None)
 }
 
-/// A whole answer: read it, log it, and send it on with the client's model name.
-pub async fn whole<R: Route>(exchange: Exchange<R>, response: reqwest::Response, mut recorder: Recorder) -> Response {
-    let cut_off = recorder.cut_off().clone();
-    let body = tokio::select! {
-        body = response.bytes() => match body {
-            Ok(body) => body,
-            Err(e) => return refuse(recorder, from_reqwest(&exchange, &e)),
-        },
-        () = cut_off.cancelled() => {
-            return refuse(recorder, R::Error::from_backend(&BackendError::ShuttingDown, None));
+/// A whole answer: read it, log it, and send it on with the client's model name. The
+/// recorder stays boxed: its room would be in the handler's future otherwise.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+pub fn whole<R: Route>(
+    exchange: Exchange<R>,
+    response: reqwest::Response,
+    mut recorder: Box<Recorder>,
+) -> impl Future<Output = Response> {
+    async move {
+        let cut_off = recorder.cut_off().clone();
+        let body = tokio::select! {
+            body = response.bytes() => match body {
+                Ok(body) => body,
+                Err(e) => return refuse(*recorder, from_reqwest(&exchange, &e)),
+            },
+            () = cut_off.cancelled() => {
+                return refuse(*recorder, R::Error::from_backend(&BackendError::ShuttingDown, None));
+            }
+        };
+        if let Some(capture) = &exchange.capture {
+            capture.response(&body);
         }
-    };
-    if let Some(capture) = &exchange.capture {
-        capture.response(&body);
-    }
-    if exchange.log_lines {
-        tracing::info!(response = %String::from_utf8_lossy(&body), "raw response");
-    }
-    let Ok(mut answer) = serde_json::from_slice::<Map<String, Value>>(&body) else {
-        let text = String::from_utf8_lossy(&body);
-        let error = BackendError::Protocol(format!("not a JSON object: {}", preview(&text)));
-        return refuse(recorder, R::Error::from_backend(&error, None));
-    };
-    let detail = answer.get("error").filter(|e| !e.is_null()).cloned();
-    let logged = exchange.route.reader(exchange.strip_think).on_body(&body);
-    // A 200 that carries an error object (llama.cpp sends some failures so) is that error.
-    if let Err(error @ BackendError::Status { .. }) = &logged {
-        return refuse(recorder, R::Error::from_backend(error, detail.as_ref()));
-    }
-    let body = match rename_model(&mut answer, &exchange.client_model) {
-        // Serialising a map read from JSON cannot fail.
-        true => Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()),
-        false => body,
-    };
-    recorder.sent_bytes(body.len());
-    match logged {
-        Ok(Logged::Chunks(chunks)) => {
-            chunks.iter().for_each(|c| recorder.observe(c));
-            recorder.finish();
+        if exchange.log_lines {
+            tracing::info!(response = %String::from_utf8_lossy(&body), "raw response");
         }
-        Ok(Logged::Summary(summary, prompt_tokens)) => recorder.finish_with(summary, prompt_tokens),
-        // Only the log could not read it (say, tool call arguments that are not JSON);
-        // the client gets the backend's answer as it was.
-        Err(e) => recorder.fail_stream(&e),
+        let Ok(mut answer) = serde_json::from_slice::<Map<String, Value>>(&body) else {
+            let text = String::from_utf8_lossy(&body);
+            let error = BackendError::Protocol(format!("not a JSON object: {}", preview(&text)));
+            return refuse(*recorder, R::Error::from_backend(&error, None));
+        };
+        let detail = answer.get("error").filter(|e| !e.is_null()).cloned();
+        let logged = exchange.route.reader(exchange.strip_think).on_body(&body);
+        // A 200 that carries an error object (llama.cpp sends some failures so) is that error.
+        if let Err(error @ BackendError::Status { .. }) = &logged {
+            return refuse(*recorder, R::Error::from_backend(error, detail.as_ref()));
+        }
+        let body = match rename_model(&mut answer, &exchange.client_model) {
+            // Serialising a map read from JSON cannot fail.
+            true => Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()),
+            false => body,
+        };
+        recorder.sent_bytes(body.len());
+        match logged {
+            Ok(Logged::Chunks(chunks)) => {
+                chunks.iter().for_each(|c| recorder.observe(c));
+                recorder.finish();
+            }
+            Ok(Logged::Summary(summary, prompt_tokens)) => recorder.finish_with(summary, prompt_tokens),
+            // Only the log could not read it (say, tool call arguments that are not JSON);
+            // the client gets the backend's answer as it was.
+            Err(e) => recorder.fail_stream(&e),
+        }
+        with_type(Response::new(Body::from(body)), "application/json")
     }
-    with_type(Response::new(Body::from(body)), "application/json")
 }
 
 fn preview(text: &str) -> String {
@@ -122,14 +133,22 @@ fn preview(text: &str) -> String {
 
 /// A streamed answer: waits for the first event before answering, so a failure before
 /// any output is a real HTTP error (as on the Ollama routes), then forwards the rest.
-pub async fn stream<R: Route>(exchange: Exchange<R>, response: reqwest::Response, recorder: Recorder) -> Response {
+///
+/// The relay is boxed before the wait (it moves into the body whole), so the handler's
+/// future carries a pointer to it rather than its room; the arguments are used up before
+/// the `async` block, so it does not keep them too.
+pub fn stream<R: Route>(
+    exchange: Exchange<R>,
+    response: reqwest::Response,
+    recorder: Recorder,
+) -> impl Future<Output = Response> {
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
         .unwrap_or(HeaderValue::from_static("text/event-stream"));
     let upstream = crate::backend::captured(response.bytes_stream(), exchange.capture.clone());
-    let mut relay = Relay {
+    let mut relay = Box::new(Relay {
         upstream: Box::pin(upstream),
         cut_off: recorder.cut_off().clone(),
         splitter: SseSplitter::default(),
@@ -141,20 +160,22 @@ pub async fn stream<R: Route>(exchange: Exchange<R>, response: reqwest::Response
         done: false,
         ended: false,
         early: None,
-    };
-    while relay.ready.is_empty() && !relay.ended {
-        relay.pump().await;
-    }
-    if let Some((recorder, error)) = relay.early.take() {
-        return refuse(recorder, error);
-    }
-    let body = stream::unfold(relay, |mut relay| async move {
-        let bytes = relay.next().await?;
-        Some((Ok::<_, Infallible>(bytes), relay))
     });
-    let mut response = Response::new(Body::from_stream(body));
-    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    response
+    async move {
+        while relay.ready.is_empty() && !relay.ended {
+            relay.pump().await;
+        }
+        if let Some((recorder, error)) = relay.early.take() {
+            return refuse(recorder, error);
+        }
+        let body = stream::unfold(relay, |mut relay| async move {
+            let bytes = relay.next().await?;
+            Some((Ok::<_, Infallible>(bytes), relay))
+        });
+        let mut response = Response::new(Body::from_stream(body));
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        response
+    }
 }
 
 struct Relay<R: Route> {

@@ -168,48 +168,55 @@ impl Translated {
 
 /// Answers the client from the backend's chunks: the first is awaited before any status
 /// is sent, so a failure before output is a proper HTTP error in the route's shape.
-pub async fn respond<R: Route>(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+pub fn respond<R: Route>(
     mut encoder: Box<dyn Encoder>,
     stream: bool,
     mut chunks: ChunkStream,
     mut recorder: Recorder,
     log_lines: bool,
-) -> Response {
-    let first = next_chunk(&mut chunks, &recorder).await;
-    let first = match first {
-        Ok(chunk) => chunk,
-        Err(e) => return refuse(recorder, R::Error::from_backend(&e, None)),
-    };
-    if !stream {
-        return whole::<R>(encoder, first, chunks, recorder, log_lines).await;
-    }
-    let text = on_chunk(&mut *encoder, &first, &mut recorder, log_lines);
-    let recorder = recorder.finish_if_done(&first);
-    let state = (encoder, chunks, recorder, Some(text));
-    let body = stream::unfold(state, move |(mut encoder, mut chunks, recorder, pending)| async move {
-        if let Some(text) = pending {
-            return Some((
-                Ok::<_, Infallible>(Bytes::from(text)),
-                (encoder, chunks, recorder, None),
-            ));
-        }
-        let mut rec = recorder?;
-        let (text, recorder) = match next_chunk(&mut chunks, &rec).await {
-            Ok(chunk) => {
-                let text = on_chunk(&mut *encoder, &chunk, &mut rec, log_lines);
-                (text, rec.finish_if_done(&chunk))
-            }
-            // Output has gone out with a 200: the error is the last event.
-            Err(e) => {
-                let text = R::Error::from_backend(&e, None).event(encoder.next_sequence());
-                rec.sent_bytes(text.len());
-                rec.fail_stream(&e);
-                return Some((Ok(text), (encoder, chunks, None, None)));
-            }
+) -> impl Future<Output = Response> {
+    async move {
+        let first = next_chunk(&mut chunks, &recorder).await;
+        let first = match first {
+            Ok(chunk) => chunk,
+            Err(e) => return refuse(recorder, R::Error::from_backend(&e, None)),
         };
-        Some((Ok(Bytes::from(text)), (encoder, chunks, recorder, None)))
-    });
-    with_type(Response::new(Body::from_stream(body)), "text/event-stream")
+        if !stream {
+            // Boxed: the wait for the first chunk need not make room for gathering the rest.
+            return Box::pin(whole::<R>(encoder, first, chunks, recorder, log_lines)).await;
+        }
+        let text = on_chunk(&mut *encoder, &first, &mut recorder, log_lines);
+        let recorder = recorder.finish_if_done(&first);
+        let state = (encoder, chunks, recorder, Some(text));
+        let body = stream::unfold(state, move |(mut encoder, mut chunks, recorder, pending)| async move {
+            if let Some(text) = pending {
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(text)),
+                    (encoder, chunks, recorder, None),
+                ));
+            }
+            let mut rec = recorder?;
+            let (text, recorder) = match next_chunk(&mut chunks, &rec).await {
+                Ok(chunk) => {
+                    let text = on_chunk(&mut *encoder, &chunk, &mut rec, log_lines);
+                    (text, rec.finish_if_done(&chunk))
+                }
+                // Output has gone out with a 200: the error is the last event.
+                Err(e) => {
+                    let text = R::Error::from_backend(&e, None).event(encoder.next_sequence());
+                    rec.sent_bytes(text.len());
+                    rec.fail_stream(&e);
+                    return Some((Ok(text), (encoder, chunks, None, None)));
+                }
+            };
+            Some((Ok(Bytes::from(text)), (encoder, chunks, recorder, None)))
+        });
+        with_type(Response::new(Body::from_stream(body)), "text/event-stream")
+    }
 }
 
 /// The next chunk, or why there is none (the stream ended early, or the server is
