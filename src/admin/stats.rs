@@ -119,8 +119,9 @@ impl Group {
             self.rate_sum += rate;
             self.rates += 1;
         }
-        self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
-        self.completion_tokens += r.completion_tokens.unwrap_or(0);
+        // Saturating: a row holds whatever count a backend reported.
+        self.prompt_tokens = self.prompt_tokens.saturating_add(r.prompt_tokens.unwrap_or(0));
+        self.completion_tokens = self.completion_tokens.saturating_add(r.completion_tokens.unwrap_or(0));
         if let Some(cost) = r.cost {
             *self.cost.get_or_insert(0.0) += cost;
         }
@@ -313,7 +314,29 @@ pub async fn timeseries_handler(
 
 #[cfg(test)]
 mod tests {
-    use super::nearest_rank;
+    use super::{Group, nearest_rank};
+    use crate::store::stats::StatRow;
+
+    #[test]
+    fn token_sums_stop_at_the_largest_count_rather_than_wrap() {
+        let huge = StatRow {
+            model: Some("m".into()),
+            failed: false,
+            latency_ms: Some(5),
+            ttft_ms: None,
+            tokens_per_second: None,
+            prompt_tokens: Some(i64::MAX - 1),
+            completion_tokens: Some(i64::MAX),
+            cost: None,
+        };
+        let mut group = Group::default();
+        group.add(&huge);
+        group.add(&huge);
+        let stats = group.finish();
+        assert_eq!(stats.count, 2);
+        assert_eq!(stats.prompt_tokens, i64::MAX);
+        assert_eq!(stats.completion_tokens, i64::MAX);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
